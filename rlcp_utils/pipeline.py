@@ -1,0 +1,111 @@
+"""Run the study's notebooks in order with papermill on one profile.
+
+    python -m rlcp_utils.pipeline --profile default        # what `make reproduce` calls
+
+Each executed notebook is written to outputs/<profile>/notebooks/ only once it has finished (atomic
+rename), and manifest.json records it with the parameter hash and the notebook's hash. A rerun skips the
+notebooks whose recorded run matches both, so an interrupted run resumes after the last notebook that
+finished; --force reruns everything. A failing notebook stops the run and names the failing cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import PARAMS_DIR, REPO_ROOT, ParameterError, load_profile
+from .outputs import read_json, record_notebook_run
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def study_notebooks() -> list[Path]:
+    """The numbered notebooks (NN_name.ipynb), in order."""
+    return sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def is_done(profile, notebook: Path) -> bool:
+    manifest = read_json(profile.output_dir / "manifest.json", {}) or {}
+    entry = manifest.get("notebooks", {}).get(notebook.stem)
+    executed = profile.output_dir / "notebooks" / notebook.name
+    return bool(entry) and executed.exists() and entry.get("status") == "ok" \
+        and entry.get("param_hash") == profile.hash and entry.get("notebook_sha256") == _sha256(notebook)
+
+
+def run_notebook(profile, notebook: Path, log_output: bool = False) -> float:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    out_dir = profile.sub("notebooks")
+    final = out_dir / notebook.name
+    partial = out_dir / f"{notebook.stem}.running.ipynb"
+    failed = out_dir / f"{notebook.stem}.failed.ipynb"
+    # a profile from params/ is passed by name, any other YAML by its path
+    profile_arg = profile.name if profile.path.parent == PARAMS_DIR else str(profile.path)
+    t0 = time.time()
+    try:
+        pm.execute_notebook(
+            str(notebook), str(partial), parameters={"profile": profile_arg},
+            kernel_name="python3", language="python", cwd=str(NOTEBOOK_DIR), progress_bar=True, log_output=log_output,
+        )
+    except PapermillExecutionError as err:
+        wall = time.time() - t0
+        os.replace(partial, failed)
+        record_notebook_run(profile, notebook.stem, wall, _sha256(notebook), "failed")
+        source = "\n".join("    " + line for line in err.source.splitlines()[:12])
+        raise SystemExit(
+            f"\n{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}):\n"
+            f"  {err.ename}: {err.evalue}\n  cell source:\n{source}\n"
+            f"  the executed notebook with the traceback: {failed}\n"
+            f"  fix the cause and rerun the same command: finished notebooks are not run again."
+        ) from None
+    wall = time.time() - t0
+    os.replace(partial, final)
+    failed.unlink(missing_ok=True)
+    record_notebook_run(profile, notebook.stem, wall, _sha256(notebook), "ok")
+    return wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="default", help="name under params/ or a path to a YAML file")
+    ap.add_argument("--force", action="store_true", help="rerun notebooks that already finished")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (for example 01_data)")
+    ap.add_argument("--log-output", action="store_true", help="stream the notebooks' cell output")
+    args = ap.parse_args(argv)
+    try:
+        profile = load_profile(args.profile)
+    except ParameterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    notebooks = study_notebooks()
+    if args.only:
+        unknown = set(args.only) - {nb.stem for nb in notebooks}
+        if unknown:
+            print(f"error: unknown notebook(s) {sorted(unknown)}; known: {[nb.stem for nb in notebooks]}", file=sys.stderr)
+            return 2
+        notebooks = [nb for nb in notebooks if nb.stem in args.only]
+    print(f"profile {profile.name} ({profile.hash}): {profile['description']}")
+    print(f"results go to {profile.output_dir}")
+    total = time.time()
+    for i, nb in enumerate(notebooks, 1):
+        if not args.force and is_done(profile, nb):
+            print(f"[{i}/{len(notebooks)}] {nb.stem}: already done with these parameters, skipped")
+            continue
+        print(f"[{i}/{len(notebooks)}] {nb.stem}: running")
+        wall = run_notebook(profile, nb, log_output=args.log_output)
+        print(f"[{i}/{len(notebooks)}] {nb.stem}: finished in {wall / 60:.1f} min")
+    print(f"done in {(time.time() - total) / 60:.1f} min; results in {profile.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
