@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +104,14 @@ def encode_answer(tokenizer, answer: str) -> list[int]:
 # --- candidate pool ------------------------------------------------------------------------------
 
 
+def _fold(name: str) -> str:
+    """Accent- and case-insensitive form: 'Brasília' and 'Brasilia' are the same city."""
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+
+
 def _mentions_country(city: str, country: str) -> bool:
     """True where the prompt would give the answer away (Mexico City, Kuwait, Luxembourg...)."""
-    c, k = city.lower(), country.lower()
+    c, k = _fold(city), _fold(country)
     return k in c or c in k or any(len(w) >= 4 and w in c for w in k.split())
 
 
@@ -127,12 +133,12 @@ def candidate_pool(n_countries: int, cities_per_country: int) -> list[dict]:
         cities = sorted(by_code.get(country["iso"], []), key=lambda c: -c["population"])
         names: list[tuple[str, int, bool]] = []
         if country["capital"]:
-            pop = next((c["population"] for c in cities if c["name"] == country["capital"]), 0)
+            pop = next((c["population"] for c in cities if _fold(c["name"]) == _fold(country["capital"])), 0)
             names.append((country["capital"], pop, True))
         for c in cities:
             if len(names) > cities_per_country:
                 break
-            if c["name"] not in [n for n, _, _ in names]:
+            if _fold(c["name"]) not in [_fold(n) for n, _, _ in names]:
                 names.append((c["name"], c["population"], False))
         for name, pop, is_capital in names:
             if _mentions_country(name, country["name"]):
@@ -141,8 +147,8 @@ def candidate_pool(n_countries: int, cities_per_country: int) -> list[dict]:
                          "city_population": int(pop), "is_capital": is_capital})
     counts: dict[str, int] = {}
     for r in rows:
-        counts[r["city"]] = counts.get(r["city"], 0) + 1
-    return [r for r in rows if counts[r["city"]] == 1]
+        counts[_fold(r["city"])] = counts.get(_fold(r["city"]), 0) + 1
+    return [r for r in rows if counts[_fold(r["city"])] == 1]
 
 
 def select_facts(screened: list[dict], n_targets: int, n_retain: int, min_probe_cities: int,
@@ -208,19 +214,22 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def build_items(tokenizer, facts: list[dict], questions: list[Template], prompt_format: str,
                 evidences: list[Template] | None = None, answer_key: str = "country") -> list[dict]:
-    """One item per fact x question template (x evidence template when `evidences` is given: x_rag).
+    """One item per fact x question template: x_no, or x_rag when `evidences` is given, in which case
+    question template k is paired with evidence template k mod len(evidences) (every wording of both is
+    used, at one prompt per question rather than the full cross product, which costs len(evidences) times
+    more to evaluate and adds little: the wordings are already varied).
 
     Each item carries the prompt text, its token ids and the answer's token ids, ready for scoring."""
     items = []
     for f_idx, fact in enumerate(facts):
         answer_ids = encode_answer(tokenizer, fact[answer_key])
-        for q in questions:
-            for e in (evidences or [None]):
-                ev_text = None if e is None else evidence(e, fact["city"], fact["country"])
-                text = render(tokenizer, question(q, fact["city"]), prompt_format, ev_text)
-                items.append({"fact": f_idx, "city": fact["city"], "country": fact["country"], "answer": fact[answer_key],
-                              "question_id": q.id, "question_split": q.split,
-                              "evidence_id": None if e is None else e.id, "evidence_split": None if e is None else e.split,
-                              "prompt": text, "prompt_ids": encode_prompt(tokenizer, text, prompt_format),
-                              "answer_ids": answer_ids})
+        for k, q in enumerate(questions):
+            e = None if not evidences else evidences[k % len(evidences)]
+            ev_text = None if e is None else evidence(e, fact["city"], fact["country"])
+            text = render(tokenizer, question(q, fact["city"]), prompt_format, ev_text)
+            items.append({"fact": f_idx, "city": fact["city"], "country": fact["country"], "answer": fact[answer_key],
+                          "question_id": q.id, "question_split": q.split,
+                          "evidence_id": None if e is None else e.id, "evidence_split": None if e is None else e.split,
+                          "prompt": text, "prompt_ids": encode_prompt(tokenizer, text, prompt_format),
+                          "answer_ids": answer_ids})
     return items

@@ -19,6 +19,18 @@ def _batches(n: int, size: int):
         yield range(start, min(start + size, n))
 
 
+def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left padding puts every sequence's end at the last position. Default position ids then shift the
+    real tokens of a shorter row by a constant, which rotary attention does not see (it is relative)."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for j, s in enumerate(seqs):
+        ids[j, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[j, width - len(s):] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def score_answers(model, prompt_ids: list[list[int]], answer_ids: list[list[int]], batch_size: int = 64,
                   pad_id: int = 0, desc: str | None = None) -> dict[str, np.ndarray]:
@@ -32,24 +44,19 @@ def score_answers(model, prompt_ids: list[list[int]], answer_ids: list[list[int]
     order = np.argsort([len(p) + len(a) for p, a in zip(prompt_ids, answer_ids)])  # less padding
     for idx in tqdm(list(_batches(len(order), batch_size)), desc=desc, disable=desc is None, leave=False):
         rows = [order[i] for i in idx]
-        seqs = [prompt_ids[r] + answer_ids[r] for r in rows]
-        width = max(map(len, seqs))
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, s in enumerate(seqs):  # right padding keeps default position ids correct
-            ids[j, : len(s)] = torch.tensor(s)
-            mask[j, : len(s)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
+        ids, mask = _left_pad([prompt_ids[r] + answer_ids[r] for r in rows], pad_id)
+        # Only the positions that predict answer tokens need the (large) vocabulary projection.
+        keep = max(len(answer_ids[r]) for r in rows) + 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep).logits.float()
         for j, r in enumerate(rows):
-            start, ans = len(prompt_ids[r]), answer_ids[r]
-            # logits at position t predict token t+1
-            pos = torch.arange(start - 1, start - 1 + len(ans), device=logp.device)
-            target = torch.tensor(ans, device=logp.device)
-            token_logp = logp[j, pos, target]
+            ans = answer_ids[r]
+            # the logits at position t predict token t+1; the answer fills the last len(ans) positions
+            pred = logits[j, keep - 1 - len(ans): keep - 1]
+            target = torch.tensor(ans, device=pred.device)
+            token_logp = torch.log_softmax(pred, dim=-1).gather(1, target[:, None])[:, 0]
             logprob[r] = token_logp.sum().item()
             first_prob[r] = token_logp[0].exp().item()
-            correct[r] = bool((logits[j, pos].argmax(-1) == target).all())
+            correct[r] = bool((pred.argmax(-1) == target).all())
     return {"answer_logprob": logprob, "answer_prob": np.exp(logprob), "first_token_prob": first_prob,
             "greedy_correct": correct}
 
@@ -62,13 +69,8 @@ def greedy_generate(model, tokenizer, prompt_ids: list[list[int]], max_new_token
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     texts: list[str] = [""] * len(prompt_ids)
     for idx in tqdm(list(_batches(len(prompt_ids), batch_size)), desc=desc, disable=desc is None, leave=False):
-        seqs = [prompt_ids[i] for i in idx]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for j, s in enumerate(seqs):
-            ids[j, width - len(s):] = torch.tensor(s)
-            mask[j, width - len(s):] = 1
+        ids, mask = _left_pad([prompt_ids[i] for i in idx], pad)
+        width = ids.shape[1]
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                              do_sample=False, pad_token_id=pad)
         for j, i in enumerate(idx):

@@ -64,10 +64,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _cache_dir_for(gguf: Path) -> Path:
-    return cache_root() / "models" / f"smollm2-135m-instruct-{file_sha256(gguf)[:16]}"
-
-
 def _cache_is_valid(folder: Path) -> bool:
     weights, checksum = folder / WEIGHTS, folder / CHECKSUM
     if not (weights.exists() and checksum.exists() and (folder / "config.json").exists()):
@@ -75,24 +71,30 @@ def _cache_is_valid(folder: Path) -> bool:
     return file_sha256(weights) == checksum.read_text().strip()
 
 
-def _build_cache(gguf: Path, folder: Path) -> None:
-    """Dequantize the GGUF once and write config, tokenizer and fp32 weights into `folder`, atomically."""
-    from safetensors.torch import save_file
-
-    log.info("dequantizing %s to fp32 (once; later loads use the cache at %s)", gguf.name, folder)
+def _dequantize(gguf: Path):
+    """(model, tokenizer) read from the GGUF by transformers: fp32, about 10-30 s on a CPU."""
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The config still says "quantized with gguf"; the cached weights are plain fp32.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    return model, tokenizer
+
+
+def _write_cache(model, tokenizer, folder: Path, source_sha256: str) -> None:
+    """Config, tokenizer and fp32 weights with their checksum, written to a temporary folder then renamed."""
+    from safetensors.torch import save_file
+
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        # tied embeddings share storage with lm_head; safetensors refuses shared tensors, and
+        # from_pretrained re-ties them from the config.
         tied = getattr(model.config, "tie_word_embeddings", False)
         state = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "source_gguf_sha256": file_sha256(gguf)})
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "source_gguf_sha256": source_sha256})
         (tmp / CHECKSUM).write_text(file_sha256(tmp / WEIGHTS) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -105,11 +107,14 @@ def _build_cache(gguf: Path, folder: Path) -> None:
 def offline_model_dir(rebuild: bool = False) -> Path:
     """Folder with the cached fp32 offline model; built (or rebuilt if damaged) on demand."""
     gguf = gguf_path()
-    folder = _cache_dir_for(gguf)
+    sha = file_sha256(gguf)
+    folder = cache_root() / "models" / f"smollm2-135m-instruct-{sha[:16]}"
     if rebuild or not _cache_is_valid(folder):
         if folder.exists() and not rebuild:
             log.warning("model cache %s is incomplete or damaged (checksum mismatch): rebuilding it", folder)
-        _build_cache(gguf, folder)
+        log.warning("dequantizing %s to fp32 once; later loads use the cache at %s", gguf.name, folder)
+        model, tokenizer = _dequantize(gguf)
+        _write_cache(model, tokenizer, folder, sha)
     return folder
 
 

