@@ -112,13 +112,6 @@ pd.DataFrame([{"kind": "question", **vars(q)} for q in questions] + [{"kind": "e
 
 
 # %%
-def recall_by_fact(items, scores):
-    """Per fact: fraction of its prompts answered correctly (greedy) and mean answer probability."""
-    frame = pd.DataFrame({"fact": [it["fact"] for it in items], "correct": scores["greedy_correct"],
-                          "prob": scores["answer_prob"]})
-    return frame.groupby("fact").agg(recall=("correct", "mean"), prob=("prob", "mean"))
-
-
 rng = random.Random(P["seed"])
 check_facts = rng.sample(pool, min(P["n_format_check"], len(pool)))
 format_rows = []
@@ -126,7 +119,7 @@ for fmt in ("plain", "chat"):
     items = data.build_items(tok, check_facts, q_train, fmt)
     scores = evaluate.score_answers(lm, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items],
                                     P["eval_batch_size"], tok.pad_token_id, desc=f"format {fmt}")
-    by_fact = recall_by_fact(items, scores)
+    by_fact = evaluate.per_fact(items, scores)
     mean, lo, hi = evaluate.bootstrap_ci(by_fact["recall"].to_numpy(), P["n_bootstrap"], P["seed"])
     format_rows.append({"format": fmt, "recall": mean, "ci_low": lo, "ci_high": hi, "mean_answer_prob": by_fact["prob"].mean(),
                         "known_facts": int((by_fact["recall"] >= P["known_threshold"]).sum()), "n_facts": len(check_facts)})
@@ -158,7 +151,7 @@ t0 = time.time()
 items = data.build_items(tok, pool, q_train, prompt_format)
 scores = evaluate.score_answers(lm, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items],
                                 P["eval_batch_size"], tok.pad_token_id, desc="screening")
-by_fact = recall_by_fact(items, scores)
+by_fact = evaluate.per_fact(items, scores)
 screened = [{**row, "recall_train": float(by_fact.loc[idx, "recall"]), "answer_prob_train": float(by_fact.loc[idx, "prob"])}
             for idx, row in enumerate(pool)]
 screened_df = pd.DataFrame(screened)
@@ -221,62 +214,21 @@ pd.DataFrame(probe_cities).groupby("country")["city"].apply(", ".join).to_frame(
 
 
 # %%
-def evaluate_facts(facts, questions_used, evidences_used=None, answers=None):
-    facts_scored = facts if answers is None else [{**f, "country_answer": a} for f, a in zip(facts, answers)]
-    items = data.build_items(tok, facts_scored, questions_used, prompt_format, evidences_used,
-                             answer_key="country" if answers is None else "country_answer")
-    s = evaluate.score_answers(lm, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items],
-                               P["eval_batch_size"], tok.pad_token_id)
-    return recall_by_fact(items, s), items, s
-
-
-def derangement(values, seed):
-    """Each fact gets the answer of a different fact (a random cyclic shift of a seeded permutation)."""
-    order = np.random.default_rng(seed).permutation(len(values))
-    shifted = np.roll(order, 1)
-    out = list(values)
-    for a, b in zip(order, shifted):
-        out[a] = values[b]
-    return out
-
-
-conditions = {
-    "no_context_recall.train": (q_train, None),
-    "no_context_recall.heldout": (q_heldout, None),
-    "rag_accuracy.train": (q_train, e_train),
-    "rag_accuracy.heldout": (q_heldout, e_heldout),
-}
-rows, arm_metrics, spread, chance, n_items, per_item = [], {}, {}, {}, {}, []
-for set_name, facts in (("targets", targets), ("retain", retain)):
-    for cond, (qs, es) in conditions.items():
-        by_fact, its, s = evaluate_facts(facts, qs, es)
-        mean, lo, hi = evaluate.bootstrap_ci(by_fact["recall"].to_numpy(), P["n_bootstrap"], P["seed"])
-        wrong = derangement([f["country"] for f in facts], P["seed"])
-        by_fact_wrong, _, _ = evaluate_facts(facts, qs, es, answers=wrong)
-        key = f"{set_name}.{cond}"
-        arm_metrics[key] = mean
-        arm_metrics[f"{set_name}.{cond.split('.')[0]}_answer_prob.{cond.split('.')[1]}"] = float(by_fact["prob"].mean())
-        spread[key] = [lo, hi]
-        chance[key] = float(by_fact_wrong["recall"].mean())
-        n_items[key] = {"facts": len(facts), "prompts": len(its)}
-        rows.append({"facts": set_name, "metric": cond, "value": mean, "ci_low": lo, "ci_high": hi, "chance (deranged)": chance[key],
-                     "mean_answer_prob": float(by_fact["prob"].mean()), "n_facts": len(facts), "n_prompts": len(its)})
-        per_item += [{"arm": "original", "facts": set_name, "condition": cond, "city": i["city"], "answer": i["answer"],
-                      "question_id": i["question_id"], "evidence_id": i["evidence_id"], "correct": bool(c), "answer_prob": float(p)}
-                     for i, c, p in zip(its, s["greedy_correct"], s["answer_prob"])]
+t0 = time.time()
+rows, per_item = evaluate.evaluate_arm(lm, tok, "original", {"targets": targets, "retain": retain}, questions, evidences,
+                                       prompt_format, P["eval_batch_size"], P["n_bootstrap"], P["seed"], desc="group A")
 group_a = pd.DataFrame(rows)
 outputs.write_table(P, "group_a_original", group_a)
 outputs.write_table(P, "per_item_original", pd.DataFrame(per_item))
-outputs.update_metrics(P, "arms", {"original": arm_metrics})
-outputs.update_metrics(P, "spread", {"original": spread})
-outputs.update_metrics(P, "chance", chance)
-outputs.update_metrics(P, "n_items", n_items)
+for section, entries in evaluate.metrics_from_rows(rows).items():
+    outputs.update_metrics(P, section, entries)
 outputs.update_metrics(P, "data", {"prompt_format": {"chosen": prompt_format, "setting": P["prompt_format"],
                                                      **{r["format"]: r["recall"] for r in format_rows}},
                                    "counts": {"candidates": len(pool), "known": n_known, "targets": len(targets),
                                               "retain": len(retain), "country_probe_cities": len(probe_cities)},
                                    "model": summary})
-group_a.round(3)
+print(f"evaluated in {time.time() - t0:.0f}s")
+group_a.drop(columns="arm").round(3)
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.4))
@@ -284,7 +236,7 @@ plot_df = group_a.assign(label=group_a["facts"] + "\n" + group_a["metric"].str.r
 ax.bar(plot_df["label"], plot_df["value"], color=["#c44e52" if f == "targets" else "#4c72b0" for f in plot_df["facts"]])
 ax.errorbar(plot_df["label"], plot_df["value"], yerr=[plot_df["value"] - plot_df["ci_low"], plot_df["ci_high"] - plot_df["value"]],
             fmt="none", ecolor="k", capsize=3)
-ax.scatter(plot_df["label"], plot_df["chance (deranged)"], marker="_", s=400, color="k", label="chance (deranged answers)")
+ax.scatter(plot_df["label"], plot_df["chance"], marker="_", s=400, color="k", label="chance (deranged answers)")
 ax.set(ylim=(0, 1.05), ylabel="accuracy (greedy)", title=f"Group A, original model (95% bootstrap CI over facts)")
 ax.tick_params(axis="x", labelsize=7)
 ax.legend(loc="lower right", fontsize=8)
@@ -298,6 +250,6 @@ plt.show()
 # context (high no-context recall) and answers from the evidence when it is given (high RAG accuracy).
 
 # %%
-headline = {k: round(v, 3) for k, v in arm_metrics.items() if k.startswith("targets.") and "prob" not in k}
+headline = {f"{r['facts']}.{r['metric']}": round(r["value"], 3) for r in rows if r["facts"] == "targets"}
 print(f"targets (n={len(targets)}):", headline)
 assert len(targets) == P["n_targets"] and len(retain) == P["n_retain"]

@@ -83,6 +83,11 @@ PARAMETERS: dict[str, Parameter] = {
     "lambda_kl": _range(NUMBER, "weight of KL(reference || model) on x_no (paper: 5.0)", 0.0),
     "lambda_rag": _range(NUMBER, "weight of CE on the answer given context (paper: 1.0)", 0.0),
     "unlikelihood_weight": _range(NUMBER, "L_L = -weight * CE on the answer without context (paper: 0.5)", 0.0),
+    "probe_learning_rate": _range(float, "AdamW learning rate of the adversary probe (paper: not stated)", 0.0, 1.0),
+    "kl_on_answer": Parameter(bool, "KL also at the positions that predict the answer (paper: KL on the logits of x_no)"),
+    "max_grad_norm": _range(float, "gradient clipping of the backbone; 0 = off (paper: not stated)", 0.0),
+    "arms": Parameter(list, "arms to train, in order", lambda v: len(v) > 0 and set(v) <= {"just_rag", "unlikelihood", "rlcp"},
+                      "a non-empty list of just_rag, unlikelihood, rlcp"),
 }
 
 OFFLINE_MODEL = "smollm2-135m-instruct-gguf"
@@ -94,7 +99,7 @@ def _check_value(key: str, value: Any, source: str) -> None:
         raise ParameterError(f"unknown parameter {key!r} in {source} (known: {known})")
     spec = PARAMETERS[key]
     # bool is an int in Python; a YAML `true` where a number is expected is a mistake.
-    if isinstance(value, bool) or not isinstance(value, spec.type):
+    if (isinstance(value, bool) and spec.type is not bool) or not isinstance(value, spec.type):
         if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
             return _check_value(key, float(value), source)
         want = spec.type.__name__ if isinstance(spec.type, type) else "number"

@@ -233,3 +233,28 @@ def build_items(tokenizer, facts: list[dict], questions: list[Template], prompt_
                           "prompt": text, "prompt_ids": encode_prompt(tokenizer, text, prompt_format),
                           "answer_ids": answer_ids})
     return items
+
+
+@dataclass
+class StudyData:
+    """What 01_data wrote, as the later notebooks use it."""
+    targets: list[dict]
+    retain: list[dict]
+    probe_cities: list[dict]
+    controls: list[dict]
+    questions: list[Template]
+    evidences: list[Template]
+    prompt_format: str
+
+
+def load_study_data(profile) -> StudyData:
+    folder = profile.output_dir / "data"
+    if not (folder / "templates.json").exists():
+        raise FileNotFoundError(f"{folder} has no data yet: run notebook 01_data on profile {profile.name!r} first "
+                                f"(make reproduce PROFILE={profile.name})")
+    t = json.loads((folder / "templates.json").read_text())
+    return StudyData(targets=read_jsonl(folder / "targets.jsonl"), retain=read_jsonl(folder / "retain.jsonl"),
+                     probe_cities=read_jsonl(folder / "country_probe_cities.jsonl"),
+                     controls=read_jsonl(folder / "controls.jsonl"),
+                     questions=[Template(**q) for q in t["questions"]], evidences=[Template(**e) for e in t["evidences"]],
+                     prompt_format=t["prompt_format"])

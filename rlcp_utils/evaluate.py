@@ -88,3 +88,114 @@ def bootstrap_ci(values_by_unit: np.ndarray, n_boot: int, seed: int, level: floa
     means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(v.mean()), float(lo), float(hi)
+
+
+# --- the evaluation every arm gets (Group A in 01_data, the trained arms in 02/03) --------------------
+
+CONDITIONS = {  # metric name -> (question split, with evidence?)
+    "no_context_recall.train": ("train", False),
+    "no_context_recall.heldout": ("heldout", False),
+    "rag_accuracy.train": ("train", True),
+    "rag_accuracy.heldout": ("heldout", True),
+}
+
+
+def derangement(values: list, seed: int) -> list:
+    """Each position gets the value of another position (a cyclic shift along a seeded permutation)."""
+    order = np.random.default_rng(seed).permutation(len(values))
+    out = list(values)
+    for a, b in zip(order, np.roll(order, 1)):
+        out[a] = values[b]
+    return out
+
+
+def per_fact(items: list[dict], scores: dict) -> "pd.DataFrame":
+    """Per fact: fraction of its prompts answered correctly (greedy) and mean answer probability."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"fact": [it["fact"] for it in items], "correct": scores["greedy_correct"],
+                          "prob": scores["answer_prob"]})
+    return frame.groupby("fact").agg(recall=("correct", "mean"), prob=("prob", "mean"))
+
+
+def evaluate_arm(model, tokenizer, arm: str, fact_sets: dict[str, list[dict]], questions, evidences,
+                 prompt_format: str, batch_size: int, n_bootstrap: int, seed: int, desc: str | None = None):
+    """No-context recall and RAG accuracy of one model on each fact set, per template split.
+
+    Returns (summary rows, per-item rows). Each summary row has the mean over facts (each fact first averaged
+    over its templates), a 95% bootstrap interval over facts, the measured chance level (the same scoring
+    with every answer replaced by another fact's country: how often the model names a specific wrong country
+    of the set) and the number of facts and prompts."""
+    from . import data
+
+    rows, items_out = [], []
+    for set_name, facts in fact_sets.items():
+        wrong = derangement([f["country"] for f in facts], seed)
+        deranged = [{**f, "deranged_country": w} for f, w in zip(facts, wrong)]
+        for cond, (split, with_evidence) in CONDITIONS.items():
+            qs = [q for q in questions if q.split == split]
+            es = [e for e in evidences if e.split == split] if with_evidence else None
+            its = data.build_items(tokenizer, facts, qs, prompt_format, es)
+            wrong_its = data.build_items(tokenizer, deranged, qs, prompt_format, es, answer_key="deranged_country")
+            both = its + wrong_its
+            s = score_answers(model, [i["prompt_ids"] for i in both], [i["answer_ids"] for i in both], batch_size,
+                              tokenizer.pad_token_id, desc=desc and f"{desc} {set_name} {cond}")
+            right = {k: v[: len(its)] for k, v in s.items()}
+            wrong_s = {k: v[len(its):] for k, v in s.items()}
+            by_fact = per_fact(its, right)
+            mean, lo, hi = bootstrap_ci(by_fact["recall"].to_numpy(), n_bootstrap, seed)
+            rows.append({"arm": arm, "facts": set_name, "metric": cond, "value": mean, "ci_low": lo, "ci_high": hi,
+                         "chance": float(per_fact(wrong_its, wrong_s)["recall"].mean()),
+                         "mean_answer_prob": float(by_fact["prob"].mean()), "n_facts": len(facts), "n_prompts": len(its)})
+            items_out += [{"arm": arm, "facts": set_name, "condition": cond, "city": i["city"], "answer": i["answer"],
+                           "question_id": i["question_id"], "evidence_id": i["evidence_id"], "correct": bool(c),
+                           "answer_prob": float(p)} for i, c, p in zip(its, right["greedy_correct"], right["answer_prob"])]
+    return rows, items_out
+
+
+def metrics_from_rows(rows: list[dict]) -> dict[str, dict]:
+    """metrics.json sections from evaluate_arm's rows: values, spreads, chance levels and item counts."""
+    out = {"arms": {}, "spread": {}, "chance": {}, "n_items": {}}
+    for r in rows:
+        key = f"{r['facts']}.{r['metric']}"
+        metric, split = r["metric"].split(".")
+        out["arms"].setdefault(r["arm"], {})[key] = r["value"]
+        out["arms"][r["arm"]][f"{r['facts']}.{metric}_answer_prob.{split}"] = r["mean_answer_prob"]
+        out["spread"].setdefault(r["arm"], {})[key] = [r["ci_low"], r["ci_high"]]
+        out["chance"].setdefault(r["arm"], {})[key] = r["chance"]
+        out["n_items"][key] = {"facts": r["n_facts"], "prompts": r["n_prompts"]}
+    return out
+
+
+@torch.no_grad()
+def prompt_states(model, prompt_ids: list[list[int]], layers: list[int], batch_size: int = 64, pad_id: int = 0,
+                  desc: str | None = None) -> dict[int, torch.Tensor]:
+    """Hidden state at each prompt's last token (the position that predicts the answer), per layer index
+    into hidden_states (0 = embeddings). Left padding puts that token at the last position of every row."""
+    device = next(model.parameters()).device
+    out = {layer: [] for layer in layers}
+    for idx in tqdm(list(_batches(len(prompt_ids), batch_size)), desc=desc, disable=desc is None, leave=False):
+        ids, mask = _left_pad([prompt_ids[i] for i in idx], pad_id)
+        hs = model.model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
+        for layer in layers:
+            out[layer].append(hs[layer][:, -1].float().cpu())
+    return {layer: torch.cat(v) for layer, v in out.items()}
+
+
+def adversary_accuracy(model, probe, tokenizer, targets, questions, prompt_format, layer, batch_size, n_bootstrap, seed):
+    """Accuracy of the training adversary (the paper's 'probe accuracy') per question split, chance 1/len(targets)."""
+    from . import data
+
+    rows = []
+    for split in ("train", "heldout"):
+        items = data.build_items(tokenizer, targets, [q for q in questions if q.split == split], prompt_format)
+        h = prompt_states(model, [i["prompt_ids"] for i in items], [layer], batch_size, tokenizer.pad_token_id)[layer]
+        with torch.no_grad():
+            pred = probe(h.to(next(probe.parameters()).device)).argmax(-1).cpu().numpy()
+        labels = np.array([targets[i["fact"]]["label"] for i in items])
+        correct = pred == labels
+        by_fact = np.array([correct[[i["fact"] == f for i in items]].mean() for f in range(len(targets))])
+        mean, lo, hi = bootstrap_ci(by_fact, n_bootstrap, seed)
+        rows.append({"split": split, "value": mean, "ci_low": lo, "ci_high": hi, "chance": 1 / len(targets),
+                     "n_facts": len(targets), "n_prompts": len(items)})
+    return rows

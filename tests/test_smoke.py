@@ -72,11 +72,11 @@ def test_group_a_metrics_have_chance_n_and_spread(smoke_run):
                 assert 0.0 <= original[key] <= 1.0
                 lo, hi = m["spread"]["original"][key]
                 assert lo <= original[key] <= hi
-                assert 0.0 <= m["chance"][key] <= 1.0
+                assert 0.0 <= m["chance"]["original"][key] <= 1.0
                 assert m["n_items"][key]["facts"] == p[f"n_{facts}"]
     # Group A re-scores the targets in different batches than the screening that selected them (each
     # target recalled on >= known_threshold of the training templates): the two must agree.
     assert original["targets.no_context_recall.train"] >= p["known_threshold"]
     # the model should answer the chosen facts far more often than it names a wrong country of the set
-    assert original["targets.no_context_recall.train"] > m["chance"]["targets.no_context_recall.train"] + 0.3
+    assert original["targets.no_context_recall.train"] > m["chance"]["original"]["targets.no_context_recall.train"] + 0.3
     assert (out / "figures" / "01_group_a.png").exists() and (out / "tables" / "target_facts.csv").exists()

@@ -1,0 +1,31 @@
+"""Figures shared by several notebooks."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+CURVES = [("ce_no_context", "CE of the answer, no context (higher = forgotten)"),
+          ("l_rag", "L_RAG: CE of the answer given the evidence"),
+          ("l_kl", "KL(reference || model) on x_no"),
+          ("l_probe", "adversary CE (chance = ln K)"),
+          ("adversary_acc", "adversary accuracy on the batch"),
+          ("alpha", "GRL strength alpha")]
+
+
+def training_curves(logs: dict[str, pd.DataFrame], n_classes: int, smooth: int = 5):
+    """One panel per logged quantity, one line per arm (rolling mean over `smooth` steps)."""
+    import math
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, (col, title) in zip(axes.flat, CURVES):
+        for arm, frame in logs.items():
+            ax.plot(frame["step"], frame[col].rolling(smooth, min_periods=1).mean(), label=arm)
+        ax.set(title=title, xlabel="step")
+        if col == "l_probe":
+            ax.axhline(math.log(n_classes), color="k", ls=":", lw=1)
+        if col == "adversary_acc":
+            ax.axhline(1 / n_classes, color="k", ls=":", lw=1, label="chance")
+    axes.flat[0].legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,205 @@
+"""Algorithm 1 on tiny random models: the GRL, the schedule, the sign and inputs of every loss term, and the
+direction in which one step moves the adversary's loss for the probe and for the backbone."""
+
+import copy
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from rlcp_utils import data, train
+from rlcp_utils.config import load_profile
+
+FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
+         enumerate([("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru")])]
+
+
+def test_grl_is_identity_forward_and_reverses_gradient():
+    x = torch.randn(3, 5, requires_grad=True)
+    y = train.gradient_reversal(x, 0.7)
+    assert torch.equal(y, x)
+    g = torch.randn(3, 5)
+    y.backward(g)
+    torch.testing.assert_close(x.grad, -0.7 * g)
+
+
+def test_alpha_schedule_matches_the_paper():
+    assert train.alpha_schedule(0.0) == 0.0
+    assert train.alpha_schedule(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
+    assert train.alpha_schedule(0.5) == pytest.approx(0.98661, abs=1e-4)  # 2/(1+e^-5)-1
+    values = [train.alpha_schedule(p / 10) for p in range(11)]
+    assert values == sorted(values) and values[-1] < 1
+
+
+def test_arms_differ_only_by_weights():
+    p = load_profile("default")
+    rlcp, rag, ul = (train.arm_weights(a, p) for a in ("rlcp", "just_rag", "unlikelihood"))
+    assert (rlcp.lambda_rag, rlcp.lambda_adv, rlcp.unlikelihood_weight, rlcp.lambda_kl) == \
+        (p["lambda_rag"], p["lambda_adv"], p["unlikelihood_weight"], p["lambda_kl"])
+    assert rag.lambda_adv == 0 and rag.unlikelihood_weight == 0 and rag.lambda_rag == p["lambda_rag"]
+    assert ul.lambda_rag == 0 and ul.lambda_adv == 0 and ul.unlikelihood_weight == p["unlikelihood_weight"]
+    with pytest.raises(ValueError, match="unknown arm"):
+        train.arm_weights("grl_only", p)
+
+
+def _items(tok):
+    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
+    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
+    return train.make_train_items(tok, FACTS, qs, es, "plain")
+
+
+def test_train_items_hold_x_no_and_x_rag_with_the_answer(tiny_tokenizer):
+    items = _items(tiny_tokenizer)
+    assert len(items) == len(FACTS) * 7  # training templates only
+    it = items[0]
+    assert tiny_tokenizer.decode(it.no_ids[it.no_prompt_len:]) == " Germany"
+    assert tiny_tokenizer.decode(it.rag_ids[it.rag_prompt_len:]) == " Germany"
+    assert "Germany" in tiny_tokenizer.decode(it.rag_ids[:it.rag_prompt_len])
+    assert "Germany" not in tiny_tokenizer.decode(it.no_ids[:it.no_prompt_len])
+
+
+def test_epoch_schedule_shows_each_fact_once_per_epoch_and_cycles_templates(tiny_tokenizer):
+    items = _items(tiny_tokenizer)
+    batches = train.epoch_schedule(items, len(FACTS), epochs=3, batch_size=3, seed=0)
+    assert len(batches) == 3 * 2 and [len(b) for b in batches[:2]] == [3, 1]
+    for e in range(3):
+        epoch = [i for b in batches[2 * e: 2 * e + 2] for i in b]
+        assert sorted(items[i].fact for i in epoch) == [0, 1, 2, 3]
+    first = {items[i].fact: i for b in batches[:2] for i in b}
+    second = {items[i].fact: i for b in batches[2:4] for i in b}
+    assert all(first[f] != second[f] for f in first)  # another template in the next epoch
+
+
+def _setup(model, tok, kl_on_answer=False):
+    items = _items(tok)[:4]
+    ref = train.ReferenceCache(model, items, tok.pad_token_id, kl_on_answer)
+    probe = train.LinearProbe(model.config.hidden_size, len(FACTS))
+    return items, ref, probe
+
+
+def _losses(model, probe, items, ref, weights, alpha=0.5, kl_on_answer=False, pad=0):
+    return train.rlcp_losses(model, probe, items, [ref[i] for i in range(len(items))], weights, alpha,
+                             model.config.num_hidden_layers - 1, pad, kl_on_answer)
+
+
+def test_loss_terms_have_the_signs_and_inputs_of_algorithm_1(tiny_model, tiny_tokenizer):
+    items, ref, probe = _setup(tiny_model, tiny_tokenizer)
+    pad = tiny_tokenizer.pad_token_id
+    w = train.ArmWeights(lambda_rag=1.0, lambda_adv=2.0, unlikelihood_weight=0.5, lambda_kl=5.0)
+    out = _losses(tiny_model, probe, items, ref, w, pad=pad)
+    # unlikelihood is minus half the no-context answer CE
+    assert out["l_unlikelihood"].item() == pytest.approx(-0.5 * out["ce_no_context"].item(), rel=1e-6)
+    # KL of the unchanged model to its own reference is zero; L_RAG is a positive CE
+    assert out["l_kl"].item() == pytest.approx(0.0, abs=1e-5)
+    assert out["l_rag"].item() > 0 and out["l_probe"].item() > 0
+    expected = w.lambda_rag * out["l_rag"] + w.lambda_adv * out["l_probe"] + out["l_unlikelihood"] + w.lambda_kl * out["l_kl"]
+    assert out["total"].item() == pytest.approx(expected.item(), rel=1e-5)
+    # L_RAG reads x_rag: changing the evidence changes it, and leaves the x_no terms alone
+    swapped = [dataclasses.replace(it, rag_ids=it.rag_ids[:3] + it.rag_ids[4:], rag_prompt_len=it.rag_prompt_len - 1)
+               for it in items]
+    out2 = _losses(tiny_model, probe, swapped, ref, w, pad=pad)
+    assert out2["l_rag"].item() != pytest.approx(out["l_rag"].item())
+    assert out2["ce_no_context"].item() == pytest.approx(out["ce_no_context"].item(), rel=1e-5)
+    # arms switch terms off
+    rag_only = _losses(tiny_model, probe, items, ref, train.ArmWeights(1.0, 0.0, 0.0, 0.0), pad=pad)
+    assert rag_only["total"].item() == pytest.approx(rag_only["l_rag"].item() + rag_only["l_probe"].item(), rel=1e-5)
+
+
+def test_kl_is_positive_once_the_model_moves(tiny_model, tiny_tokenizer):
+    model = copy.deepcopy(tiny_model)
+    items, ref, probe = _setup(model, tiny_tokenizer)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = _losses(model, probe, items, ref, train.ArmWeights(0, 0, 0, 1.0), pad=tiny_tokenizer.pad_token_id)
+    assert out["l_kl"].item() > 1e-4
+
+
+def test_cached_reference_equals_running_the_reference(tiny_model, tiny_tokenizer):
+    items, ref, _ = _setup(tiny_model, tiny_tokenizer, kl_on_answer=True)
+    for i, it in enumerate(items):
+        with torch.no_grad():
+            logits = tiny_model(torch.tensor([it.no_ids])).logits[0]
+        pos = list(train.kl_positions(it, True))
+        torch.testing.assert_close(ref[i], torch.log_softmax(logits[pos], -1), atol=1e-5, rtol=1e-5)
+        assert len(pos) == len(it.no_ids) - 1 and len(train.kl_positions(it, False)) == it.no_prompt_len - 1
+
+
+def test_one_step_moves_the_adversary_loss_in_opposite_directions(tiny_model, tiny_tokenizer):
+    """The probe descends L_P; through the GRL the backbone ascends it."""
+    torch.manual_seed(0)
+    model = copy.deepcopy(tiny_model)
+    items, ref, probe = _setup(model, tiny_tokenizer)
+    pad = tiny_tokenizer.pad_token_id
+    w = train.ArmWeights(0.0, 1.0, 0.0, 0.0)  # the adversarial term alone
+    layer = model.config.num_hidden_layers - 1
+
+    def probe_loss():
+        with torch.no_grad():
+            return train.rlcp_losses(model, probe, items, [ref[i] for i in range(4)], w, 1.0, layer, pad, False)["l_probe"].item()
+
+    before = probe_loss()
+    model.zero_grad()
+    probe.zero_grad()
+    train.rlcp_losses(model, probe, items, [ref[i] for i in range(4)], w, 1.0, layer, pad, False)["total"].backward()
+    with torch.no_grad():  # probe-only step
+        for p in probe.parameters():
+            p -= 0.5 * p.grad
+    assert probe_loss() < before
+    mid = probe_loss()
+    with torch.no_grad():  # backbone-only step, with the reversed gradient it received
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 0.5 * p.grad
+    assert probe_loss() > mid
+
+
+def test_observer_probe_does_not_touch_the_backbone(tiny_model, tiny_tokenizer):
+    model = copy.deepcopy(tiny_model)
+    items, ref, probe = _setup(model, tiny_tokenizer)
+    out = _losses(model, probe, items, ref, train.ArmWeights(0.0, 0.0, 0.0, 0.0), pad=tiny_tokenizer.pad_token_id)
+    out["total"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.parameters())
+    assert probe.linear.weight.grad.abs().sum() > 0
+
+
+def test_train_arm_learns_rag_and_logs_every_step(tiny_model, tiny_tokenizer, tmp_path):
+    import pandas as pd
+
+    model = copy.deepcopy(tiny_model)
+    items = _items(tiny_tokenizer)
+    ref = train.ReferenceCache(model, items, tiny_tokenizer.pad_token_id, False)
+    settings = train.TrainSettings(epochs=6, batch_size=4, learning_rate=3e-3, probe_learning_rate=1e-2,
+                                   probe_layer=2, kl_on_answer=False, max_grad_norm=1.0, seed=0)
+    log = tmp_path / "log.csv"
+    probe = train.train_arm(model, items, len(FACTS), train.ArmWeights(1.0, 2.0, 0.5, 5.0), settings, ref,
+                            tiny_tokenizer.pad_token_id, log)
+    frame = pd.read_csv(log)
+    assert list(frame.columns) == train.LOG_FIELDS and len(frame) == 6
+    assert frame["alpha"].is_monotonic_increasing and frame["alpha"].iloc[0] == 0.0
+    assert frame["l_rag"].iloc[-1] < frame["l_rag"].iloc[0]
+    assert isinstance(probe, train.LinearProbe) and not model.training
+
+
+def test_checkpoint_roundtrip_and_run_key(tiny_model, tiny_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
+    profile = load_profile("smoke")
+    trained = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.1)
+    probe = train.LinearProbe(trained.config.hidden_size, 4)
+    key = train.run_key(profile, FACTS, "plain")
+    assert key != train.run_key(profile, FACTS[:3], "plain") and key != train.run_key(profile, FACTS, "chat")
+    train.save_checkpoint(profile, "rlcp", trained, probe, key, {"train_seconds": 1.0})
+    fresh = copy.deepcopy(tiny_model)
+    assert train.load_checkpoint(profile, "rlcp", fresh, "another-key") is None  # settings changed: retrain
+    loaded_probe, info = train.load_checkpoint(profile, "rlcp", fresh, key)
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(ids).logits, trained(ids).logits)
+        h = torch.randn(2, trained.config.hidden_size)
+        torch.testing.assert_close(loaded_probe(h), probe(h))
+    assert info["train_seconds"] == 1.0 and info["arm"] == "rlcp"
+    assert not list(train.checkpoint_dir(profile, "rlcp").parent.glob(".rlcp.*"))  # no temporary left
