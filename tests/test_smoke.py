@@ -80,3 +80,33 @@ def test_group_a_metrics_have_chance_n_and_spread(smoke_run):
     # the model should answer the chosen facts far more often than it names a wrong country of the set
     assert original["targets.no_context_recall.train"] > m["chance"]["original"]["targets.no_context_recall.train"] + 0.3
     assert (out / "figures" / "01_group_a.png").exists() and (out / "tables" / "target_facts.csv").exists()
+
+
+def test_every_arm_is_trained_logged_and_in_table1(smoke_run):
+    import pandas as pd
+
+    from rlcp_utils import train
+
+    out, _, _ = smoke_run
+    p = load_profile("smoke")
+    m = json.loads((out / "metrics.json").read_text())
+    steps = -(-p["n_targets"] // p["batch_size"]) * p["epochs"]
+    for arm in p["arms"]:
+        log = pd.read_csv(out / "logs" / f"train_{arm}.csv")
+        assert list(log.columns) == train.LOG_FIELDS and len(log) == steps
+        assert log["alpha"].iloc[0] == 0.0 and log["alpha"].is_monotonic_increasing
+        assert m["training"][arm]["steps"] == steps
+        key = "targets.adversary_probe_accuracy.train"
+        assert 0.0 <= m["arms"][arm][key] <= 1.0 and m["chance"][arm][key] == pytest.approx(1 / p["n_targets"])
+        assert (out / "checkpoints" / arm / "checkpoint.json").exists()
+    # the arms' switched-off terms really are off in the logs
+    rag_log = pd.read_csv(out / "logs" / "train_unlikelihood.csv")
+    assert (rag_log["l_rag"] == 0).all() and (rag_log["l_unlikelihood"] < 0).all()
+    just_rag = pd.read_csv(out / "logs" / "train_just_rag.csv")
+    assert (just_rag["l_unlikelihood"] == 0).all() and (just_rag["l_rag"] > 0).all()
+    table1 = pd.read_csv(out / "tables" / "table1.csv")
+    assert set(table1["arm"]) == {"original", *p["arms"]}
+    assert {"value", "ci_low", "ci_high", "chance", "n_facts", "n_prompts", "paper"} <= set(table1.columns)
+    assert (out / "figures" / "03_training_curves.png").exists()
+    checks = pd.read_csv(out / "tables" / "table1_checks.csv")
+    assert checks["holds"].dtype == bool and len(checks) >= 5
