@@ -161,7 +161,9 @@ for arm in ARMS:
 table1 = pd.DataFrame(records)
 outputs.write_table(P, "table1", table1)
 pretty = table1.assign(cell=[f"{v:.1%} [{lo:.0%}, {hi:.0%}]" for v, lo, hi in zip(table1.value, table1.ci_low, table1.ci_high)])
-pretty.pivot(index="metric", columns="arm", values="cell").reindex(index=[r for r in ROWS if r in set(table1.metric)], columns=ARMS)
+pretty = pretty.pivot(index="metric", columns="arm", values="cell").reindex(index=[r for r in ROWS if r in set(table1.metric)], columns=ARMS)
+outputs.atomic_write_text(P.sub("tables") / "table1.md", outputs.markdown_table(pretty))
+pretty
 
 # %% [markdown]
 # ## Against the paper's target outcome

@@ -121,3 +121,28 @@ def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook
     }
     write_json(path, manifest)
     return manifest
+
+
+def markdown_table(frame) -> str:
+    """A pandas DataFrame as a GitHub markdown table (index included), without extra dependencies."""
+    frame = frame.reset_index()
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join("" if v != v else str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+README_BLOCK = ("<!-- table1:start (written by the pipeline from outputs/default/tables/table1.md) -->",
+                "<!-- table1:end -->")
+
+
+def update_readme_table(readme: Path, table_md: str) -> bool:
+    """Replace the generated block of the README with `table_md`; False when the README has no block."""
+    text = readme.read_text()
+    start, end = README_BLOCK
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(readme, f"{head}{start}\n{table_md}{end}{tail}")
+    return True

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .config import PARAMS_DIR, REPO_ROOT, ParameterError, load_profile
-from .outputs import read_json, record_notebook_run
+from .outputs import read_json, record_notebook_run, update_readme_table
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -50,6 +50,7 @@ def run_notebook(profile, notebook: Path, log_output: bool = False) -> float:
     failed = out_dir / f"{notebook.stem}.failed.ipynb"
     # a profile from params/ is passed by name, any other YAML by its path
     profile_arg = profile.name if profile.path.parent == PARAMS_DIR else str(profile.path)
+    sha = _sha256(notebook)  # before running: an edit made during the run must not pass for what ran
     t0 = time.time()
     try:
         pm.execute_notebook(
@@ -59,7 +60,7 @@ def run_notebook(profile, notebook: Path, log_output: bool = False) -> float:
     except PapermillExecutionError as err:
         wall = time.time() - t0
         os.replace(partial, failed)
-        record_notebook_run(profile, notebook.stem, wall, _sha256(notebook), "failed")
+        record_notebook_run(profile, notebook.stem, wall, sha, "failed")
         source = "\n".join("    " + line for line in err.source.splitlines()[:12])
         raise SystemExit(
             f"\n{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}):\n"
@@ -70,7 +71,7 @@ def run_notebook(profile, notebook: Path, log_output: bool = False) -> float:
     wall = time.time() - t0
     os.replace(partial, final)
     failed.unlink(missing_ok=True)
-    record_notebook_run(profile, notebook.stem, wall, _sha256(notebook), "ok")
+    record_notebook_run(profile, notebook.stem, wall, sha, "ok")
     return wall
 
 
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         wall = run_notebook(profile, nb, log_output=args.log_output)
         print(f"[{i}/{len(notebooks)}] {nb.stem}: finished in {wall / 60:.1f} min")
     print(f"done in {(time.time() - total) / 60:.1f} min; results in {profile.output_dir}")
+    table = profile.output_dir / "tables" / "table1.md"
+    if profile.name == "default" and profile.output_dir == REPO_ROOT / "outputs" / "default" and table.exists():
+        if update_readme_table(REPO_ROOT / "README.md", table.read_text()):
+            print("README.md: Table 1 block updated from", table.relative_to(REPO_ROOT))
     return 0
 
 

@@ -42,3 +42,14 @@ def test_header_parameters_and_colab(py: Path):
     install = nb.cells[1].source
     assert '"google.colab" in sys.modules' in install and f"git+https://github.com/{_repo_slug()}" in install
     assert not any("../shared" in c.source for c in nb.cells)
+
+
+def test_readme_table_is_the_committed_result():
+    """The README's Table 1 block is a copy of what the pipeline wrote, never typed by hand."""
+    from rlcp_utils.outputs import README_BLOCK
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    start, end = README_BLOCK
+    block = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    table = REPO_ROOT / "outputs" / "default" / "tables" / "table1.md"
+    assert block == (table.read_text().strip() if table.exists() else "")

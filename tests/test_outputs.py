@@ -54,3 +54,18 @@ def test_save_figure_writes_png_and_pdf(profile):
     ax.plot([0, 1], [0, 1])
     png = outputs.save_figure(profile, fig, "line")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_markdown_table_and_readme_block(tmp_path):
+    import pandas as pd
+
+    md = outputs.markdown_table(pd.DataFrame({"rlcp": ["5.0% [0%, 10%]"]}, index=pd.Index(["recall"], name="metric")))
+    assert md == "| metric | rlcp |\n|---|---|\n| recall | 5.0% [0%, 10%] |\n"
+    readme = tmp_path / "README.md"
+    start, end = outputs.README_BLOCK
+    readme.write_text(f"intro\n{start}\nold\n{end}\nrest\n")
+    assert outputs.update_readme_table(readme, md)
+    assert readme.read_text() == f"intro\n{start}\n{md}{end}\nrest\n"
+    plain = tmp_path / "OTHER.md"
+    plain.write_text("no block")
+    assert not outputs.update_readme_table(plain, md) and plain.read_text() == "no block"
