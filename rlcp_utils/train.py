@@ -172,7 +172,8 @@ class ReferenceCache:
                 logits = model(input_ids=ids, attention_mask=mask).logits.float()
                 for j, it in enumerate(chunk):
                     pos = list(kl_positions(it, kl_on_answer))
-                    self.logp.append(torch.log_softmax(logits[j, pos], -1).to(dtype))
+                    # kept in CPU memory: on a GPU it would compete with the optimizer state (vocab x positions)
+                    self.logp.append(torch.log_softmax(logits[j, pos], -1).to("cpu", dtype))
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.logp[i]
