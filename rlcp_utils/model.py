@@ -8,6 +8,7 @@ a damaged cache is detected and rebuilt, never used. Hub ids (the paper profile)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -81,27 +82,38 @@ def _dequantize(gguf: Path):
     return model, tokenizer
 
 
-def _write_cache(model, tokenizer, folder: Path, source_sha256: str) -> None:
-    """Config, tokenizer and fp32 weights with their checksum, written to a temporary folder then renamed."""
+def save_weights(model, path: Path, metadata: dict | None = None) -> None:
+    """The model's weights as safetensors. Tied embeddings share storage with lm_head, which safetensors
+    refuses; lm_head is left out and re-tied from the config when the weights are loaded."""
     from safetensors.torch import save_file
 
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+    save_file(state, str(path), metadata={"format": "pt", **(metadata or {})})
+
+
+@contextlib.contextmanager
+def folder_written_atomically(folder: Path):
+    """Yield a temporary folder beside `folder`; on success it replaces `folder`, on error it is removed."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        model.config.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        # tied embeddings share storage with lm_head; safetensors refuses shared tensors, and
-        # from_pretrained re-ties them from the config.
-        tied = getattr(model.config, "tie_word_embeddings", False)
-        state = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "source_gguf_sha256": source_sha256})
-        (tmp / CHECKSUM).write_text(file_sha256(tmp / WEIGHTS) + "\n")
+        yield tmp
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_cache(model, tokenizer, folder: Path, source_sha256: str) -> None:
+    """Config, tokenizer and fp32 weights with their checksum."""
+    with folder_written_atomically(folder) as tmp:
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_weights(model, tmp / WEIGHTS, {"source_gguf_sha256": source_sha256})
+        (tmp / CHECKSUM).write_text(file_sha256(tmp / WEIGHTS) + "\n")
 
 
 def offline_model_dir(rebuild: bool = False) -> Path:

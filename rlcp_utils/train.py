@@ -336,23 +336,14 @@ def run_key(profile, targets: list[dict], prompt_format: str) -> str:
 
 def save_checkpoint(profile, arm: str, model, probe, key: str, info: dict) -> Path:
     import json
-    import os
-    import shutil
-    import tempfile
 
-    from safetensors.torch import save_file
+    from .model import folder_written_atomically, save_weights
 
     final = checkpoint_dir(profile, arm)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{arm}.", dir=final.parent))
-    tied = getattr(model.config, "tie_word_embeddings", False)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
-    save_file(state, str(tmp / "model.safetensors"))
-    torch.save(probe.state_dict(), tmp / "probe.pt")
-    (tmp / "checkpoint.json").write_text(json.dumps({"arm": arm, "run_key": key, **info}, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with folder_written_atomically(final) as tmp:
+        save_weights(model, tmp / "model.safetensors")
+        torch.save(probe.state_dict(), tmp / "probe.pt")
+        (tmp / "checkpoint.json").write_text(json.dumps({"arm": arm, "run_key": key, **info}, indent=2))
     return final
 
 

@@ -202,4 +202,4 @@ def test_checkpoint_roundtrip_and_run_key(tiny_model, tiny_tokenizer, tmp_path, 
         h = torch.randn(2, trained.config.hidden_size)
         torch.testing.assert_close(loaded_probe(h), probe(h))
     assert info["train_seconds"] == 1.0 and info["arm"] == "rlcp"
-    assert not list(train.checkpoint_dir(profile, "rlcp").parent.glob(".rlcp.*"))  # no temporary left
+    assert [p.name for p in train.checkpoint_dir(profile, "rlcp").parent.iterdir()] == ["rlcp"]  # no temporary left
