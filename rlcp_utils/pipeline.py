@@ -5,7 +5,8 @@
 Each executed notebook is written to outputs/<profile>/notebooks/ only once it has finished (atomic
 rename), and manifest.json records it with the parameter hash and the notebook's hash. A rerun skips the
 notebooks whose recorded run matches both, so an interrupted run resumes after the last notebook that
-finished; --force reruns everything. A failing notebook stops the run and names the failing cell.
+finished, and once a notebook runs every later one runs too (they read what it wrote); --force reruns
+everything. A failing notebook stops the run and names the failing cell.
 """
 
 from __future__ import annotations
@@ -97,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"profile {profile.name} ({profile.hash}): {profile['description']}")
     print(f"results go to {profile.output_dir}")
     total = time.time()
+    # Each notebook reads what the earlier ones wrote: once one runs, every later one runs too.
+    rerun_rest = args.force
     for i, nb in enumerate(notebooks, 1):
-        if not args.force and is_done(profile, nb):
+        if not rerun_rest and is_done(profile, nb):
             print(f"[{i}/{len(notebooks)}] {nb.stem}: already done with these parameters, skipped")
             continue
+        rerun_rest = True
         print(f"[{i}/{len(notebooks)}] {nb.stem}: running")
         wall = run_notebook(profile, nb, log_output=args.log_output)
         print(f"[{i}/{len(notebooks)}] {nb.stem}: finished in {wall / 60:.1f} min")

@@ -51,10 +51,15 @@ def test_failure_names_the_cell_and_a_rerun_resumes(study, capsys):
     assert "01_first: already done with these parameters, skipped" in log and "02_second: finished" in log
     assert not (out / "notebooks" / "02_second.failed.ipynb").exists()
 
-    # an edited notebook is rerun; --only picks notebooks
+    # an edited notebook is rerun, and so is every notebook after it (they read what it wrote)
     _notebook(notebooks / "01_first.ipynb", "print('first, edited')")
-    assert pipeline.main(["--profile", "smoke", "--only", "01_first"]) == 0
-    assert "01_first: finished" in capsys.readouterr().out
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    log = capsys.readouterr().out
+    assert "01_first: finished" in log and "02_second: finished" in log
+    # --only picks notebooks
+    assert pipeline.main(["--profile", "smoke", "--only", "02_second"]) == 0
+    log = capsys.readouterr().out
+    assert "02_second: already done" in log and "01_first" not in log
 
 
 def test_bad_profile_and_unknown_notebook_stop_before_running(study, capsys, tmp_path):
