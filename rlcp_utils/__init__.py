@@ -1,7 +1,8 @@
 """Shared code of the rlcp study package. The notebooks tell the story; this module holds reusable parts:
 
 config (profiles and validation), model (loading, GGUF cache), data (facts, templates, prompts),
-evaluate (scores and spreads), outputs (atomic writes, metrics, manifest), pipeline (papermill runner).
+evaluate (scores, spreads, the per-arm evaluation), train (Algorithm 1: GRL, schedule, losses, one loop for
+every arm, checkpoints), plots, outputs (atomic writes, metrics, manifest), pipeline (papermill runner).
 """
 
 from __future__ import annotations
