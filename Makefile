@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## Run every notebook in order with papermill on PROFILE (resumes after the last finished notebook).
+## Run every notebook in order with papermill on PROFILE (resumes after the last finished notebook;
+## FORCE=1 recomputes everything, for example on a fresh clone whose committed outputs count as done).
 reproduce: $(STAMP)
-	$(PY) -m rlcp_utils.pipeline --profile $(PROFILE)
+	$(PY) -m rlcp_utils.pipeline --profile $(PROFILE) $(if $(FORCE),--force)
 
 ## Unit tests (tiny random models) and the smoke run of every notebook with the real offline model.
 test: $(STAMP)
