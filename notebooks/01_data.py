@@ -89,8 +89,8 @@ pd.DataFrame(pool).head(10)
 # %% [markdown]
 # ## Prompt templates
 # Ten paraphrases of the context-free question (x_no) and six phrasings of the evidence sentence for the
-# RAG prompt (x_rag = evidence, then the question; question k is paired with evidence k mod 6, or with the
-# held-out evidence phrasings for held-out questions). Every template ends where " <country>" starts. The last
+# RAG prompt (x_rag = evidence, then the question). The k-th training question is paired with training
+# evidence k mod 4, the k-th held-out question with held-out evidence k mod 2. Every template ends where " <country>" starts. The last
 # ones are **held out**: training never sees them, so forgetting and RAG can be checked on unseen wording.
 
 # %%
@@ -231,8 +231,9 @@ print(f"evaluated in {time.time() - t0:.0f}s")
 group_a.drop(columns="arm").round(3)
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3.4))
-plot_df = group_a.assign(label=group_a["facts"] + "\n" + group_a["metric"].str.replace(".", "\n", regex=False))
+fig, ax = plt.subplots(figsize=(8.5, 3.8))
+plot_df = group_a.assign(label=group_a["facts"] + "\n" + group_a["metric"].str.replace("_", " ").str.replace(" ", "\n", n=1)
+                         .str.replace(".", "\n", regex=False))
 ax.bar(plot_df["label"], plot_df["value"], color=["#c44e52" if f == "targets" else "#4c72b0" for f in plot_df["facts"]])
 ax.errorbar(plot_df["label"], plot_df["value"], yerr=[plot_df["value"] - plot_df["ci_low"], plot_df["ci_high"] - plot_df["value"]],
             fmt="none", ecolor="k", capsize=3)
