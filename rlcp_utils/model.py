@@ -184,6 +184,3 @@ def tiny_config(kind: str = "llama", vocab_size: int = 256, **overrides):
     model_type = {"llama": "llama", "qwen2": "qwen2"}[kind]
     return AutoConfig.for_model(model_type, **base)
 
-
-__all__ = ["load_model", "offline_model_dir", "gguf_path", "ModelUnavailableError", "model_summary", "tiny_config",
-           "resolve_device"]

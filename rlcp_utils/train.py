@@ -19,6 +19,8 @@ act on the backbone, but gives the probe accuracy the paper reports for its base
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import random
 import time
@@ -314,10 +316,6 @@ def settings_from_params(params) -> TrainSettings:
                          kl_on_answer=params["kl_on_answer"], max_grad_norm=params["max_grad_norm"], seed=params["seed"])
 
 
-__all__ = ["gradient_reversal", "alpha_schedule", "ArmWeights", "arm_weights", "make_train_items", "epoch_schedule",
-           "ReferenceCache", "rlcp_losses", "train_arm", "TrainSettings", "settings_from_params"]
-
-
 # --- checkpoints: one folder per arm, written atomically, tagged with what produced it ---------------
 
 
@@ -327,16 +325,11 @@ def checkpoint_dir(profile, arm: str) -> Path:
 
 def run_key(profile, targets: list[dict], prompt_format: str) -> str:
     """What a trained arm depends on: every parameter, the target facts and the prompt format."""
-    import hashlib
-    import json
-
     blob = json.dumps([profile.params, [(t["city"], t["country"]) for t in targets], prompt_format], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def save_checkpoint(profile, arm: str, model, probe, key: str, info: dict) -> Path:
-    import json
-
     from .model import folder_written_atomically, save_weights
 
     final = checkpoint_dir(profile, arm)
@@ -350,8 +343,6 @@ def save_checkpoint(profile, arm: str, model, probe, key: str, info: dict) -> Pa
 def load_checkpoint(profile, arm: str, model, key: str | None = None):
     """Load an arm's trained weights into `model` (a freshly loaded original); returns (probe, info) or None
     when there is no finished checkpoint for this run key (then the arm must be trained)."""
-    import json
-
     from safetensors.torch import load_file
 
     folder = checkpoint_dir(profile, arm)
