@@ -30,15 +30,18 @@ class Parameter:
     help: str
     check: Callable[[Any], bool] | None = None
     allowed: str = ""  # human-readable form of `check`
+    # The first notebook (NN_) that reads this parameter: a change reruns that notebook and the later ones,
+    # never the earlier ones (a GSM8K setting does not retrain the arms).
+    stage: int = 1
 
 
-def _range(t, help, lo=None, hi=None):
+def _range(t, help, lo=None, hi=None, stage=1):
     def check(v):
         return (lo is None or v >= lo) and (hi is None or v <= hi)
 
     lo_s = "-inf" if lo is None else lo
     hi_s = "inf" if hi is None else hi
-    return Parameter(t, help, check, f"{t.__name__ if isinstance(t, type) else 'number'} in [{lo_s}, {hi_s}]")
+    return Parameter(t, help, check, f"{t.__name__ if isinstance(t, type) else 'number'} in [{lo_s}, {hi_s}]", stage)
 
 
 def _choice(help, *choices):
@@ -76,18 +79,24 @@ PARAMETERS: dict[str, Parameter] = {
     "eval_batch_size": _range(int, "prompts per forward pass during evaluation", 1, 4096),
     "n_bootstrap": _range(int, "bootstrap resamples for confidence intervals", 10, 100000),
     # --- training (03_rlcp_training, 02_baselines); paper values in params/paper.yaml ---------------
-    "epochs": _range(int, "passes over the target facts (paper: 50)", 1, 10000),
-    "batch_size": _range(int, "facts per step (paper: 4)", 1, 1024),
-    "learning_rate": _range(float, "AdamW learning rate (paper: not stated)", 0.0, 1.0),
-    "lambda_adv": _range(NUMBER, "weight of the probe loss behind the GRL (paper: 2.0)", 0.0),
-    "lambda_kl": _range(NUMBER, "weight of KL(reference || model) on x_no (paper: 5.0)", 0.0),
-    "lambda_rag": _range(NUMBER, "weight of CE on the answer given context (paper: 1.0)", 0.0),
-    "unlikelihood_weight": _range(NUMBER, "L_L = -weight * CE on the answer without context (paper: 0.5)", 0.0),
-    "probe_learning_rate": _range(float, "AdamW learning rate of the adversary probe (paper: not stated)", 0.0, 1.0),
-    "kl_on_answer": Parameter(bool, "KL also at the positions that predict the answer (paper: KL on the logits of x_no)"),
-    "max_grad_norm": _range(float, "gradient clipping of the backbone; 0 = off (paper: not stated)", 0.0),
+    "epochs": _range(int, "passes over the target facts (paper: 50)", 1, 10000, stage=2),
+    "batch_size": _range(int, "facts per step (paper: 4)", 1, 1024, stage=2),
+    "learning_rate": _range(float, "AdamW learning rate (paper: not stated)", 0.0, 1.0, stage=2),
+    "lambda_adv": _range(NUMBER, "weight of the probe loss behind the GRL (paper: 2.0)", 0.0, stage=2),
+    "lambda_kl": _range(NUMBER, "weight of KL(reference || model) on x_no (paper: 5.0)", 0.0, stage=2),
+    "lambda_rag": _range(NUMBER, "weight of CE on the answer given context (paper: 1.0)", 0.0, stage=2),
+    "unlikelihood_weight": _range(NUMBER, "L_L = -weight * CE on the answer without context (paper: 0.5)", 0.0, stage=2),
+    "probe_learning_rate": _range(float, "AdamW learning rate of the adversary probe (paper: not stated)", 0.0, 1.0, stage=2),
+    "kl_on_answer": Parameter(bool, "KL also at the positions that predict the answer (paper: KL on the logits of x_no)", stage=2),
+    "max_grad_norm": _range(float, "gradient clipping of the backbone; 0 = off (paper: not stated)", 0.0, stage=2),
     "arms": Parameter(list, "arms to train, in order", lambda v: len(v) > 0 and set(v) <= {"just_rag", "unlikelihood", "rlcp"},
-                      "a non-empty list of just_rag, unlikelihood, rlcp"),
+                      "a non-empty list of just_rag, unlikelihood, rlcp", stage=2),
+    # --- analysis notebooks (04-08): changing these never retrains an arm ------------------------------
+    "n_probe_seeds": _range(int, "seeds (train/test resamples and initialisations) of every post-hoc probe", 1, 100, stage=4),
+    "tsne_perplexity": _range(NUMBER, "t-SNE perplexity of the collapse figure (same for every arm)", 2.0, 100.0, stage=5),
+    "gsm8k_n_problems": _range(int, "GSM8K test problems evaluated per arm (a fixed, seeded subset)", 1, 1319, stage=7),
+    "gsm8k_max_new_tokens": _range(int, "greedy tokens generated per GSM8K problem", 8, 2048, stage=7),
+    "generation_batch_size": _range(int, "prompts per batch of greedy generation (left-padded, KV cache)", 1, 512, stage=7),
 }
 
 OFFLINE_MODEL = "smollm2-135m-instruct-gguf"
@@ -170,6 +179,24 @@ class Profile:
         """Short hash of the resolved parameters: identifies the settings behind every result."""
         blob = json.dumps(self.params, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+    def hash_through(self, stage: int) -> str:
+        """Hash of the parameters that notebooks up to `stage` read: what a result of notebook `stage`
+        depends on (see Parameter.stage)."""
+        return hashlib.sha256(json.dumps(params_through(self.params, stage), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def notebook_stage(notebook: str) -> int:
+    """The stage of a numbered notebook: '04_probing' -> 4."""
+    head = Path(notebook).name[:2]
+    if not head.isdigit():
+        raise ValueError(f"notebook names start with two digits (NN_name), got {notebook!r}")
+    return int(head)
+
+
+def params_through(params: dict, stage: int) -> dict:
+    """The parameters first read by notebooks 01..stage."""
+    return {k: v for k, v in params.items() if PARAMETERS[k].stage <= stage}
 
 
 def _cross_checks(values: dict, source: str) -> None:

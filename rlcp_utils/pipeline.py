@@ -4,7 +4,8 @@
 
 Each executed notebook is written to outputs/<profile>/notebooks/ only once it has finished (atomic
 rename), and manifest.json records it with the parameter hash and the notebook's hash. A rerun skips the
-notebooks whose recorded run matches both, so an interrupted run resumes after the last notebook that
+notebooks whose recorded run matches both (the parameter hash covers only the parameters that notebook and
+the earlier ones read, so changing a GSM8K setting reruns 07 onwards and nothing before it), so an interrupted run resumes after the last notebook that
 finished, and once a notebook runs every later one runs too (they read what it wrote); --force reruns
 everything. A failing notebook stops the run and names the failing cell.
 """
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PARAMS_DIR, REPO_ROOT, ParameterError, load_profile
+from .config import PARAMS_DIR, REPO_ROOT, ParameterError, load_profile, notebook_stage
 from .outputs import read_json, record_notebook_run, update_readme_table
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -38,7 +39,8 @@ def is_done(profile, notebook: Path) -> bool:
     entry = manifest.get("notebooks", {}).get(notebook.stem)
     executed = profile.output_dir / "notebooks" / notebook.name
     return bool(entry) and executed.exists() and entry.get("status") == "ok" \
-        and entry.get("param_hash") == profile.hash and entry.get("notebook_sha256") == _sha256(notebook)
+        and entry.get("param_hash") == profile.hash_through(notebook_stage(notebook.stem)) \
+        and entry.get("notebook_sha256") == _sha256(notebook)
 
 
 def run_notebook(profile, notebook: Path, log_output: bool = False) -> float:

@@ -324,8 +324,11 @@ def checkpoint_dir(profile, arm: str) -> Path:
 
 
 def run_key(profile, targets: list[dict], prompt_format: str) -> str:
-    """What a trained arm depends on: every parameter, the target facts and the prompt format."""
-    blob = json.dumps([profile.params, [(t["city"], t["country"]) for t in targets], prompt_format], sort_keys=True)
+    """What a trained arm depends on: the data and training parameters (stages 1-3), the target facts and the
+    prompt format. Analysis parameters (04 onwards) are left out: changing them never retrains an arm."""
+    from .config import params_through
+
+    blob = json.dumps([params_through(profile.params, 3), [(t["city"], t["country"]) for t in targets], prompt_format], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -107,3 +107,18 @@ def test_probe_layer_beyond_depth_is_refused():
 def test_outputs_root_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
     assert load_profile("smoke").output_dir == tmp_path / "smoke"
+
+
+def test_parameter_stages_decide_what_a_change_invalidates():
+    default = load_profile("default")
+    more_gsm8k = load_profile("default", {"gsm8k_n_problems": default["gsm8k_n_problems"] + 1})
+    # a GSM8K setting (stage 7) leaves the data, training and probing results valid ...
+    assert all(more_gsm8k.hash_through(s) == default.hash_through(s) for s in range(1, 7))
+    # ... and invalidates 07 onwards
+    assert more_gsm8k.hash_through(7) != default.hash_through(7) and more_gsm8k.hash != default.hash
+    # a training setting invalidates 02 onwards, not the data notebook
+    lr = load_profile("default", {"learning_rate": 1e-4})
+    assert lr.hash_through(1) == default.hash_through(1) and lr.hash_through(2) != default.hash_through(2)
+    assert config.notebook_stage("07_gsm8k") == 7 and config.notebook_stage("notebooks/04_probing.ipynb") == 4
+    with pytest.raises(ValueError):
+        config.notebook_stage("report")

@@ -192,6 +192,8 @@ def test_checkpoint_roundtrip_and_run_key(tiny_model, tiny_tokenizer, tmp_path, 
     probe = train.LinearProbe(trained.config.hidden_size, 4)
     key = train.run_key(profile, FACTS, "plain")
     assert key != train.run_key(profile, FACTS[:3], "plain") and key != train.run_key(profile, FACTS, "chat")
+    assert key != train.run_key(load_profile("smoke", {"lambda_kl": 1.0}), FACTS, "plain")  # training setting: retrain
+    assert key == train.run_key(load_profile("smoke", {"gsm8k_n_problems": 9}), FACTS, "plain")  # analysis setting: keep
     train.save_checkpoint(profile, "rlcp", trained, probe, key, {"train_seconds": 1.0})
     fresh = copy.deepcopy(tiny_model)
     assert train.load_checkpoint(profile, "rlcp", fresh, "another-key") is None  # settings changed: retrain
