@@ -133,14 +133,17 @@ def markdown_table(frame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-README_BLOCK = ("<!-- table1:start (written by the pipeline from outputs/default/tables/table1.md) -->",
-                "<!-- table1:end -->")
+README_BLOCKS = {
+    "table1": ("<!-- table1:start (written by the pipeline from outputs/default/tables/table1.md) -->", "<!-- table1:end -->"),
+    "claims": ("<!-- claims:start (written by the pipeline from outputs/default/tables/08_claims.md) -->", "<!-- claims:end -->"),
+}
+README_BLOCK = README_BLOCKS["table1"]
 
 
-def update_readme_table(readme: Path, table_md: str) -> bool:
-    """Replace the generated block of the README with `table_md`; False when the README has no block."""
+def update_readme_table(readme: Path, table_md: str, block: str = "table1") -> bool:
+    """Replace a generated block of the README with `table_md`; False when the README has no such block."""
     text = readme.read_text()
-    start, end = README_BLOCK
+    start, end = README_BLOCKS[block]
     if start not in text or end not in text:
         return False
     head, rest = text.split(start, 1)

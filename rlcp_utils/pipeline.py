@@ -34,7 +34,17 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def checkpoints_written_by(profile, notebook: str) -> list[str]:
+    """Arms whose checkpoints a notebook trains. Checkpoints are not committed, so on a fresh clone the
+    training notebooks count as not done: later notebooks load the trained models."""
+    arms = list(profile["arms"])
+    return {"02_baselines": [a for a in arms if a != "rlcp"], "03_rlcp_training": [a for a in arms if a == "rlcp"]}.get(notebook, [])
+
+
 def is_done(profile, notebook: Path) -> bool:
+    if any(not (profile.output_dir / "checkpoints" / arm / "checkpoint.json").exists()
+           for arm in checkpoints_written_by(profile, notebook.stem)):
+        return False
     manifest = read_json(profile.output_dir / "manifest.json", {}) or {}
     entry = manifest.get("notebooks", {}).get(notebook.stem)
     executed = profile.output_dir / "notebooks" / notebook.name
@@ -111,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         wall = run_notebook(profile, nb, log_output=args.log_output)
         print(f"[{i}/{len(notebooks)}] {nb.stem}: finished in {wall / 60:.1f} min")
     print(f"done in {(time.time() - total) / 60:.1f} min; results in {profile.output_dir}")
-    table = profile.output_dir / "tables" / "table1.md"
-    if profile.name == "default" and profile.output_dir == REPO_ROOT / "outputs" / "default" and table.exists():
-        if update_readme_table(REPO_ROOT / "README.md", table.read_text()):
-            print("README.md: Table 1 block updated from", table.relative_to(REPO_ROOT))
+    if profile.name == "default" and profile.output_dir == REPO_ROOT / "outputs" / "default":
+        for block, name in [("table1", "table1.md"), ("claims", "08_claims.md")]:
+            table = profile.output_dir / "tables" / name
+            if table.exists() and update_readme_table(REPO_ROOT / "README.md", table.read_text(), block):
+                print(f"README.md: {block} block updated from", table.relative_to(REPO_ROOT))
     return 0
 
 

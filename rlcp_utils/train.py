@@ -408,3 +408,19 @@ def train_and_evaluate_arm(profile, arm: str, study, items: list[TrainItem], ref
                                                  "steps": len(epoch_schedule(items, len(study.targets), P["epochs"],
                                                                              P["batch_size"], P["seed"]))}})
     return {"rows": rows, "adversary": adversary, "seconds": seconds, "trained": trained}
+
+
+def load_arm(profile, arm: str, study):
+    """The model of one arm for analysis: 'original' or a trained arm's checkpoint for the current settings.
+    Returns (model, tokenizer, probe or None). Stops with what to run when the checkpoint is missing or stale."""
+    from . import model as model_mod
+
+    lm, tok = model_mod.load_model(profile["model"], device=profile["device"])
+    if arm == "original":
+        return lm, tok, None
+    loaded = load_checkpoint(profile, arm, lm, run_key(profile, study.targets, study.prompt_format))
+    if loaded is None:
+        raise FileNotFoundError(
+            f"no checkpoint of arm {arm!r} for the current settings in {checkpoint_dir(profile, arm)} (checkpoints are "
+            f"not committed): train it with `make reproduce PROFILE={profile.name}`, which reruns 02/03 when one is missing")
+    return lm, tok, loaded[0]

@@ -44,12 +44,14 @@ def test_header_parameters_and_colab(py: Path):
     assert not any("../shared" in c.source for c in nb.cells)
 
 
-def test_readme_table_is_the_committed_result():
-    """The README's Table 1 block is a copy of what the pipeline wrote, never typed by hand."""
-    from rlcp_utils.outputs import README_BLOCK
+@pytest.mark.parametrize("block,name", [("table1", "table1.md"), ("claims", "08_claims.md")])
+def test_readme_tables_are_the_committed_results(block, name):
+    """The README's generated blocks are copies of what the pipeline wrote, never typed by hand."""
+    from rlcp_utils.outputs import README_BLOCKS
 
     readme = (REPO_ROOT / "README.md").read_text()
-    start, end = README_BLOCK
-    block = readme.split(start, 1)[1].split(end, 1)[0].strip()
-    table = REPO_ROOT / "outputs" / "default" / "tables" / "table1.md"
-    assert block == (table.read_text().strip() if table.exists() else "")
+    start, end = README_BLOCKS[block]
+    assert start in readme and end in readme
+    text = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    table = REPO_ROOT / "outputs" / "default" / "tables" / name
+    assert text == (table.read_text().strip() if table.exists() else "")

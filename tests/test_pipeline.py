@@ -73,3 +73,18 @@ def test_bad_profile_and_unknown_notebook_stop_before_running(study, capsys, tmp
     assert "'epochs'" in capsys.readouterr().err
     assert pipeline.main(["--profile", "smoke", "--only", "99_nothing"]) == 2
     assert "unknown notebook" in capsys.readouterr().err
+
+
+def test_a_training_notebook_without_its_checkpoints_is_not_done(study, capsys):
+    # fresh clone: executed notebooks and manifest are committed, checkpoints are not
+    notebooks, out = study
+    _notebook(notebooks / "02_baselines.ipynb", "print('trains the baselines')")
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    capsys.readouterr()
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    assert "02_baselines: finished" in capsys.readouterr().out  # still no checkpoint: it must train again
+    for arm in ["just_rag", "unlikelihood"]:
+        (out / "checkpoints" / arm).mkdir(parents=True)
+        (out / "checkpoints" / arm / "checkpoint.json").write_text("{}")
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    assert "02_baselines: already done" in capsys.readouterr().out

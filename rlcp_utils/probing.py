@@ -1,0 +1,184 @@
+"""Post-hoc probes and representation geometry: is a fact still in the hidden states?
+
+Probes here are always trained fresh, after training, on held-out data, never the training adversary
+(Elazar & Goldberg 2018: an adversary at chance does not mean a fresh classifier fails).
+- `hidden_states_at`: hidden states of every layer at chosen token positions (the last prompt token, which
+  predicts the answer, or the last token of the city's name).
+- `linear_probe` / `mlp_probe`: scikit-learn classifiers on standardised states; the linear probe's
+  regularisation is chosen by cross-validation over groups (templates or cities), so it is tuned for the
+  kind of generalisation it is then tested on.
+- `control_labels`: Hewitt & Liang's control task, a random label per group (city), kept across templates;
+  selectivity = accuracy on the real task minus accuracy on the control task.
+- `logit_lens`: the unembedding of an intermediate state, read as the model's answer at that layer.
+- `type_geometry`: how far entities sit from their type's centroid, relative to the spread between types.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.metrics import silhouette_score
+from sklearn.model_selection import GroupKFold
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+
+from .evaluate import _batches, _left_pad
+
+# --- states ---------------------------------------------------------------------------------------------
+
+
+def last_token_of(tokenizer, text: str, substring: str, add_special_tokens: bool = False) -> int:
+    """Index of the token that ends the last occurrence of `substring` in `text`, tokenised as the prompt
+    was (chat prompts without added special tokens). The last occurrence: "Where is X? X is in ..." names X
+    twice, and the second one is next to the answer."""
+    end = text.rfind(substring)
+    if end < 0:
+        raise ValueError(f"{substring!r} does not occur in the prompt {text!r}")
+    end += len(substring)
+    offsets = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)["offset_mapping"]
+    inside = [i for i, (a, b) in enumerate(offsets) if a < end and b > a]
+    return inside[-1]
+
+
+@torch.no_grad()
+def hidden_states_at(model, prompt_ids: list[list[int]], positions: dict[str, list[int]] | None = None,
+                     batch_size: int = 64, pad_id: int = 0, desc: str | None = None) -> dict[str, np.ndarray]:
+    """Hidden states of every layer ([n_prompts, n_layers + 1, hidden], index 0 = embeddings) at one token
+    per prompt for each named position list (token indices into each unpadded prompt; negative counts from
+    the end). Always includes "last", the position that predicts the answer."""
+    positions = dict(positions or {})
+    positions.setdefault("last", [-1] * len(prompt_ids))
+    device = next(model.parameters()).device
+    out = {name: [] for name in positions}
+    for idx in tqdm(list(_batches(len(prompt_ids), batch_size)), desc=desc, disable=desc is None, leave=False):
+        ids, mask = _left_pad([prompt_ids[i] for i in idx], pad_id)
+        hs = torch.stack(model.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                     output_hidden_states=True).hidden_states, dim=1)  # [b, layers, t, d]
+        width = ids.shape[1]
+        for name, pos in positions.items():
+            # left padding: token k of a prompt of length n sits at column width - n + k
+            cols = [width - len(prompt_ids[i]) + (pos[i] % len(prompt_ids[i])) for i in idx]
+            out[name].append(hs[torch.arange(len(idx)), :, torch.tensor(cols)].float().cpu().numpy())
+    return {name: np.concatenate(v) for name, v in out.items()}
+
+
+@torch.no_grad()
+def logit_lens(model, states: np.ndarray, answer_token: list[int], batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Read each layer's state through the final norm and the unembedding (nostalgebraist's logit lens).
+    states: [n, n_layers + 1, hidden]; answer_token: the first token of each prompt's answer.
+    Returns per layer the mean probability of the answer token and the fraction of prompts where it is the
+    top token. hidden_states[-1] already has the final norm applied (transformers), so it is not re-normed."""
+    device = next(model.parameters()).device
+    n, n_layers, _ = states.shape
+    prob = np.zeros((n, n_layers))
+    top1 = np.zeros((n, n_layers), dtype=bool)
+    target = torch.tensor(answer_token, device=device)
+    for layer in range(n_layers):
+        for idx in _batches(n, batch_size):
+            h = torch.as_tensor(states[idx.start:idx.stop, layer], device=device, dtype=next(model.parameters()).dtype)
+            if layer < n_layers - 1:
+                h = model.model.norm(h)
+            p = torch.softmax(model.lm_head(h).float(), dim=-1)
+            t = target[idx.start:idx.stop]
+            prob[idx.start:idx.stop, layer] = p.gather(1, t[:, None])[:, 0].cpu().numpy()
+            top1[idx.start:idx.stop, layer] = (p.argmax(-1) == t).cpu().numpy()
+    return {"answer_prob": prob, "answer_top1": top1}
+
+
+# --- probes ---------------------------------------------------------------------------------------------
+
+
+def linear_probe(X_train, y_train, groups_train, X_test, seed: int = 0,
+                 Cs: tuple[float, ...] = (1e-2, 1e-1, 1.0)) -> np.ndarray:
+    """Multinomial logistic regression on standardised states; the inverse regularisation C is chosen by
+    cross-validation with folds that hold out whole groups (templates or cities). Returns test predictions."""
+    if len(np.unique(y_train)) < 2:
+        return _only_class(y_train, X_test)
+    n_folds = min(3, len(np.unique(groups_train)))
+    with warnings.catch_warnings():
+        # small data: lbfgs may stop at max_iter; scikit-learn's deprecation notices are not ours to act on
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        if n_folds < 2:  # one group: nothing to cross-validate over
+            clf = LogisticRegression(C=1.0, max_iter=300)
+        else:
+            folds = list(GroupKFold(n_splits=n_folds).split(X_train, y_train, groups_train))
+            clf = LogisticRegressionCV(Cs=list(Cs), cv=folds, max_iter=300, random_state=seed)
+        model = make_pipeline(StandardScaler(), clf).fit(X_train, y_train)
+    return model.predict(X_test)
+
+
+def mlp_probe(X_train, y_train, X_test, seed: int = 0, hidden: int = 128, alpha: float = 1e-2) -> np.ndarray:
+    """A one-hidden-layer MLP (ReLU, L2 penalty alpha), a nonlinear probe of modest capacity."""
+    if len(np.unique(y_train)) < 2:
+        return _only_class(y_train, X_test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(hidden,), alpha=alpha, max_iter=500,
+                                                              random_state=seed)).fit(X_train, y_train)
+    return model.predict(X_test)
+
+
+def fit_predict(kind: str, X_train, y_train, groups_train, X_test, seed: int = 0) -> np.ndarray:
+    """One probe fit, by kind ('linear' or 'mlp'): a top-level function, so joblib can run many in parallel."""
+    if kind == "linear":
+        return linear_probe(X_train, y_train, groups_train, X_test, seed)
+    if kind == "mlp":
+        return mlp_probe(X_train, y_train, X_test, seed)
+    raise ValueError(f"unknown probe kind {kind!r} (use 'linear' or 'mlp')")
+
+
+def fit_predict_many(jobs: list[tuple], n_jobs: int = -1, desc: str | None = None) -> list[np.ndarray]:
+    """fit_predict over many (kind, X_train, y_train, groups_train, X_test, seed) jobs, one process per core:
+    hundreds of small fits (layers x arms x tasks) are CPU-bound and independent."""
+    from joblib import Parallel, delayed
+
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fit_predict)(*job) for job in jobs)
+    return list(tqdm(results, total=len(jobs), desc=desc, disable=desc is None))
+
+
+def _only_class(y_train, X_test) -> np.ndarray:
+    """Training labels of a single class (a control draw on few cities can give one): every classifier
+    predicts that class; scikit-learn's refuse to fit."""
+    return np.full(len(X_test), np.asarray(y_train)[0])
+
+
+def control_labels(groups: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
+    """Hewitt & Liang's control task: each group (city) gets a random class, the same under every template.
+    A probe that does as well on these as on the real labels is reading which city was named, not a
+    property of it."""
+    uniq = np.unique(groups)
+    table = dict(zip(uniq, np.random.default_rng(seed).integers(0, n_classes, size=len(uniq))))
+    return np.array([table[g] for g in groups])
+
+
+# --- geometry of entity types -----------------------------------------------------------------------------
+
+
+def type_geometry(X: np.ndarray, types: np.ndarray) -> dict[str, float]:
+    """How tightly entities cluster by type, on one layer's states X [n, d] with a type label per row.
+    - within_to_between: mean distance of a point to its type's centroid divided by the mean distance
+      between type centroids. Collapse into type centroids drives it towards 0.
+    - silhouette: scikit-learn's silhouette of the type labels (Euclidean), in [-1, 1]."""
+    kinds = np.unique(types)
+    centroids = np.stack([X[types == k].mean(0) for k in kinds])
+    within = np.mean([np.linalg.norm(X[types == k] - c, axis=1).mean() for k, c in zip(kinds, centroids)])
+    between = np.mean([np.linalg.norm(centroids[i] - centroids[j]) for i in range(len(kinds)) for j in range(i + 1, len(kinds))])
+    return {"within_to_between": float(within / between), "silhouette": float(silhouette_score(X, types))}
+
+
+def identity_nearest_neighbour(X: np.ndarray, entity: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """Leave-one-frame-out nearest neighbour (cosine): for each state, is its nearest state under the
+    *other* frames (sentence templates) the same entity? Per-row booleans; chance = 1 / (entities of the type
+    compared against). Needs no training, so capacity cannot inflate it."""
+    Z = X / np.linalg.norm(X, axis=1, keepdims=True)
+    sim = Z @ Z.T
+    same_frame = frame[:, None] == frame[None, :]
+    sim[same_frame] = -np.inf  # compare only across frames (this also removes the point itself)
+    return entity[sim.argmax(1)] == entity

@@ -1,0 +1,120 @@
+"""Post-hoc probes and geometry on synthetic data where the answer is known, and state extraction on tiny
+random models (checked against a plain forward pass)."""
+
+import numpy as np
+import pytest
+import torch
+
+from rlcp_utils import data, probing
+
+K, D = 6, 40
+
+
+def clustered(rng, n_per_class, scale, templates=5):
+    means = rng.normal(size=(K, D))
+    y = np.repeat(np.arange(K), n_per_class * templates)
+    groups = np.tile(np.repeat(np.arange(templates), 1), K * n_per_class)
+    return means[y] * scale + rng.normal(size=(len(y), D)), y, groups
+
+
+def test_linear_probe_reads_separable_labels_and_fails_on_shuffled_ones():
+    rng = np.random.default_rng(0)
+    X, y, g = clustered(rng, 1, scale=3.0, templates=8)
+    train, test = g < 5, g >= 5  # held-out "templates"
+    pred = probing.linear_probe(X[train], y[train], g[train], X[test])
+    assert (pred == y[test]).mean() > 0.95
+    # labels carry no information about X: accuracy near chance 1/K on many held-out points
+    X2 = rng.normal(size=(600, D))
+    y2 = rng.integers(0, K, size=600)
+    g2 = np.arange(600) % 6
+    pred = probing.linear_probe(X2[:400], y2[:400], g2[:400], X2[400:])
+    assert abs((pred == y2[400:]).mean() - 1 / K) < 0.1
+
+
+def test_mlp_beats_linear_on_a_nonlinear_only_signal():
+    # XOR of two coordinates: no linear direction separates the classes; a small MLP does
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-1, 1, size=(1200, 4))
+    y = ((X[:, 0] > 0) ^ (X[:, 1] > 0)).astype(int)
+    g = np.arange(1200) % 5
+    tr, te = slice(0, 900), slice(900, None)
+    lin = (probing.linear_probe(X[tr], y[tr], g[tr], X[te]) == y[te]).mean()
+    mlp = (probing.mlp_probe(X[tr], y[tr], X[te], seed=0) == y[te]).mean()
+    assert lin < 0.65 and mlp > 0.85
+
+
+def test_control_labels_are_fixed_per_group_and_seeded():
+    groups = np.array(["Rome", "Rome", "Paris", "Lima", "Paris", "Rome"])
+    a = probing.control_labels(groups, 15, seed=3)
+    assert len({a[i] for i in np.flatnonzero(groups == "Rome")}) == 1 and a[1] == a[5]
+    assert np.array_equal(a, probing.control_labels(groups, 15, seed=3))
+    draws = [tuple(probing.control_labels(np.arange(30), 15, seed=s)) for s in range(3)]
+    assert len(set(draws)) == 3 and all(0 <= v < 15 for v in draws[0])
+
+
+def test_type_geometry_and_nearest_neighbour_see_collapse():
+    rng = np.random.default_rng(2)
+    centroids = rng.normal(size=(3, D)) * 10
+    entity_offsets = rng.normal(size=(3, 8, D)) * 3  # 3 types x 8 entities
+    frames = 4
+
+    def states(identity_scale):
+        X, types, entity, frame = [], [], [], []
+        for t in range(3):
+            for e in range(8):
+                for f in range(frames):
+                    X.append(centroids[t] + identity_scale * entity_offsets[t, e] + 0.3 * rng.normal(size=D))
+                    types.append(t), entity.append(t * 8 + e), frame.append(f)
+        return np.array(X), np.array(types), np.array(entity), np.array(frame)
+
+    X, types, entity, frame = states(1.0)
+    Xc, *_ = states(0.0)  # identities collapsed onto their type centroid
+    before, after = probing.type_geometry(X, types), probing.type_geometry(Xc, types)
+    assert after["within_to_between"] < 0.3 * before["within_to_between"]
+    assert after["silhouette"] > before["silhouette"] and after["silhouette"] > 0.8
+    assert probing.identity_nearest_neighbour(X, entity, frame).mean() > 0.95
+    assert probing.identity_nearest_neighbour(Xc, entity, frame).mean() < 0.4  # chance 1/24 across all, 1/8 within type
+
+
+def test_last_token_of_finds_the_city_s_last_token(tiny_tokenizer):
+    q = data.Template("q8", "Where is {city}? {city} is in the country of", "train")
+    text = data.render(tiny_tokenizer, data.question(q, "Nairobi"), "chat")
+    ids = data.encode_prompt(tiny_tokenizer, text, "chat")
+    k = probing.last_token_of(tiny_tokenizer, text, "Nairobi")
+    assert tiny_tokenizer.decode(ids[: k + 1]).endswith("Where is Nairobi? Nairobi")
+    with pytest.raises(ValueError, match="does not occur"):
+        probing.last_token_of(tiny_tokenizer, text, "Lima")
+
+
+def test_hidden_states_at_match_an_unpadded_forward(tiny_model, tiny_tokenizer):
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
+    out = probing.hidden_states_at(tiny_model, prompts, {"second": [1, 1, 1]}, batch_size=2, pad_id=tiny_tokenizer.pad_token_id)
+    n_layers = tiny_model.config.num_hidden_layers + 1
+    assert out["last"].shape == (3, n_layers, tiny_model.config.hidden_size)
+    for j, p in enumerate(prompts):
+        with torch.no_grad():
+            hs = tiny_model(torch.tensor([p]), output_hidden_states=True).hidden_states
+        ref = torch.stack(hs, 1)[0]
+        np.testing.assert_allclose(out["last"][j], ref[:, -1].numpy(), atol=1e-4)
+        np.testing.assert_allclose(out["second"][j], ref[:, 1].numpy(), atol=1e-4)
+
+
+def test_logit_lens_at_the_last_layer_is_the_model_s_own_prediction(tiny_model):
+    prompts = [[5, 6, 7, 8], [9, 10, 11, 12]]
+    states = probing.hidden_states_at(tiny_model, prompts)["last"]
+    with torch.no_grad():
+        logits = tiny_model(torch.tensor(prompts)).logits[:, -1]
+    top = logits.argmax(-1).tolist()
+    lens = probing.logit_lens(tiny_model, states, top)
+    assert lens["answer_top1"][:, -1].all()
+    np.testing.assert_allclose(lens["answer_prob"][:, -1], torch.softmax(logits, -1).max(-1).values.numpy(), rtol=1e-4)
+    # intermediate layers are read through the final norm: scaling a state does not change the readout
+    scaled = probing.logit_lens(tiny_model, states * 3.0, top)
+    np.testing.assert_allclose(scaled["answer_prob"][:, 1], lens["answer_prob"][:, 1], rtol=1e-3)
+
+
+def test_probes_fall_back_to_the_only_class_seen():
+    X = np.random.default_rng(0).normal(size=(10, 3))
+    y = np.full(10, 2)
+    assert (probing.linear_probe(X, y, np.arange(10) % 2, X[:4]) == 2).all()
+    assert (probing.mlp_probe(X, y, X[:4]) == 2).all()
