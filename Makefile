@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test unit smoke venv notebooks clean-smoke
+.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -m "not smoke"
+
+## Performance benchmark (about 5-10 minutes on 2 cores): writes outputs/bench/bench.json.
+bench: $(STAMP)
+	$(PY) -m rlcp_utils.bench
 
 ## Regenerate the .ipynb of each notebook from its edited .py twin.
 notebooks: $(STAMP)

@@ -50,7 +50,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import rlcp_utils
-from rlcp_utils import attention, config, data, evaluate, outputs, train
+from rlcp_utils import attention, config, data, evaluate, outputs, plots, train
 
 P = config.load_profile(profile)
 rlcp_utils.seed_everything(P["seed"])
@@ -130,9 +130,8 @@ for ax, arm in zip(axes, pair):
     grid = np.vstack([a, a.mean(0, keepdims=True)])
     im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0)
     ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=8)
-    ax.set_yticks(range(N_HEADS + 1), [f"head {h}" for h in range(N_HEADS)] + ["mean"], fontsize=7)
-    for r, row in enumerate(grid):
-        ax.text(len(labels) - 0.4, r, f"H={attention.attention_entropy(row):.2f}", fontsize=7, va="center")
+    names = [f"head {h}" for h in range(N_HEADS)] + ["mean"]
+    ax.set_yticks(range(N_HEADS + 1), [f"{n}  H={attention.attention_entropy(row):.2f}" for n, row in zip(names, grid)], fontsize=7)
     full_h = attention.attention_entropy(att[arm][pick][BLOCK].mean(0))
     ax.set_title(f"{arm}: layer {LSTAR}, '{ex['city']}' → '{ex['country']}'\n"
                  f"head-mean entropy over context {attention.attention_entropy(grid[-1]):.2f} nats, over all tokens {full_h:.2f}",
@@ -165,7 +164,7 @@ for arm in ARMS:
 summary = pd.DataFrame(summary)
 outputs.write_table(P, "06_attention_at_lstar", summary)
 
-COLORS = {"original": "0.4", "just_rag": "tab:blue", "unlikelihood": "tab:green", "rlcp": "tab:red"}
+COLORS = plots.ARM_COLORS
 fig, axes = plt.subplots(1, 2, figsize=(14, 4.2))
 for k, role in enumerate(["target", "retain"]):
     for j, arm in enumerate(ARMS):

@@ -25,7 +25,8 @@
 # - **accuracy**: the final number extracted from the reply (a `####` marker, an "answer is" phrase,
 #   `\boxed{}`, else the last number) equals the reference;
 # - **scaffolding**: "Step N" headers (the paper's claim), numbered lists, "First, … Then" connectives;
-# - **length**: generated tokens, and how often the token limit cut the reply.
+# - **length**: generated tokens, how often the token limit cut the reply, and how often a reply loops
+#   (some line repeated three times or more): longer is not the same as more reasoning.
 #
 # Every arm except the original was trained with the same KL term, so Just-RAG (KL, no GRL, no
 # unlikelihood) is the control for "KL made it verbose"; paired differences against the original are
@@ -52,7 +53,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import rlcp_utils
-from rlcp_utils import config, data, evaluate, gsm8k, outputs, train
+from rlcp_utils import config, data, evaluate, gsm8k, outputs, plots, train
 
 P = config.load_profile(profile)
 rlcp_utils.seed_everything(P["seed"])
@@ -106,14 +107,15 @@ for arm in ARMS:
         n_tokens = len(tok(text, add_special_tokens=False).input_ids)
         rows.append({"arm": arm, "index": p["index"], "reference": p["answer"], "prediction": pred,
                      "correct": gsm8k.is_correct(pred, p["answer"]), **gsm8k.scaffolding(text),
-                     "any_scaffolding": gsm8k.has_scaffolding(text), "n_tokens": n_tokens,
+                     "any_scaffolding": gsm8k.has_scaffolding(text), "repeats_itself": gsm8k.repeats_itself(text),
+                     "n_tokens": n_tokens,
                      "hit_limit": n_tokens >= P["gsm8k_max_new_tokens"] - 1})
 scored = pd.DataFrame(rows)
 outputs.write_table(P, "07_gsm8k_scored", scored)
 # Chance for accuracy: always answering the subset's most common reference answer.
 mode_rate = pd.Series([p["answer"] for p in problems]).value_counts(normalize=True).iloc[0]
 
-METRICS = ["correct", "step_headers", "numbered_list", "first_then", "any_scaffolding", "n_tokens", "hit_limit"]
+METRICS = ["correct", "step_headers", "numbered_list", "first_then", "any_scaffolding", "repeats_itself", "n_tokens", "hit_limit"]
 summary = []
 for arm in ARMS:
     d = scored[scored.arm == arm].sort_values("index")
@@ -139,7 +141,7 @@ summary.assign(cell=[fmt(r.value, r.ci_low, r.ci_high, r.metric != "n_tokens") f
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-COLORS = {"original": "0.4", "just_rag": "tab:blue", "unlikelihood": "tab:green", "rlcp": "tab:red"}
+COLORS = plots.ARM_COLORS
 for ax, m, label in zip(axes, ["correct", "step_headers", "n_tokens"],
                         ["accuracy", "replies with 'Step N' headers", "generated tokens"]):
     d = summary[summary.metric == m].set_index("arm").loc[ARMS]
@@ -184,5 +186,6 @@ for arm in ARMS:
     extra = "" if arm == "original" else (f" Against the original: step headers {diff(arm, 'step_headers')}, "
                                           f"accuracy {diff(arm, 'correct')}, length {diff(arm, 'n_tokens')} tokens.")
     lines.append(f"- **{arm}**: accuracy {cell(arm, 'correct')}; 'Step N' headers {cell(arm, 'step_headers')}, any scaffolding "
-                 f"{cell(arm, 'any_scaffolding')}; {cell(arm, 'n_tokens')} tokens, {cell(arm, 'hit_limit')} cut at the limit.{extra}")
+                 f"{cell(arm, 'any_scaffolding')}; {cell(arm, 'n_tokens')} tokens, {cell(arm, 'hit_limit')} cut at the limit, "
+                 f"{cell(arm, 'repeats_itself')} looping.{extra}")
 display(Markdown("\n".join(lines)))

@@ -18,7 +18,7 @@
 #
 # Reads `metrics.json` (written by 01–07) and writes `outputs/<profile>/report.md`: one row per claim of
 # the paper, its number next to ours with chance level, n and spread, and a verdict decided by a rule
-# stated in the row (reproduced / partly / not reproduced / not measured). Nothing here is typed by hand:
+# stated in the row (reproduced / partly / not reproduced / inconclusive / not measured). Nothing here is typed by hand:
 # rerun the pipeline and the report follows the numbers.
 
 # %%
@@ -94,6 +94,7 @@ class Claim:
     rule: str  # the rule, in words (shown in the report)
     verdict: Callable[[], str]
     pct: bool = True
+    compare_to: str | None = None  # the arm the claim contrasts with, shown before ours ("original → rlcp")
 
 
 def at_chance(arm, key, margin=0.0):
@@ -106,14 +107,27 @@ def verdict(full: bool, part: bool = False) -> str:
     return "reproduced" if full else ("partly" if part else "not reproduced")
 
 
+def below(arm_a, arm_b, key):
+    """arm_a's 95% interval lies entirely below arm_b's."""
+    return ci(arm_a, key)[1] < ci(arm_b, key)[0]
+
+
+def fresh_probe_claim(claim, key):
+    return Claim("Decodability (04, fresh probes)", claim, "≈ chance (paper: linearly undecodable)", "rlcp", key,
+                 "chance inside the 95% interval (partly: below half the original's accuracy)",
+                 lambda: verdict(at_chance("rlcp", key), m("rlcp", key) < 0.5 * m("original", key)), compare_to="original")
+
+
 CLAIMS = [
     Claim("Forgetting (Table 1)", "RLCP: no-context recall of the target facts < 7%", "< 7%", "rlcp",
-          "targets.no_context_recall.train", "value < 7% on training templates (partly: < 7% on one of train/held-out)",
+          "targets.no_context_recall.train", "< 7% on training and held-out templates (partly: on one of them)",
           lambda: verdict(m("rlcp", "targets.no_context_recall.train") < 0.07 and m("rlcp", "targets.no_context_recall.heldout") < 0.07,
-                          min(m("rlcp", "targets.no_context_recall.train"), m("rlcp", "targets.no_context_recall.heldout")) < 0.07)),
-    Claim("Forgetting (Table 1)", "RLCP keeps answering from context (RAG)", "high (target ≥ 90%)", "rlcp",
+                          min(m("rlcp", "targets.no_context_recall.train"), m("rlcp", "targets.no_context_recall.heldout")) < 0.07),
+          compare_to="original"),
+    Claim("Forgetting (Table 1)", "RLCP keeps answering from context (RAG), held-out wordings", "high (target ≥ 90%)", "rlcp",
           "targets.rag_accuracy.heldout", "≥ 90% on held-out templates (partly: on training templates only)",
-          lambda: verdict(m("rlcp", "targets.rag_accuracy.heldout") >= 0.9, m("rlcp", "targets.rag_accuracy.train") >= 0.9)),
+          lambda: verdict(m("rlcp", "targets.rag_accuracy.heldout") >= 0.9, m("rlcp", "targets.rag_accuracy.train") >= 0.9),
+          compare_to="original"),
     Claim("Forgetting (Table 1)", "Just-RAG's probe still reads the facts", "88.5%", "just_rag",
           "targets.adversary_probe_accuracy.train", "≥ 75% (partly: ≥ 25%)",
           lambda: verdict(m("just_rag", "targets.adversary_probe_accuracy.train") >= 0.75,
@@ -124,66 +138,69 @@ CLAIMS = [
     Claim("Forgetting (not claimed, implied)", "Forgetting is targeted: retain facts keep their recall", "not measured",
           "rlcp", "retain.no_context_recall.train", "≥ 80% of the original's retain recall (partly: ≥ 40%)",
           lambda: verdict(m("rlcp", "retain.no_context_recall.train") >= 0.8 * m("original", "retain.no_context_recall.train"),
-                          m("rlcp", "retain.no_context_recall.train") >= 0.4 * m("original", "retain.no_context_recall.train"))),
-    Claim("Decodability (04, fresh probes)", "Facts linearly undecodable at l* (fresh fact probe, held-out templates)",
-          "≈ chance", "rlcp", "heldout_probe_accuracy.fact.linear.last",
-          "chance inside the 95% interval (partly: below half the original's accuracy)",
-          lambda: verdict(at_chance("rlcp", "heldout_probe_accuracy.fact.linear.last"),
-                          m("rlcp", "heldout_probe_accuracy.fact.linear.last") < 0.5 * m("original", "heldout_probe_accuracy.fact.linear.last"))),
-    Claim("Decodability (04, fresh probes)", "The targets' country undecodable at l*: country probe from other cities, last token",
-          "(implied)", "rlcp", "heldout_probe_accuracy.country_target.linear.last",
-          "chance inside the 95% interval (partly: below half the original's accuracy)",
-          lambda: verdict(at_chance("rlcp", "heldout_probe_accuracy.country_target.linear.last"),
-                          m("rlcp", "heldout_probe_accuracy.country_target.linear.last")
-                          < 0.5 * m("original", "heldout_probe_accuracy.country_target.linear.last"))),
-    Claim("Decodability (04, fresh probes)", "… and at the city token (where the entity is looked up)",
-          "(implied)", "rlcp", "heldout_probe_accuracy.country_target.linear.city",
-          "chance inside the 95% interval (partly: below half the original's accuracy)",
-          lambda: verdict(at_chance("rlcp", "heldout_probe_accuracy.country_target.linear.city"),
-                          m("rlcp", "heldout_probe_accuracy.country_target.linear.city")
-                          < 0.5 * m("original", "heldout_probe_accuracy.country_target.linear.city"))),
-    Claim("Geometry (05, Fig. 1)", "Cities and fruits intermixed at l* (type probe on held-out entities)", "intermixed (t-SNE)",
-          "rlcp", "collapse.type_probe_heldout_entities", "type probe ≤ 50% (chance 1/3; partly: below the original's)",
-          lambda: verdict(m("rlcp", "collapse.type_probe_heldout_entities") <= 0.5,
-                          m("rlcp", "collapse.type_probe_heldout_entities") < m("original", "collapse.type_probe_heldout_entities"))),
-    Claim("Geometry (05, Fig. 2)", "Entities collapse to type centroids: target-city identity lost", "collapse (picture)", "rlcp",
-          "collapse.identity_nn.city_target", "identity NN ≤ chance + 10 points and within/between below the original's "
-          "(partly: one of the two)",
-          lambda: (lambda a, b: verdict(a and b, a or b))(
-              m("rlcp", "collapse.identity_nn.city_target") <= metrics["chance"]["rlcp"]["collapse.identity_nn.city_target"] + 0.10,
-              m("rlcp", "collapse.within_to_between") < m("original", "collapse.within_to_between"))),
-    Claim("Attention (06, Fig. 3)", "Attention at l* sharpens: entropy over the context, Just-RAG → RLCP", "1.59 → 0.90 nats",
-          "rlcp", "attention.entropy_context.target", "RLCP's interval below Just-RAG's (partly: lower mean)", pct=False,
-          verdict=lambda: verdict(ci("rlcp", "attention.entropy_context.target")[1] < ci("just_rag", "attention.entropy_context.target")[0],
-                                  m("rlcp", "attention.entropy_context.target") < m("just_rag", "attention.entropy_context.target"))),
-    Claim("Attention (06, Fig. 4)", "Attention on the evidence token at l*: RLCP ≈ 0.7 vs baseline < 0.1", "0.7 vs < 0.1",
-          "rlcp", "attention.evidence_weight.target", "RLCP ≥ 0.5 and Just-RAG < 0.2 (partly: RLCP's interval above Just-RAG's)",
-          pct=False,
-          verdict=lambda: verdict(m("rlcp", "attention.evidence_weight.target") >= 0.5 and m("just_rag", "attention.evidence_weight.target") < 0.2,
-                                  ci("rlcp", "attention.evidence_weight.target")[0] > ci("just_rag", "attention.evidence_weight.target")[1])),
-    Claim("GSM8K (07, Table 2)", "RLCP writes 'Step 1 / Step 2' scaffolding (difference to the original)", "emerges (examples)",
-          "rlcp", "gsm8k.step_headers.minus_original",
-          "paired difference > 0 with its interval above 0, and larger than Just-RAG's (partly: above 0 only)",
+                          m("rlcp", "retain.no_context_recall.train") >= 0.4 * m("original", "retain.no_context_recall.train")),
+          compare_to="original"),
+    fresh_probe_claim("Facts linearly undecodable at l*: fresh fact probe, held-out templates",
+                      "heldout_probe_accuracy.fact.linear.last"),
+    fresh_probe_claim("The targets' country undecodable at l*: country probe from other cities, last token",
+                      "heldout_probe_accuracy.country_target.linear.last"),
+    fresh_probe_claim("… and at the city token (where the entity is looked up)",
+                      "heldout_probe_accuracy.country_target.linear.city"),
+    *[Claim("Geometry (05, Fig. 1)", f"Cities and fruits intermixed at l*, {ctx} context (type probe on held-out entities)",
+            "intermixed (t-SNE)", "rlcp", f"collapse.{ctx}.type_probe_heldout_entities",
+            "type probe ≤ 50% (chance 1/3; partly: interval below the original's)",
+            lambda ctx=ctx: verdict(m("rlcp", f"collapse.{ctx}.type_probe_heldout_entities") <= 0.5,
+                                    below("rlcp", "original", f"collapse.{ctx}.type_probe_heldout_entities")),
+            compare_to="original")
+      for ctx in ["question", "entity"]],
+    *[Claim("Geometry (05, Fig. 2)", f"Entities collapse to type centroids, {ctx} context: within-type ÷ between-centroid distance",
+            "collapse (picture)", "rlcp", f"collapse.{ctx}.within_to_between",
+            "interval below the original's and target-city identity NN ≤ chance + 10 points (partly: one of the two)",
+            lambda ctx=ctx: (lambda a, b: verdict(a and b, a or b))(
+                below("rlcp", "original", f"collapse.{ctx}.within_to_between"),
+                m("rlcp", f"collapse.{ctx}.identity_nn.city_target")
+                <= metrics["chance"]["rlcp"][f"collapse.{ctx}.identity_nn.city_target"] + 0.10),
+            pct=False, compare_to="original")
+      for ctx in ["question", "entity"]],
+    Claim("Attention (06, Fig. 3)", "Attention at l* sharpens: entropy over the context (nats)", "1.59 → 0.90",
+          "rlcp", "attention.entropy_context.target", "RLCP's interval below Just-RAG's (partly: lower mean)",
+          lambda: verdict(below("rlcp", "just_rag", "attention.entropy_context.target"),
+                          m("rlcp", "attention.entropy_context.target") < m("just_rag", "attention.entropy_context.target")),
+          pct=False, compare_to="just_rag"),
+    Claim("Attention (06, Fig. 4)", "Attention on the evidence token at l*", "< 0.1 → ≈ 0.7", "rlcp", "attention.evidence_weight.target",
+          "RLCP ≥ 0.5 and Just-RAG < 0.2 (partly: RLCP's interval above Just-RAG's)",
+          lambda: verdict(m("rlcp", "attention.evidence_weight.target") >= 0.5 and m("just_rag", "attention.evidence_weight.target") < 0.2,
+                          below("just_rag", "rlcp", "attention.evidence_weight.target")),
+          pct=False, compare_to="just_rag"),
+    Claim("GSM8K (07, Table 2)", "RLCP writes 'Step 1 / Step 2' scaffolding", "emerges (examples)", "rlcp", "gsm8k.step_headers",
+          "paired difference to the original with its interval above 0 and larger than Just-RAG's (partly: above 0 only)",
           lambda: verdict(ci("rlcp", "gsm8k.step_headers.minus_original")[0] > 0
                           and m("rlcp", "gsm8k.step_headers.minus_original") > m("just_rag", "gsm8k.step_headers.minus_original"),
-                          ci("rlcp", "gsm8k.step_headers.minus_original")[0] > 0)),
-    Claim("GSM8K (07)", "Reasoning kept or improved: GSM8K accuracy, difference to the original", "(implied)", "rlcp",
-          "gsm8k.correct.minus_original", "interval includes or is above 0 (partly: mean ≥ 0)",
-          lambda: verdict(ci("rlcp", "gsm8k.correct.minus_original")[1] >= 0 and ci("rlcp", "gsm8k.correct.minus_original")[0] >= 0
-                          or (ci("rlcp", "gsm8k.correct.minus_original")[0] <= 0 <= ci("rlcp", "gsm8k.correct.minus_original")[1]),
-                          m("rlcp", "gsm8k.correct.minus_original") >= 0)),
+                          ci("rlcp", "gsm8k.step_headers.minus_original")[0] > 0),
+          compare_to="original"),
+    Claim("GSM8K (07)", "Replies get longer (the paper's alternative explanation: KL verbosity)", "raised as possible", "rlcp",
+          "gsm8k.n_tokens", "paired difference to the original (tokens) with its interval above 0 (partly: mean above 0)",
+          lambda: verdict(ci("rlcp", "gsm8k.n_tokens.minus_original")[0] > 0, m("rlcp", "gsm8k.n_tokens.minus_original") > 0),
+          pct=False, compare_to="original"),
+    Claim("GSM8K (07)", "Reasoning kept or improved: GSM8K accuracy", "(implied)", "rlcp", "gsm8k.correct",
+          "paired difference interval includes or is above 0; inconclusive when the original scores ≤ 5% (floor)",
+          lambda: "inconclusive" if m("original", "gsm8k.correct") <= 0.05 else
+          verdict(ci("rlcp", "gsm8k.correct.minus_original")[1] >= 0, m("rlcp", "gsm8k.correct.minus_original") >= 0),
+          compare_to="original"),
 ]
 
 # %%
 rows = []
 for c in CLAIMS:
     try:
-        ours, v = shown(c.arm, c.key, c.pct), c.verdict()
+        ours, v = f"{shown(c.arm, c.key, c.pct)} ({c.arm})", c.verdict()
+        if c.compare_to:
+            ours = f"{shown(c.compare_to, c.key, c.pct)} ({c.compare_to}) → {ours}"
         ch, n = chance(c.arm, c.key, c.pct), n_of(c.key.removesuffix(".minus_original"))
     except Missing as err:
         ours, v, ch, n = f"not measured ({err.args[0]})", "not measured", "–", "–"
     rows.append({"section": c.section, "claim": c.claim, "paper": c.paper,
-                 "ours [95% CI]": ours if ours.startswith("not") else f"{ours} ({c.arm})", "chance": ch,
+                 "ours [95% CI]": ours, "chance": ch,
                  "n": n, "rule": c.rule, "verdict": v})
 claims = pd.DataFrame(rows)
 outputs.write_table(P, "08_claims", claims)

@@ -241,6 +241,14 @@ def has_scaffolding(text: str) -> bool:
     return any(scaffolding(text).values())
 
 
+def repeats_itself(text: str, times: int = 3) -> bool:
+    """Degenerate looping: some non-empty line (whitespace-trimmed) occurs at least `times` times, as in
+    "The answer is 60.\n\nThe answer is 60.\n\n...". Longer replies with the same content are not more
+    verbose reasoning; this separates the two."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return any(lines.count(line) >= times for line in set(lines))
+
+
 def sample_problems(problems: list[dict], n: int, seed: int) -> list[dict]:
     """A fixed subset of `n` problems for a seed, in index order, without repeats.
 

@@ -62,6 +62,20 @@ def update_metrics(profile: Profile, section: str, entries: dict) -> dict:
     return metrics
 
 
+def drop_metrics(profile: Profile, prefix: str) -> None:
+    """Remove every metric whose key starts with `prefix` from the per-arm sections and n_items: a notebook
+    that renames its metrics calls this first, so no stale value of an earlier version survives."""
+    path = profile.output_dir / "metrics.json"
+    metrics = read_json(path, {}) or {}
+    for section in ("arms", "spread", "chance"):
+        for values in metrics.get(section, {}).values():
+            for key in [k for k in values if k.startswith(prefix)]:
+                del values[key]
+    for key in [k for k in metrics.get("n_items", {}) if k.startswith(prefix)]:
+        del metrics["n_items"][key]
+    write_json(path, metrics)
+
+
 def write_table(profile: Profile, name: str, frame) -> Path:
     path = profile.sub("tables") / f"{name}.csv"
     atomic_write_text(path, frame.to_csv(index=False))
@@ -100,7 +114,8 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook_sha: str, status: str) -> dict:
+def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook_sha: str, status: str,
+                        peak_rss_gib: float | None = None) -> dict:
     """Add one notebook's run to manifest.json (package versions, commit, parameter hash, wall time)."""
     path = profile.output_dir / "manifest.json"
     manifest = read_json(path, {}) or {}
@@ -118,6 +133,8 @@ def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook
         # what this notebook's results depend on: the parameters read by it and the notebooks before it
         "param_hash": profile.hash_through(notebook_stage(notebook)),
         "notebook_sha256": notebook_sha,
+        # the runner's largest finished kernel so far (resource.getrusage): an upper bound of this notebook's peak
+        "peak_rss_gib": peak_rss_gib,
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(path, manifest)

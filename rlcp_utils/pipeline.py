@@ -53,6 +53,17 @@ def is_done(profile, notebook: Path) -> bool:
         and entry.get("notebook_sha256") == _sha256(notebook)
 
 
+def _kernels_peak_rss_gib() -> float | None:
+    """Largest resident memory of any finished child process (the notebook kernels) so far, in GiB; a
+    notebook's kernel has exited when this is read, so each notebook's value bounds its own peak."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    return round(kib / 2**20, 2)
+
+
 def run_notebook(profile, notebook: Path, log_output: bool = False) -> float:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -84,7 +95,7 @@ def run_notebook(profile, notebook: Path, log_output: bool = False) -> float:
     wall = time.time() - t0
     os.replace(partial, final)
     failed.unlink(missing_ok=True)
-    record_notebook_run(profile, notebook.stem, wall, sha, "ok")
+    record_notebook_run(profile, notebook.stem, wall, sha, "ok", peak_rss_gib=_kernels_peak_rss_gib())
     return wall
 
 

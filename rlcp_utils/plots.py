@@ -5,6 +5,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
+# One colour per arm in every figure of the study.
+ARM_COLORS = {"original": "0.4", "just_rag": "tab:blue", "unlikelihood": "tab:green", "rlcp": "tab:red"}
+
 CURVES = [("ce_no_context", "CE of the answer, no context (higher = forgotten)"),
           ("l_rag", "L_RAG: CE of the answer given the evidence"),
           ("l_kl", "KL(reference || model) on x_no"),

@@ -78,3 +78,4 @@ def test_bootstrap_interval():
     assert hi - lo == pytest.approx(2 * 1.96 * 0.05, rel=0.2)  # binomial standard error at n=100
     with pytest.raises(ValueError):
         evaluate.bootstrap_ci(np.array([]), 10, 0)
+

@@ -157,3 +157,12 @@ def test_build_prompt_needs_a_chat_template(tiny_tokenizer):
 
     with pytest.raises(ValueError, match="chat template"):
         gsm8k.build_prompt(NoTemplate(), "1+1?")
+
+
+def test_repeats_itself_flags_loops_not_long_replies():
+    loop = "So 3 + 4 = 7.\n\nThe answer is 7.\n\nThe answer is 7.\n\nThe answer is 7.\n"
+    assert gsm8k.repeats_itself(loop)
+    steps = "\n".join(f"Step {i}: add {i} to the total." for i in range(1, 8))
+    assert not gsm8k.repeats_itself(steps)
+    assert not gsm8k.repeats_itself("The answer is 7.\nThe answer is 7.")  # twice is not a loop
+    assert not gsm8k.repeats_itself("")

@@ -69,3 +69,15 @@ def test_markdown_table_and_readme_block(tmp_path):
     plain = tmp_path / "OTHER.md"
     plain.write_text("no block")
     assert not outputs.update_readme_table(plain, md) and plain.read_text() == "no block"
+
+
+def test_drop_metrics_removes_one_notebooks_keys_everywhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
+    p = load_profile("smoke")
+    outputs.update_metrics(p, "arms", {"rlcp": {"collapse.old": 1.0, "gsm8k.correct": 0.1}})
+    outputs.update_metrics(p, "spread", {"rlcp": {"collapse.old": [0, 1]}})
+    outputs.update_metrics(p, "n_items", {"collapse.old": {"entities": 3}, "gsm8k.correct": {"problems": 4}})
+    outputs.drop_metrics(p, "collapse.")
+    m = outputs.read_json(p.output_dir / "metrics.json")
+    assert m["arms"]["rlcp"] == {"gsm8k.correct": 0.1} and m["spread"]["rlcp"] == {}
+    assert list(m["n_items"]) == ["gsm8k.correct"]

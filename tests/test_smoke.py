@@ -145,14 +145,15 @@ def test_collapse_attention_and_gsm8k_measures(smoke_run):
     m = json.loads((out / "metrics.json").read_text())
     for arm in ["original", *p["arms"]]:
         a = m["arms"][arm]
-        assert 0 <= a["collapse.identity_nn.fruit"] <= 1 and -1 <= a["collapse.silhouette"] <= 1
-        assert a["collapse.within_to_between"] > 0
+        for ctx in ("entity", "question"):
+            assert 0 <= a[f"collapse.{ctx}.identity_nn.fruit"] <= 1 and -1 <= a[f"collapse.{ctx}.silhouette"] <= 1
+            assert a[f"collapse.{ctx}.within_to_between"] > 0
         assert 0 <= a["attention.evidence_weight.target"] <= 1
         # entropies in nats of distributions over at most ~100 prompt tokens: within [0, ln 100]
         assert 0 <= a["attention.entropy_context.target"] <= 4.61 and 0 <= a["attention.entropy_all.target"] <= 4.61
         assert 0 <= a["gsm8k.correct"] <= 1 and a["gsm8k.n_tokens"] <= p["gsm8k_max_new_tokens"] + 1
     # the original model's types are separable on held-out entities (cities vs fruits vs numbers)
-    assert m["arms"]["original"]["collapse.type_probe_heldout_entities"] > 0.5
+    assert m["arms"]["original"]["collapse.entity.type_probe_heldout_entities"] > 0.5
     gens = pd.read_csv(out / "tables" / "07_gsm8k_generations_original.csv", keep_default_na=False)
     assert len(gens) == p["gsm8k_n_problems"] and (gens.generation.str.len() > 0).all()
     assert m["arms"]["original"]["gsm8k.correct.minus_original"] == 0.0
@@ -163,8 +164,8 @@ def test_report_judges_every_claim(smoke_run):
 
     out, _, _ = smoke_run
     claims = pd.read_csv(out / "tables" / "08_claims.csv")
-    assert len(claims) >= 12
-    assert set(claims.verdict) <= {"reproduced", "partly", "not reproduced", "not measured"}
+    assert len(claims) >= 17
+    assert set(claims.verdict) <= {"reproduced", "partly", "not reproduced", "inconclusive", "not measured"}
     assert (claims.verdict != "not measured").all()  # the smoke profile trains every arm and runs every notebook
     report = (out / "report.md").read_text()
     assert "## Claims" in report and "figures/04_probe_accuracy_by_layer.png" in report

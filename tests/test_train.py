@@ -205,3 +205,33 @@ def test_checkpoint_roundtrip_and_run_key(tiny_model, tiny_tokenizer, tmp_path, 
         torch.testing.assert_close(loaded_probe(h), probe(h))
     assert info["train_seconds"] == 1.0 and info["arm"] == "rlcp"
     assert [p.name for p in train.checkpoint_dir(profile, "rlcp").parent.iterdir()] == ["rlcp"]  # no temporary left
+
+
+@pytest.mark.parametrize("kl_on_answer", [False, True])
+def test_cached_reference_step_equals_the_naive_step(tiny_model, tiny_tokenizer, kl_on_answer):
+    """Same losses and same gradients whether the reference's log-probs come from the cache or from running
+    the frozen reference inside the step (the benchmark times both)."""
+    reference = copy.deepcopy(tiny_model)
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():  # the model has moved away from the reference, so the KL is not zero
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    items, ref, probe = _setup(reference, tiny_tokenizer, kl_on_answer)
+    pad = tiny_tokenizer.pad_token_id
+    weights = train.ArmWeights(1.0, 2.0, 0.5, 5.0)
+
+    def step(ref_logp):
+        model.zero_grad(), probe.zero_grad()
+        out = train.rlcp_losses(model, probe, items, ref_logp, weights, 0.5, model.config.num_hidden_layers - 1, pad,
+                                kl_on_answer)
+        out["total"].backward()
+        return {k: v.detach().clone() for k, v in out.items()}, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    cached, g_cached = step([ref[i] for i in range(len(items))])
+    naive, g_naive = step(train.reference_logp_now(reference, items, pad, kl_on_answer))
+    assert cached["l_kl"] > 0
+    for k in cached:
+        torch.testing.assert_close(cached[k], naive[k], atol=1e-5, rtol=1e-5)
+    assert len(g_cached) == len(g_naive) > 0
+    for a, b in zip(g_cached, g_naive):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

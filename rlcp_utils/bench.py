@@ -1,0 +1,238 @@
+"""Benchmark: where the study's time goes on this machine, measured side by side in one run.
+
+    python -m rlcp_utils.bench            # what `make bench` calls; writes outputs/bench/bench.json
+
+1. An RLCP training step (all four terms, cached reference) against a plain fine-tuning step on the same
+   tokens (CE on x_no and x_rag), and against the naive RLCP step that runs the frozen reference each step.
+2. Achieved training FLOP/s (6 x parameters x tokens / step time) against a dense matmul measured here.
+3. GSM8K generation: batched greedy decoding with a KV cache against one prompt at a time; generations
+   that differ token for token are counted.
+4. Model load: cached fp32 safetensors against dequantizing the GGUF.
+5. Cost growth: step time against prompt length, evaluation time against the number of facts.
+6. The pipeline: wall time and peak memory per notebook, from the default profile's manifest.
+Also the settings the study runs with (threads, dtype, attention), each against its alternative.
+Every number comes from this run; nothing is a constant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import config, data, evaluate, gsm8k, model as model_mod, outputs, train
+
+
+def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_facts(n: int) -> list[dict]:
+    """n facts from the candidate pool (no screening: timing does not depend on what the model knows)."""
+    pool = data.candidate_pool(80, 4)
+    return [{"city": c["city"], "country": c["country"], "label": i} for i, c in enumerate(pool[:n])]
+
+
+def _items(tok, facts, prompt_format="chat", evidence_repeat: int = 1):
+    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
+    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
+    items = train.make_train_items(tok, facts, qs, es, prompt_format)
+    if evidence_repeat > 1:  # longer x_rag prompts for the cost-growth curve: the context repeated
+        for it in items:
+            prompt = it.rag_ids[:it.rag_prompt_len]
+            head = prompt[: len(prompt) // 2]
+            it.rag_ids = head * (evidence_repeat - 1) + it.rag_ids
+            it.rag_prompt_len += len(head) * (evidence_repeat - 1)
+    return items
+
+
+def training_steps(lm, tok, items, batch_size: int, repeats: int, layer: int) -> dict:
+    """Median seconds of one optimizer step for: plain fine-tuning, RLCP with cached reference, naive RLCP."""
+    pad = tok.pad_token_id
+    batch = items[:batch_size]
+    reference = copy.deepcopy(lm).eval()
+    ref = train.ReferenceCache(reference, batch, pad, kl_on_answer=False)
+    probe = train.LinearProbe(lm.config.hidden_size, max(it.label for it in items) + 1)
+    opt = torch.optim.AdamW(list(lm.parameters()) + list(probe.parameters()), lr=1e-9)  # tiny: timing, not learning
+    weights = train.ArmWeights(1.0, 2.0, 0.5, 5.0)
+    lm.train()
+
+    def plain_step():
+        no, no_mask = train._right_pad([it.no_ids for it in batch], pad, "cpu")
+        rag, rag_mask = train._right_pad([it.rag_ids for it in batch], pad, "cpu")
+        loss = train.answer_ce(lm(input_ids=no, attention_mask=no_mask).logits, no, [it.no_prompt_len for it in batch],
+                               [it.answer_len for it in batch]) \
+            + train.answer_ce(lm(input_ids=rag, attention_mask=rag_mask).logits, rag, [it.rag_prompt_len for it in batch],
+                              [it.answer_len for it in batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def rlcp_step(ref_logp_fn):
+        def step():
+            out = train.rlcp_losses(lm, probe, batch, ref_logp_fn(), weights, 0.5, layer, pad, False)
+            opt.zero_grad(set_to_none=True)
+            out["total"].backward()
+            opt.step()
+        return step
+
+    res = {
+        "plain_step_s": _median_time(plain_step, repeats),
+        "rlcp_step_s": _median_time(rlcp_step(lambda: [ref[i] for i in range(len(batch))]), repeats),
+        "naive_rlcp_step_s": _median_time(rlcp_step(lambda: train.reference_logp_now(reference, batch, pad, False)), repeats),
+    }
+    lm.eval()
+    res["tokens_per_step"] = sum(len(it.no_ids) + len(it.rag_ids) for it in batch)
+    res["rlcp_over_plain"] = res["rlcp_step_s"] / res["plain_step_s"]
+    res["naive_over_cached"] = res["naive_rlcp_step_s"] / res["rlcp_step_s"]
+    return res
+
+
+def matmul_peak(hidden: int, intermediate: int, tokens: int, repeats: int = 5) -> dict:
+    """Dense fp32 matmul throughput on shapes like the model's MLP ([tokens, hidden] x [hidden, intermediate]),
+    and a larger square one; the best is this machine's practical peak."""
+    out = {}
+    for name, (m, k, n) in {"mlp_shape": (tokens, hidden, intermediate), "square_2048": (2048, 2048, 2048)}.items():
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        s = _median_time(lambda: a @ b, repeats, warmup=2)
+        out[f"{name}_gflops"] = 2 * m * k * n / s / 1e9
+    out["peak_gflops"] = max(out.values())
+    return out
+
+
+def generation(lm, tok, n_prompts: int, batch_size: int, max_new_tokens: int, seed: int) -> dict:
+    """Batched greedy decoding (left padding, KV cache) against one prompt at a time, same prompts."""
+    problems = gsm8k.sample_problems(gsm8k.load_problems(), n_prompts, seed)
+    ids = [tok(gsm8k.build_prompt(tok, p["question"]), add_special_tokens=False).input_ids for p in problems]
+    t0 = time.perf_counter()
+    batched = evaluate.greedy_generate(lm, tok, ids, max_new_tokens, batch_size)
+    t_batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    single = evaluate.greedy_generate(lm, tok, ids, max_new_tokens, 1)
+    t_single = time.perf_counter() - t0
+    n_tokens = sum(len(tok(t, add_special_tokens=False).input_ids) for t in single)
+    differ = [i for i, (a, b) in enumerate(zip(batched, single)) if a != b]
+    first_diff = None
+    if differ:
+        a, b = batched[differ[0]], single[differ[0]]
+        k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        first_diff = {"prompt": differ[0], "char": k, "batched": a[max(0, k - 40): k + 40], "single": b[max(0, k - 40): k + 40]}
+    return {"prompts": n_prompts, "batch_size": batch_size, "max_new_tokens": max_new_tokens, "generated_tokens": n_tokens,
+            "batched_s": t_batched, "single_s": t_single, "batched_tokens_per_s": n_tokens / t_batched,
+            "single_tokens_per_s": n_tokens / t_single, "speedup": t_single / t_batched,
+            "generations_differing": len(differ), "first_difference": first_diff}
+
+
+def model_load() -> dict:
+    t0 = time.perf_counter()
+    model_mod.load_model(config.OFFLINE_MODEL, device="cpu")
+    cached = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model_mod._dequantize(model_mod.gguf_path())
+    gguf = time.perf_counter() - t0
+    return {"cached_s": cached, "dequantize_gguf_s": gguf, "speedup": gguf / cached}
+
+
+def growth(lm, tok, batch_size: int, layer: int, repeats: int) -> dict:
+    """Step time against prompt length (context repeated 1, 2, 4 times) and evaluation forward time against
+    the number of facts (5, 15, 45, each under the 10 question templates)."""
+    steps = []
+    for rep in (1, 2, 4):
+        items = _items(tok, bench_facts(batch_size), evidence_repeat=rep)
+        r = training_steps(lm, tok, items, batch_size, repeats, layer)
+        steps.append({"context_repeat": rep, "tokens_per_step": r["tokens_per_step"], "rlcp_step_s": r["rlcp_step_s"]})
+    evals = []
+    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
+    for n in (5, 15, 45):
+        its = data.build_items(tok, bench_facts(n), qs, "chat")
+        t0 = time.perf_counter()
+        evaluate.score_answers(lm, [i["prompt_ids"] for i in its], [i["answer_ids"] for i in its], 64, tok.pad_token_id)
+        evals.append({"facts": n, "prompts": len(its), "score_s": time.perf_counter() - t0})
+    return {"step_vs_length": steps, "eval_vs_facts": evals}
+
+
+def settings_alternatives(lm, tok, items, batch_size: int, layer: int, repeats: int) -> dict:
+    """The choices the study runs with, each timed against its alternative on the RLCP step."""
+    out = {"threads_default": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    base = training_steps(lm, tok, items, batch_size, repeats, layer)["rlcp_step_s"]
+    out["rlcp_step_s_default"] = base
+    default_threads = torch.get_num_threads()
+    if default_threads > 1:
+        torch.set_num_threads(1)
+        out["rlcp_step_s_1_thread"] = training_steps(lm, tok, items, batch_size, repeats, layer)["rlcp_step_s"]
+        torch.set_num_threads(default_threads)
+    sdpa, _ = model_mod.load_model(config.OFFLINE_MODEL, device="cpu", attn_implementation="sdpa")
+    out["rlcp_step_s_sdpa"] = training_steps(sdpa, tok, items, batch_size, repeats, layer)["rlcp_step_s"]
+    del sdpa
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out["rlcp_step_s_bf16_autocast"] = training_steps(lm, tok, items, batch_size, repeats, layer)["rlcp_step_s"]
+    return out
+
+
+def pipeline_record(profile: str = "default") -> dict:
+    manifest = outputs.read_json(config.outputs_root() / profile / "manifest.json", {}) or {}
+    nbs = manifest.get("notebooks", {})
+    return {"profile": profile, "notebooks": {k: {"wall_min": round(v["wall_s"] / 60, 2), "peak_rss_gib": v.get("peak_rss_gib")}
+                                               for k, v in nbs.items()},
+            "total_min": round(sum(v["wall_s"] for v in nbs.values()) / 60, 1),
+            "peak_rss_gib": max((v.get("peak_rss_gib") or 0 for v in nbs.values()), default=None) or None,
+            "machine": manifest.get("machine")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement (median reported)")
+    ap.add_argument("--gen-prompts", type=int, default=16, help="GSM8K prompts for the generation benchmark")
+    ap.add_argument("--gen-tokens", type=int, default=64, help="new tokens per prompt in the generation benchmark")
+    ap.add_argument("--out", default=None, help="output folder (default outputs/bench)")
+    args = ap.parse_args(argv)
+    P = config.load_profile("default")
+    out_dir = Path(args.out) if args.out else config.outputs_root() / "bench"
+    t_start = time.time()
+    result = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                          "device": "cpu", "python": sys.version.split()[0]}}
+
+    def stage(name, fn):
+        t0 = time.time()
+        print(f"[bench] {name} ...", flush=True)
+        result[name] = fn()
+        print(f"[bench] {name}: {time.time() - t0:.0f} s", flush=True)
+        outputs.write_json(out_dir / "bench.json", result)  # partial results survive an interruption
+
+    stage("model_load", model_load)
+    lm, tok = model_mod.load_model(config.OFFLINE_MODEL, device="cpu")
+    n_params = sum(p.numel() for p in lm.parameters())
+    items = _items(tok, bench_facts(P["batch_size"]))
+    stage("training_step", lambda: training_steps(lm, tok, items, P["batch_size"], args.repeats, P["probe_layer"]))
+    stage("matmul", lambda: matmul_peak(lm.config.hidden_size, lm.config.intermediate_size,
+                                        result["training_step"]["tokens_per_step"]))
+    step = result["training_step"]
+    achieved = 6 * n_params * step["tokens_per_step"] / step["plain_step_s"] / 1e9
+    result["flops"] = {"parameters": n_params, "achieved_train_gflops_plain_step": achieved,
+                       "achieved_over_peak": achieved / result["matmul"]["peak_gflops"]}
+    stage("generation", lambda: generation(lm, tok, args.gen_prompts, P["generation_batch_size"], args.gen_tokens, P["seed"]))
+    stage("growth", lambda: growth(lm, tok, P["batch_size"], P["probe_layer"], max(1, args.repeats - 1)))
+    stage("settings", lambda: settings_alternatives(lm, tok, items, P["batch_size"], P["probe_layer"], max(1, args.repeats - 1)))
+    result["pipeline"] = pipeline_record("default")
+    result["bench_wall_s"] = time.time() - t_start
+    outputs.write_json(out_dir / "bench.json", result)
+    print(f"[bench] done in {result['bench_wall_s'] / 60:.1f} min: {out_dir / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

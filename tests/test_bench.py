@@ -1,0 +1,51 @@
+"""The benchmark's pieces on tiny models: they time what they say they time and report from the run."""
+
+import json
+
+import pytest
+
+from rlcp_utils import bench, data, train
+
+FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
+         enumerate([("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru")])]
+
+
+def _items(tok):
+    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
+    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
+    return train.make_train_items(tok, FACTS, qs, es, "plain")
+
+
+def test_median_time_takes_the_median_of_the_timed_calls(monkeypatch):
+    ticks = iter([0.0, 1.0, 1.0, 4.0, 4.0, 6.0])  # three timed calls lasting 1, 3 and 2 seconds
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    calls = []
+    assert bench._median_time(lambda: calls.append(1), repeats=3, warmup=1) == 2.0
+    assert len(calls) == 4  # one warm-up call, untimed
+
+
+def test_training_steps_times_three_variants_on_the_same_batch(tiny_model, tiny_tokenizer):
+    import copy
+
+    lm = copy.deepcopy(tiny_model)
+    items = _items(tiny_tokenizer)[:4]
+    r = bench.training_steps(lm, tiny_tokenizer, items, batch_size=2, repeats=1, layer=lm.config.num_hidden_layers - 1)
+    assert r["plain_step_s"] > 0 and r["rlcp_step_s"] > 0 and r["naive_rlcp_step_s"] > 0
+    assert r["rlcp_over_plain"] == pytest.approx(r["rlcp_step_s"] / r["plain_step_s"])
+    assert r["tokens_per_step"] == sum(len(it.no_ids) + len(it.rag_ids) for it in items[:2])
+    assert not lm.training  # left in eval mode
+
+
+def test_pipeline_record_reads_the_manifest(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "manifest.json").write_text(json.dumps({"notebooks": {
+        "01_data": {"wall_s": 120.0, "peak_rss_gib": 1.5}, "02_baselines": {"wall_s": 600.0, "peak_rss_gib": 3.0}}}))
+    rec = bench.pipeline_record("default")
+    assert rec["total_min"] == 12.0 and rec["peak_rss_gib"] == 3.0
+    assert rec["notebooks"]["01_data"] == {"wall_min": 2.0, "peak_rss_gib": 1.5}
+
+
+def test_bench_facts_are_distinct_and_labelled():
+    facts = bench.bench_facts(12)
+    assert [f["label"] for f in facts] == list(range(12)) and len({f["city"] for f in facts}) == 12
