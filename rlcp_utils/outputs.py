@@ -153,6 +153,7 @@ def markdown_table(frame) -> str:
 README_BLOCKS = {
     "table1": ("<!-- table1:start (written by the pipeline from outputs/default/tables/table1.md) -->", "<!-- table1:end -->"),
     "claims": ("<!-- claims:start (written by the pipeline from outputs/default/tables/08_claims.md) -->", "<!-- claims:end -->"),
+    "bench": ("<!-- bench:start (written by make bench from outputs/bench/bench.json) -->", "<!-- bench:end -->"),
 }
 README_BLOCK = README_BLOCKS["table1"]
 

@@ -35,16 +35,30 @@ def _sha256(path: Path) -> str:
 
 
 def checkpoints_written_by(profile, notebook: str) -> list[str]:
-    """Arms whose checkpoints a notebook trains. Checkpoints are not committed, so on a fresh clone the
-    training notebooks count as not done: later notebooks load the trained models."""
+    """Arms whose checkpoints a notebook trains (checkpoints are not committed: see first_to_run)."""
     arms = list(profile["arms"])
     return {"02_baselines": [a for a in arms if a != "rlcp"], "03_rlcp_training": [a for a in arms if a == "rlcp"]}.get(notebook, [])
 
 
+def missing_checkpoints(profile, notebook: Path) -> list[str]:
+    return [arm for arm in checkpoints_written_by(profile, notebook.stem)
+            if not (profile.output_dir / "checkpoints" / arm / "checkpoint.json").exists()]
+
+
+def first_to_run(profile, notebooks: list[Path], force: bool = False) -> int | None:
+    """Index of the first notebook to run (it and every later one run), or None when all are done.
+    A finished training notebook whose checkpoints are missing (a fresh clone: they are not committed) is
+    rerun only when a later notebook has to run, since the later notebooks load the trained models."""
+    if force:
+        return 0 if notebooks else None
+    pending = [i for i, nb in enumerate(notebooks) if not is_done(profile, nb)]
+    if not pending:
+        return None
+    lacking = [i for i, nb in enumerate(notebooks[: pending[0]]) if missing_checkpoints(profile, nb)]
+    return lacking[0] if lacking else pending[0]
+
+
 def is_done(profile, notebook: Path) -> bool:
-    if any(not (profile.output_dir / "checkpoints" / arm / "checkpoint.json").exists()
-           for arm in checkpoints_written_by(profile, notebook.stem)):
-        return False
     manifest = read_json(profile.output_dir / "manifest.json", {}) or {}
     entry = manifest.get("notebooks", {}).get(notebook.stem)
     executed = profile.output_dir / "notebooks" / notebook.name
@@ -122,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results go to {profile.output_dir}")
     total = time.time()
     # Each notebook reads what the earlier ones wrote: once one runs, every later one runs too.
-    rerun_rest = args.force
+    start = first_to_run(profile, notebooks, args.force)
     for i, nb in enumerate(notebooks, 1):
-        if not rerun_rest and is_done(profile, nb):
+        if start is None or i - 1 < start:
             print(f"[{i}/{len(notebooks)}] {nb.stem}: already done with these parameters, skipped")
             continue
-        rerun_rest = True
+        if i - 1 == start and is_done(profile, nb) and not args.force:
+            print(f"[{i}/{len(notebooks)}] {nb.stem}: done, but its checkpoints {missing_checkpoints(profile, nb)} are not here "
+                  f"and later notebooks load them: running it again")
         print(f"[{i}/{len(notebooks)}] {nb.stem}: running")
         wall = run_notebook(profile, nb, log_output=args.log_output)
         print(f"[{i}/{len(notebooks)}] {nb.stem}: finished in {wall / 60:.1f} min")

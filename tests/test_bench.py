@@ -49,3 +49,14 @@ def test_pipeline_record_reads_the_manifest(tmp_path, monkeypatch):
 def test_bench_facts_are_distinct_and_labelled():
     facts = bench.bench_facts(12)
     assert [f["label"] for f in facts] == list(range(12)) and len({f["city"] for f in facts}) == 12
+
+
+def test_bench_table_renders_every_target_from_the_numbers():
+    r = {"training_step": {"rlcp_step_s": 3.6, "plain_step_s": 3.0, "naive_rlcp_step_s": 4.0, "rlcp_over_plain": 1.2,
+                           "naive_over_cached": 1.11},
+         "flops": {"achieved_train_gflops_plain_step": 95.0, "achieved_over_peak": 0.5}, "matmul": {"peak_gflops": 190.0},
+         "generation": {"batch_size": 16, "batched_tokens_per_s": 92.0, "single_tokens_per_s": 20.0, "speedup": 4.6,
+                        "generations_differing": 0, "prompts": 16},
+         "model_load": {"dequantize_gguf_s": 13.0, "cached_s": 0.5, "speedup": 26.0}}
+    table = bench.bench_table(r)
+    assert "= 1.20" in table and "4.6x" in table and "26x" in table and table.count("\n") == 7

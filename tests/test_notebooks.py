@@ -44,7 +44,8 @@ def test_header_parameters_and_colab(py: Path):
     assert not any("../shared" in c.source for c in nb.cells)
 
 
-@pytest.mark.parametrize("block,name", [("table1", "table1.md"), ("claims", "08_claims.md")])
+@pytest.mark.parametrize("block,name", [("table1", "default/tables/table1.md"), ("claims", "default/tables/08_claims.md"),
+                                        ("bench", "bench/bench.md")])
 def test_readme_tables_are_the_committed_results(block, name):
     """The README's generated blocks are copies of what the pipeline wrote, never typed by hand."""
     from rlcp_utils.outputs import README_BLOCKS
@@ -53,5 +54,5 @@ def test_readme_tables_are_the_committed_results(block, name):
     start, end = README_BLOCKS[block]
     assert start in readme and end in readme
     text = readme.split(start, 1)[1].split(end, 1)[0].strip()
-    table = REPO_ROOT / "outputs" / "default" / "tables" / name
+    table = REPO_ROOT / "outputs" / name
     assert text == (table.read_text().strip() if table.exists() else "")

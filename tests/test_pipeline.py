@@ -75,16 +75,23 @@ def test_bad_profile_and_unknown_notebook_stop_before_running(study, capsys, tmp
     assert "unknown notebook" in capsys.readouterr().err
 
 
-def test_a_training_notebook_without_its_checkpoints_is_not_done(study, capsys):
+def test_missing_checkpoints_rerun_training_only_when_a_later_notebook_runs(study, capsys):
     # fresh clone: executed notebooks and manifest are committed, checkpoints are not
     notebooks, out = study
     _notebook(notebooks / "02_baselines.ipynb", "print('trains the baselines')")
+    _notebook(notebooks / "04_probing.ipynb", "print('loads the trained baselines')")
     assert pipeline.main(["--profile", "smoke"]) == 0
     capsys.readouterr()
+    assert pipeline.main(["--profile", "smoke"]) == 0  # everything done: nothing to load, nothing reruns
+    assert capsys.readouterr().out.count("already done") == 2
+    _notebook(notebooks / "04_probing.ipynb", "print('loads the trained baselines, edited')")
     assert pipeline.main(["--profile", "smoke"]) == 0
-    assert "02_baselines: finished" in capsys.readouterr().out  # still no checkpoint: it must train again
+    log = capsys.readouterr().out
+    assert "02_baselines: done, but its checkpoints" in log and "02_baselines: finished" in log and "04_probing: finished" in log
     for arm in ["just_rag", "unlikelihood"]:
         (out / "checkpoints" / arm).mkdir(parents=True)
         (out / "checkpoints" / arm / "checkpoint.json").write_text("{}")
+    _notebook(notebooks / "04_probing.ipynb", "print('edited again')")
     assert pipeline.main(["--profile", "smoke"]) == 0
-    assert "02_baselines: already done" in capsys.readouterr().out
+    log = capsys.readouterr().out
+    assert "02_baselines: already done" in log and "04_probing: finished" in log
