@@ -182,8 +182,7 @@ class Profile:
     @property
     def hash(self) -> str:
         """Short hash of the resolved parameters: identifies the settings behind every result."""
-        blob = json.dumps(self.params, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return self.hash_through(max(p.stage for p in PARAMETERS.values()))
 
     def hash_through(self, stage: int) -> str:
         """Hash of the parameters that notebooks up to `stage` read: what a result of notebook `stage`

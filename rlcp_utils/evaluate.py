@@ -167,19 +167,14 @@ def metrics_from_rows(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-@torch.no_grad()
 def prompt_states(model, prompt_ids: list[list[int]], layers: list[int], batch_size: int = 64, pad_id: int = 0,
                   desc: str | None = None) -> dict[int, torch.Tensor]:
     """Hidden state at each prompt's last token (the position that predicts the answer), per layer index
-    into hidden_states (0 = embeddings). Left padding puts that token at the last position of every row."""
-    device = next(model.parameters()).device
-    out = {layer: [] for layer in layers}
-    for idx in tqdm(list(_batches(len(prompt_ids), batch_size)), desc=desc, disable=desc is None, leave=False):
-        ids, mask = _left_pad([prompt_ids[i] for i in idx], pad_id)
-        hs = model.model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
-        for layer in layers:
-            out[layer].append(hs[layer][:, -1].float().cpu())
-    return {layer: torch.cat(v) for layer, v in out.items()}
+    into hidden_states (0 = embeddings)."""
+    from .probing import hidden_states_at
+
+    last = hidden_states_at(model, prompt_ids, None, batch_size, pad_id, desc)["last"]
+    return {layer: torch.from_numpy(last[:, layer]) for layer in layers}
 
 
 def adversary_accuracy(model, probe, tokenizer, targets, questions, prompt_format, layer, batch_size, n_bootstrap, seed):

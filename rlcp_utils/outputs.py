@@ -155,7 +155,6 @@ README_BLOCKS = {
     "claims": ("<!-- claims:start (written by the pipeline from outputs/default/tables/08_claims.md) -->", "<!-- claims:end -->"),
     "bench": ("<!-- bench:start (written by make bench from outputs/bench/bench.json) -->", "<!-- bench:end -->"),
 }
-README_BLOCK = README_BLOCKS["table1"]
 
 
 def update_readme_table(readme: Path, table_md: str, block: str = "table1") -> bool:

@@ -58,13 +58,13 @@ def hidden_states_at(model, prompt_ids: list[list[int]], positions: dict[str, li
     out = {name: [] for name in positions}
     for idx in tqdm(list(_batches(len(prompt_ids), batch_size)), desc=desc, disable=desc is None, leave=False):
         ids, mask = _left_pad([prompt_ids[i] for i in idx], pad_id)
-        hs = torch.stack(model.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                     output_hidden_states=True).hidden_states, dim=1)  # [b, layers, t, d]
+        hs = model.model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
         width = ids.shape[1]
+        rows = torch.arange(len(idx))
         for name, pos in positions.items():
             # left padding: token k of a prompt of length n sits at column width - n + k
-            cols = [width - len(prompt_ids[i]) + (pos[i] % len(prompt_ids[i])) for i in idx]
-            out[name].append(hs[torch.arange(len(idx)), :, torch.tensor(cols)].float().cpu().numpy())
+            cols = torch.tensor([width - len(prompt_ids[i]) + (pos[i] % len(prompt_ids[i])) for i in idx])
+            out[name].append(torch.stack([h[rows, cols] for h in hs], dim=1).float().cpu().numpy())  # [b, layers, d]
     return {name: np.concatenate(v) for name, v in out.items()}
 
 

@@ -156,6 +156,17 @@ def kl_positions(item: TrainItem, kl_on_answer: bool) -> range:
 # --- reference cache ------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
+def reference_logp_now(reference, batch: list[TrainItem], pad_id: int, kl_on_answer: bool) -> list[torch.Tensor]:
+    """The reference's log-probabilities on a batch's x_no at the KL positions. ReferenceCache computes them
+    once for all items; calling this every step instead is the naive alternative (same numbers, tested; one
+    extra forward pass per step, measured by the benchmark)."""
+    device = next(reference.parameters()).device
+    ids, mask = _right_pad([it.no_ids for it in batch], pad_id, device)
+    logits = reference(input_ids=ids, attention_mask=mask).logits.float()
+    return [torch.log_softmax(logits[j, list(kl_positions(it, kl_on_answer))], -1) for j, it in enumerate(batch)]
+
+
 class ReferenceCache:
     """Log-probabilities of the frozen reference on every training x_no, at the KL positions, computed once.
 
@@ -163,32 +174,15 @@ class ReferenceCache:
 
     def __init__(self, model, items: list[TrainItem], pad_id: int, kl_on_answer: bool, batch_size: int = 16,
                  dtype: torch.dtype = torch.float32):
-        device = next(model.parameters()).device
         self.kl_on_answer = kl_on_answer
         self.logp: list[torch.Tensor] = []
         model.eval()
-        with torch.no_grad():
-            for k in range(0, len(items), batch_size):
-                chunk = items[k:k + batch_size]
-                ids, mask = _right_pad([it.no_ids for it in chunk], pad_id, device)
-                logits = model(input_ids=ids, attention_mask=mask).logits.float()
-                for j, it in enumerate(chunk):
-                    pos = list(kl_positions(it, kl_on_answer))
-                    # kept in CPU memory: on a GPU it would compete with the optimizer state (vocab x positions)
-                    self.logp.append(torch.log_softmax(logits[j, pos], -1).to("cpu", dtype))
+        for k in range(0, len(items), batch_size):
+            # kept in CPU memory: on a GPU it would compete with the optimizer state (vocab x positions)
+            self.logp += [lp.to("cpu", dtype) for lp in reference_logp_now(model, items[k:k + batch_size], pad_id, kl_on_answer)]
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.logp[i]
-
-
-@torch.no_grad()
-def reference_logp_now(reference, batch: list[TrainItem], pad_id: int, kl_on_answer: bool) -> list[torch.Tensor]:
-    """The naive alternative to ReferenceCache: run the frozen reference on this batch's x_no every step.
-    Same numbers (tested), one extra forward pass per step (measured by the benchmark)."""
-    device = next(reference.parameters()).device
-    ids, mask = _right_pad([it.no_ids for it in batch], pad_id, device)
-    logits = reference(input_ids=ids, attention_mask=mask).logits.float()
-    return [torch.log_softmax(logits[j, list(kl_positions(it, kl_on_answer))], -1) for j, it in enumerate(batch)]
 
 
 # --- the losses of one step -------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_markdown_table_and_readme_block(tmp_path):
     md = outputs.markdown_table(pd.DataFrame({"rlcp": ["5.0% [0%, 10%]"]}, index=pd.Index(["recall"], name="metric")))
     assert md == "| metric | rlcp |\n|---|---|\n| recall | 5.0% [0%, 10%] |\n"
     readme = tmp_path / "README.md"
-    start, end = outputs.README_BLOCK
+    start, end = outputs.README_BLOCKS["table1"]
     readme.write_text(f"intro\n{start}\nold\n{end}\nrest\n")
     assert outputs.update_readme_table(readme, md)
     assert readme.read_text() == f"intro\n{start}\n{md}{end}\nrest\n"
