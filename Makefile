@@ -1,5 +1,5 @@
 # Two commands for a newcomer:  make reproduce  (the study)  and  make test  (unit tests + notebook smoke run).
-# Both create or reuse .venv with Python 3.11+, torch pinned by constraints.txt (CPU build on our machine).
+# Both create or reuse .venv with Python 3.10+ (tested with 3.11), torch pinned by constraints.txt (CPU build on our machine).
 PROFILE ?= default
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## Run every notebook in order with papermill on PROFILE (resumes after the last finished notebook;
-## FORCE=1 recomputes everything, for example on a fresh clone whose committed outputs count as done).
+## Run every notebook in order with papermill on PROFILE (resumes: only notebooks whose code, parameters or
+## inputs changed run). FORCE=1 (or yes/true) reruns every notebook and retrains every job from scratch,
+## reusing nothing; FORCE=0 or an empty FORCE does not force.
+FORCE ?=
 reproduce: $(STAMP)
-	$(PY) -m rlcp_utils.pipeline --profile $(PROFILE) $(if $(FORCE),--force)
+	$(PY) -m rlcp_utils.pipeline --profile $(PROFILE) $(if $(filter 1 yes true,$(FORCE)),--force)
 
 ## Unit tests (tiny random models) and the smoke run of every notebook with the real offline model.
 test: $(STAMP)

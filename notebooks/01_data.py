@@ -51,12 +51,9 @@ import seaborn as sns
 import yaml
 from IPython.display import display
 
-import rlcp_utils
-from rlcp_utils import config, data, evaluate, model, outputs
+from rlcp_utils import config, data, evaluate, model, notebook, outputs, results
 
-P = config.load_profile(profile)
-rlcp_utils.seed_everything(P["seed"])
-rlcp_utils.set_threads(P["torch_threads"])
+P = notebook.start("01_data", globals())
 DATA = P.sub("data")
 outputs.atomic_write_text(P.output_dir / "params.resolved.yaml", yaml.safe_dump(P.params, sort_keys=True))
 print(f"profile {P.name} ({P.hash}): {P['description']}")
@@ -69,7 +66,7 @@ pd.Series(P.params).to_frame("value")
 
 # %%
 t0 = time.time()
-lm, tok = model.load_model(P["model"], device=P["device"])
+lm, tok = model.load_for(P)
 summary = model.model_summary(lm)
 config.check_probe_layer(P, summary["num_hidden_layers"])
 print(f"loaded in {time.time() - t0:.1f}s; probe layer l* = {P['probe_layer']} of {summary['num_hidden_layers']}")
@@ -220,13 +217,13 @@ rows, per_item = evaluate.evaluate_arm(lm, tok, "original", {"targets": targets,
 group_a = pd.DataFrame(rows)
 outputs.write_table(P, "group_a_original", group_a)
 outputs.write_table(P, "per_item_original", pd.DataFrame(per_item))
-for section, entries in evaluate.metrics_from_rows(rows).items():
-    outputs.update_metrics(P, section, entries)
-outputs.update_metrics(P, "data", {"prompt_format": {"chosen": prompt_format, "setting": P["prompt_format"],
-                                                     **{r["format"]: r["recall"] for r in format_rows}},
-                                   "counts": {"candidates": len(pool), "known": n_known, "targets": len(targets),
-                                              "retain": len(retain), "country_probe_cities": len(probe_cities)},
-                                   "model": summary})
+# the original model is not trained: its rows have seed 'all' and n_seeds 0 (results.py)
+results.write(P, "01_data", evaluate.record_rows(rows, "all", 0))
+outputs.write_json(DATA / "summary.json", {"prompt_format": {"chosen": prompt_format, "setting": P["prompt_format"],
+                                                             **{r["format"]: r["recall"] for r in format_rows}},
+                                           "counts": {"candidates": len(pool), "known": n_known, "targets": len(targets),
+                                                      "retain": len(retain), "country_probe_cities": len(probe_cities)},
+                                           "model": summary})
 print(f"evaluated in {time.time() - t0:.0f}s")
 group_a.drop(columns="arm").round(3)
 
@@ -246,7 +243,7 @@ plt.show()
 
 # %% [markdown]
 # ## What this notebook measured
-# The printed tables above are the record; `metrics.json` holds the same numbers under `arms.original`.
+# The printed tables above are the record; `results/01_data.csv` holds the same numbers (arm `original`).
 # Read them before training: RLCP is only meaningful if the original model recalls the targets without
 # context (high no-context recall) and answers from the evidence when it is given (high RAG accuracy).
 

@@ -29,6 +29,11 @@
 # not; its probe still reads the fact at 88.5%). C asks what suppression does without the survival stream.
 # Both arms also train a linear probe at layer l* on the detached hidden state (an *observer*: it sends no
 # gradient to the model) so that the paper's "probe accuracy" exists for them too.
+#
+# Every arm is trained once per **training seed** (`seeds` in the profile; the seed orders the batches and
+# initialises the probe). Each (arm, seed) is an independent job (`rlcp_utils/jobs.py`).
+#
+# Reads: 01_data
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
@@ -46,15 +51,12 @@ profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on C
 import matplotlib.pyplot as plt
 import pandas as pd
 
-import rlcp_utils
-from rlcp_utils import config, data, model, outputs, plots, train
+from rlcp_utils import config, data, jobs, model, notebook, outputs, plots, results, train
 
-P = config.load_profile(profile)
-rlcp_utils.seed_everything(P["seed"])
-rlcp_utils.set_threads(P["torch_threads"])
+P = notebook.start("02_baselines", globals())
 study = data.load_study_data(P)
 ARMS = [a for a in P["arms"] if a != "rlcp"]
-print(f"profile {P.name}: arms {ARMS}, {len(study.targets)} targets, prompt format {study.prompt_format!r}")
+print(f"arms {ARMS}, training seeds {P['seeds']}, {len(study.targets)} targets, prompt format {study.prompt_format!r}")
 pd.DataFrame({arm: vars(train.arm_weights(arm, P)) for arm in ARMS})
 
 # %% [markdown]
@@ -65,42 +67,47 @@ pd.DataFrame({arm: vars(train.arm_weights(arm, P)) for arm in ARMS})
 # then costs no extra forward pass per step.
 
 # %%
-reference, tok = model.load_model(P["model"], device=P["device"])
+reference, tok = model.load_for(P)
 config.check_probe_layer(P, reference.config.num_hidden_layers)
 items = train.make_train_items(tok, study.targets, study.questions, study.evidences, study.prompt_format)
 ref = train.ReferenceCache(reference, items, tok.pad_token_id, P["kl_on_answer"])
 del reference
-steps = len(train.epoch_schedule(items, len(study.targets), P["epochs"], P["batch_size"], P["seed"]))
-print(f"{len(items)} training items, {P['epochs']} epochs x batch {P['batch_size']} = {steps} steps per arm")
+steps = len(train.epoch_schedule(items, len(study.targets), P["epochs"], P["batch_size"], P["seeds"][0]))
+print(f"{len(items)} training items, {P['epochs']} epochs x batch {P['batch_size']} = {steps} steps per job, "
+      f"{len(ARMS) * len(P['seeds'])} jobs")
 
 # %% [markdown]
-# ## Train and evaluate each arm
-# A finished arm is saved to `outputs/<profile>/checkpoints/<arm>/` (ignored by git) with a key of every
-# parameter and the target facts; a rerun with the same key loads it instead of training again, and any
-# change of settings retrains from the original model, so states never mix. The per-step log
-# (`logs/train_<arm>.csv`) is written as training goes.
+# ## Train and evaluate each (arm, seed)
+# A finished job writes its evaluation, per-prompt scores and per-step training log to
+# `outputs/<profile>/jobs/<arm>/seed<k>/` (committed) and its weights to `checkpoints/<arm>/seed<k>/` (not
+# committed), tagged with a key of every parameter that shapes training, the target facts, the seed and the
+# precision. A rerun with the same key loads the job's results instead of training again; an interrupted
+# run loses only the job in progress; any change of settings retrains from the original model.
 
 # %%
-results = {arm: train.train_and_evaluate_arm(P, arm, study, items, ref) for arm in ARMS}
-pd.DataFrame([{"arm": arm, "trained now": r["trained"], "training minutes": round(r["seconds"] / 60, 1)}
-              for arm, r in results.items()])
+runs = {arm: jobs.run_arm(P, arm, study, items, ref) for arm in ARMS}
+pd.DataFrame([{"arm": arm, "seed": seed, "trained now": j["trained"], "training minutes": round(j["seconds"] / 60, 1)}
+              for arm, r in runs.items() for seed, j in r["jobs"].items()])
 
 # %%
-logs = {arm: pd.read_csv(P.output_dir / "logs" / f"train_{arm}.csv") for arm in ARMS}
+logs = {(arm, seed): jobs.train_log(P, arm, seed) for arm in ARMS for seed in P["seeds"]}
 fig = plots.training_curves(logs, len(study.targets))
 outputs.save_figure(P, fig, "02_training_curves")
 plt.show()
 
 # %% [markdown]
 # ## Results
-# Means over facts with 95% bootstrap intervals; `chance` is the deranged-answer rate of the same model.
-# The original model's numbers (Group A) come from 01_data.
+# Per seed: the mean over facts with a 95% bootstrap interval over facts. Over seeds (`seed = all`): the mean
+# over seeds and facts with a two-level bootstrap interval (seeds, then facts within each drawn seed), so the
+# interval includes how much the outcome moves when the same arm is trained again. `chance` is the
+# deranged-answer rate of the same model (1/K for the probe). The original model's numbers come from 01_data.
 
 # %%
-table = pd.DataFrame([r for res in results.values() for r in res["rows"]])
-adversary = pd.DataFrame([{"arm": arm, **r} for arm, res in results.items() for r in res["adversary"]])
-display_cols = ["arm", "facts", "metric", "value", "ci_low", "ci_high", "chance", "n_facts", "n_prompts"]
-table[display_cols].round(3)
+rows = [r for run in runs.values() for r in run["rows"]]
+results.write(P, "02_baselines", rows)
+table = results.frame(rows, "02_baselines")
+shown = table[~table.metric.str.contains("answer_prob")]
+shown.pivot_table(index="metric", columns=["arm", "seed"], values="value").round(3)
 
 # %%
-adversary.round(3)
+shown[shown.seed == "all"][["arm", "metric", "value", "ci_low", "ci_high", "chance", "n_units", "n_prompts", "n_seeds"]].round(3)

@@ -28,8 +28,13 @@
 # - **Unlikelihood** L_L = −0.5·CE of the answer on x_no: pushes the no-context answer down.
 # - **Homeostatic repair**: KL(P_ref ‖ P_θ) on x_no against the frozen original model.
 #
-# Baselines (02) use the same loop with some weights set to zero. This notebook then regenerates the
-# paper's **Table 1** from all four arms.
+# Baselines (02) use the same loop with some weights set to zero. RLCP is trained once per training seed
+# (`seeds`), each (arm, seed) an independent job. This notebook then regenerates the paper's **Table 1**
+# from all four arms, every number a mean over seeds with an interval that includes the seed-to-seed
+# variation, and judges the Table 1 claims with the study's one set of rules (`rlcp_utils/claims.py`, the
+# same rules as the report in 08).
+#
+# Reads: 01_data, 02_baselines
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
@@ -45,31 +50,44 @@ profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on C
 
 # %%
 import inspect
-import json
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from IPython.display import Markdown, display
 
-import rlcp_utils
-from rlcp_utils import config, data, model, outputs, plots, train
+from rlcp_utils import claims, config, data, evaluate, jobs, model, notebook, outputs, plots, results, train
 
-P = config.load_profile(profile)
-rlcp_utils.seed_everything(P["seed"])
-rlcp_utils.set_threads(P["torch_threads"])
+P = notebook.start("03_rlcp_training", globals())
 study = data.load_study_data(P)
-print(f"profile {P.name}: {len(study.targets)} targets, probe layer {P['probe_layer']}, prompt format {study.prompt_format!r}")
+print(f"{len(study.targets)} targets, probe layer {P['probe_layer']}, training seeds {P['seeds']}, prompt format {study.prompt_format!r}")
 pd.Series({k: P[k] for k in ["epochs", "batch_size", "learning_rate", "probe_learning_rate", "lambda_rag", "lambda_adv",
                              "unlikelihood_weight", "lambda_kl", "kl_on_answer", "max_grad_norm"]}).to_frame("value")
+
+# %% [markdown]
+# ## The gradient reversal layer, forward and backward
+# The GRL is the identity in the forward pass and multiplies the gradient by −α in the backward pass, so the
+# probe *descends* L_P while the backbone below it *ascends* it. Its whole implementation, and a check on a
+# tensor: the forward output equals the input, the gradient arriving at the input is −α times the gradient
+# that a plain identity would pass.
+
+# %%
+display(Markdown("```python\n" + inspect.getsource(train._GradReverse) + "\n" + inspect.getsource(train.gradient_reversal)
+                 + "\n" + inspect.getsource(train.alpha_schedule) + "```"))
+h = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+alpha = train.alpha_schedule(0.5)
+out = train.gradient_reversal(h, alpha)
+(out * torch.tensor([0.5, 1.0, 2.0])).sum().backward()
+pd.DataFrame({"input h": h.detach(), "forward output": out.detach(), "upstream gradient": [0.5, 1.0, 2.0],
+              f"gradient at h (alpha = {alpha:.3f})": h.grad})
 
 # %% [markdown]
 # ## The loss of one step, as implemented
 # The function below is the whole of Algorithm 1's inner loop body (steps 3-6); read it next to the paper.
 
 # %%
-display(Markdown("```python\n" + inspect.getsource(train.gradient_reversal) + "\n" + inspect.getsource(train.alpha_schedule)
-                 + "\n" + inspect.getsource(train.rlcp_losses) + "```"))
+display(Markdown("```python\n" + inspect.getsource(train.rlcp_losses) + "```"))
 
 # %% [markdown]
 # ## Where the paper is silent, what we chose (each is a profile parameter)
@@ -92,108 +110,70 @@ display(Markdown("```python\n" + inspect.getsource(train.gradient_reversal) + "\
 # tests the information with fresh probes on held-out data.
 
 # %%
-reference, tok = model.load_model(P["model"], device=P["device"])
+reference, tok = model.load_for(P)
 config.check_probe_layer(P, reference.config.num_hidden_layers)
 items = train.make_train_items(tok, study.targets, study.questions, study.evidences, study.prompt_format)
 ref = train.ReferenceCache(reference, items, tok.pad_token_id, P["kl_on_answer"])
 del reference
-result = train.train_and_evaluate_arm(P, "rlcp", study, items, ref) if "rlcp" in P["arms"] else None
-print("rlcp:", "trained" if result and result["trained"] else "loaded from its checkpoint",
-      f"({result['seconds'] / 60:.1f} min of training)" if result else "")
+run = jobs.run_arm(P, "rlcp", study, items, ref) if "rlcp" in P["arms"] else {"rows": [], "jobs": {}}
+results.write(P, "03_rlcp_training", run["rows"])
+pd.DataFrame([{"arm": "rlcp", "seed": seed, "trained now": j["trained"], "training minutes": round(j["seconds"] / 60, 1)}
+              for seed, j in run["jobs"].items()])
 
 # %%
-arms_logged = [a for a in P["arms"] if (P.output_dir / "logs" / f"train_{a}.csv").exists()]
-logs = {arm: pd.read_csv(P.output_dir / "logs" / f"train_{arm}.csv") for arm in arms_logged}
+logs = {(arm, seed): jobs.train_log(P, arm, seed) for arm in P["arms"] for seed in P["seeds"]}
 fig = plots.training_curves(logs, len(study.targets))
 outputs.save_figure(P, fig, "03_training_curves")
 plt.show()
-rlcp_log = logs.get("rlcp")
-if rlcp_log is not None:
-    tail = rlcp_log.tail(max(1, len(rlcp_log) // 10))
-    print(f"last 10% of RLCP steps: adversary batch accuracy {tail['adversary_acc'].mean():.2f} (chance {1 / len(study.targets):.2f}), "
-          f"adversary loss {tail['l_probe'].mean():.2f} (chance ln K = {np.log(len(study.targets)):.2f})")
+K = len(study.targets)
+tails = pd.DataFrame([{"arm": arm, "seed": seed, "adversary batch accuracy": log.tail(max(1, len(log) // 10)).adversary_acc.mean(),
+                       "adversary loss": log.tail(max(1, len(log) // 10)).l_probe.mean(),
+                       "CE of the answer, no context": log.tail(max(1, len(log) // 10)).ce_no_context.mean()}
+                      for (arm, seed), log in logs.items()])
+print(f"last 10% of the steps of each job; chance: accuracy 1/K = {1 / K:.3f}, loss ln K = {np.log(K):.2f}")
+tails.round(3)
 
 # %% [markdown]
 # ## What the models say now
 # Greedy answers without context for the first three targets and the first three retain facts (a fixed
-# rule, not a selection), original model vs RLCP: forgetting should replace the country, not break the
-# sentence, and should leave the retain facts alone.
+# rule, not a selection), original model vs RLCP (first training seed): forgetting should replace the
+# country, not break the sentence, and should leave the retain facts alone.
 
 # %%
-from rlcp_utils import evaluate
-
 sample = study.targets[:3] + study.retain[:3]
 first_q = [q for q in study.questions if q.split == "train"][:1]
 sample_items = data.build_items(tok, sample, first_q, study.prompt_format)
 answers = {}
-for arm in ["original", "rlcp"]:
-    lm, _ = model.load_model(P["model"], device=P["device"])
-    if arm != "original" and train.load_checkpoint(P, arm, lm) is None:
-        continue
-    answers[arm] = evaluate.greedy_generate(lm, tok, [i["prompt_ids"] for i in sample_items], P["max_new_tokens_answer"])
+for arm in ["original"] + (["rlcp"] if "rlcp" in P["arms"] else []):
+    lm, _, _ = jobs.load_arm(P, arm, study)
+    answers[arm if arm == "original" else f"{arm} (seed {P['seeds'][0]})"] = evaluate.greedy_generate(
+        lm, tok, [i["prompt_ids"] for i in sample_items], P["max_new_tokens_answer"])
     del lm
 pd.DataFrame({"set": ["target"] * 3 + ["retain"] * 3, "question": [i["prompt"].split("\n")[-1] for i in sample_items],
               "expected": [i["answer"] for i in sample_items], **answers})
 
 # %% [markdown]
 # ## Table 1, regenerated
-# Targets (the facts trained on), training and held-out templates. Every value: mean over facts [95%
-# bootstrap interval]; chance is measured per arm (deranged answers) or 1/K for the probe. The paper's
-# column quotes the numbers its text gives (its Table 1 body is not in the available text).
+# Targets (the facts trained on), training and held-out templates, and the retain facts (never trained on).
+# Every trained arm: mean over training seeds and facts [95% two-level bootstrap interval: seeds, then facts
+# within each drawn seed], then the range of the per-seed means. The original is one untrained model (an
+# interval over facts). Chance levels and n are in `tables/table1.csv`. The paper's numbers are those its
+# text gives (its Table 1 body is not in the available text).
 
 # %%
-metrics = json.loads((P.output_dir / "metrics.json").read_text())
-ARMS = ["original"] + [a for a in ["just_rag", "unlikelihood", "rlcp"] if a in metrics["arms"]]
-PAPER = {("rlcp", "targets.no_context_recall.train"): "< 7%", ("just_rag", "targets.adversary_probe_accuracy.train"): "88.5%",
-         ("rlcp", "targets.adversary_probe_accuracy.train"): "≈ 6.7% (chance)"}
-ROWS = ["targets.rag_accuracy.train", "targets.rag_accuracy.heldout", "targets.no_context_recall.train",
-        "targets.no_context_recall.heldout", "targets.adversary_probe_accuracy.train", "targets.adversary_probe_accuracy.heldout",
-        "retain.no_context_recall.train", "retain.rag_accuracy.train"]
-records = []
-for arm in ARMS:
-    for key in ROWS:
-        if key not in metrics["arms"][arm]:
-            continue
-        lo, hi = metrics["spread"][arm][key]
-        records.append({"arm": arm, "metric": key, "value": metrics["arms"][arm][key], "ci_low": lo, "ci_high": hi,
-                        "chance": metrics["chance"][arm][key], "n_facts": metrics["n_items"][key]["facts"],
-                        "n_prompts": metrics["n_items"][key]["prompts"], "paper": PAPER.get((arm, key), "")})
-table1 = pd.DataFrame(records)
+record = results.load(P)
+table1 = claims.table1(record)
 outputs.write_table(P, "table1", table1)
-pretty = table1.assign(cell=[f"{v:.1%} [{lo:.0%}, {hi:.0%}]" for v, lo, hi in zip(table1.value, table1.ci_low, table1.ci_high)])
-pretty = pretty.pivot(index="metric", columns="arm", values="cell").reindex(index=[r for r in ROWS if r in set(table1.metric)], columns=ARMS)
-outputs.atomic_write_text(P.sub("tables") / "table1.md", outputs.markdown_table(pretty))
-pretty
+outputs.atomic_write_text(P.sub("tables") / "table1.md", claims.table1_markdown(table1))
+display(Markdown(claims.table1_markdown(table1)))
 
 # %% [markdown]
-# ## Against the paper's target outcome
-# The paper's outcome, as checks on our numbers: RLCP no-context recall on the targets ≤ 10% with RAG
-# accuracy ≥ 90% and its adversary at chance, while Just-RAG keeps its recall.
+# ## The Table 1 claims, judged
+# The same rules as the report (08), applied to the intervals above: a verdict is *reproduced* only when
+# the whole interval is on the paper's side of its threshold, *not reproduced* when the whole interval is on
+# the other side, and *partly* otherwise.
 
 # %%
-def value(arm, key):
-    return metrics["arms"].get(arm, {}).get(key, float("nan"))
-
-
-def chance_inside_interval(arm, key, chance):
-    lo, hi = metrics["spread"].get(arm, {}).get(key, [float("nan")] * 2)
-    return bool(lo <= chance <= hi)
-
-
-K = len(study.targets)
-checks = [
-    ("RLCP no-context recall (targets, training templates) <= 10%", "rlcp", "targets.no_context_recall.train", lambda v: v <= 0.10),
-    ("RLCP no-context recall (targets, held-out templates) <= 10%", "rlcp", "targets.no_context_recall.heldout", lambda v: v <= 0.10),
-    ("RLCP RAG accuracy (targets, training templates) >= 90%", "rlcp", "targets.rag_accuracy.train", lambda v: v >= 0.90),
-    ("RLCP RAG accuracy (targets, held-out templates) >= 90%", "rlcp", "targets.rag_accuracy.heldout", lambda v: v >= 0.90),
-    (f"RLCP adversary at chance: 1/{K} inside its 95% interval", "rlcp", "targets.adversary_probe_accuracy.train",
-     lambda v: chance_inside_interval("rlcp", "targets.adversary_probe_accuracy.train", 1 / K)),
-    ("Just-RAG keeps >= 80% of the original's no-context recall", "just_rag", "targets.no_context_recall.train",
-     lambda v: v >= 0.8 * value("original", "targets.no_context_recall.train")),
-    ("Just-RAG's probe reads the facts (paper: 88.5%; here >= 50%)", "just_rag", "targets.adversary_probe_accuracy.train",
-     lambda v: v >= 0.5),
-]
-checks = pd.DataFrame([{"claim": c, "arm": arm, "ours": value(arm, key), "holds": bool(test(value(arm, key)))}
-                       for c, arm, key, test in checks])
-outputs.write_table(P, "table1_checks", checks)
-checks.round(3)
+verdicts = claims.judge(record, section="Forgetting")
+outputs.write_table(P, "03_table1_claims", verdicts)
+verdicts[["claim", "paper", "ours", "n", "rule", "verdict"]]

@@ -34,6 +34,12 @@
 # 4. **Control task** (Hewitt & Liang 2019): the same probe on random labels fixed per city;
 #    selectivity = real − control.
 # 5. **Logit lens**: the answer's first token read off each layer through the unembedding.
+#
+# This notebook analyses one trained model per arm, the first training seed (`seeds[0]`): fresh probes at
+# every layer cost minutes per model, so the seed spread is reported by 02/03 on Table 1's metrics; every
+# row of `results/04_probing.csv` says n_seeds = 1 (0 for the untrained original).
+#
+# Reads: 01_data, 02_baselines, 03_rlcp_training
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
@@ -52,16 +58,22 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-import rlcp_utils
-from rlcp_utils import config, data, evaluate, outputs, probing, train
+from rlcp_utils import config, data, evaluate, jobs, notebook, outputs, plots, probing, results
 
-P = config.load_profile(profile)
-rlcp_utils.seed_everything(P["seed"])
-rlcp_utils.set_threads(P["torch_threads"])
+P = notebook.start("04_probing", globals())
 study = data.load_study_data(P)
 ARMS = ["original"] + list(P["arms"])
 LSTAR, K, SEEDS = P["probe_layer"], len(study.targets), list(range(P["n_probe_seeds"]))
-print(f"profile {P.name}: arms {ARMS}, {K} targets, probe layer l* = {LSTAR}, {len(SEEDS)} seeds")
+print(f"arms {ARMS} (trained arms: training seed {P['seeds'][0]}), {K} targets, probe layer l* = {LSTAR}, "
+      f"{len(SEEDS)} probe splits")
+
+
+def result_row(arm: str, metric: str, value, **fields) -> dict:
+    """One row of the results record: the original is untrained (seed 'all', 0 seeds); a trained arm is the
+    model of its first training seed (one seed)."""
+    seed, n_seeds = ("all", 0) if arm == "original" else (str(P["seeds"][0]), 1)
+    return {"arm": arm, "seed": seed, "metric": metric, "value": float(value), "n_seeds": n_seeds, **fields}
+
 
 # %% [markdown]
 # ## The prompts and their labels
@@ -70,7 +82,7 @@ print(f"profile {P.name}: arms {ARMS}, {K} targets, probe layer l* = {LSTAR}, {l
 # fact with that country, so both probes have the same 15 classes and chance is 1/15.
 
 # %%
-original, tok, _ = train.load_arm(P, "original", study)
+original, tok, _ = jobs.load_arm(P, "original", study)
 config.check_probe_layer(P, original.config.num_hidden_layers)
 country_label = {t["country"]: t["label"] for t in study.targets}
 facts = [dict(t, role="target") for t in study.targets] + [dict(c, role="other_city") for c in study.probe_cities]
@@ -97,7 +109,7 @@ rows.groupby(["country", "role"]).city.nunique().unstack(fill_value=0).T
 # %%
 states, lens = {}, {}
 for arm in ARMS:
-    lm = original if arm == "original" else train.load_arm(P, arm, study)[0]
+    lm = original if arm == "original" else jobs.load_arm(P, arm, study)[0]
     states[arm] = probing.hidden_states_at(lm, prompt_ids, {"city": city_position}, P["eval_batch_size"], tok.pad_token_id,
                                           desc=f"states {arm}")
     lens[arm] = probing.logit_lens(lm, states[arm]["last"][is_target], answer_first_token[is_target].tolist())
@@ -145,19 +157,19 @@ def labels(task: str, seed: int, control: bool) -> np.ndarray:
 def run_probes(specs: list[tuple], desc: str) -> list[dict]:
     """specs: (arm, position, layer, task, seed, kind, control). Fits every probe (in parallel, one process
     per core) and returns, per spec, one boolean per test prompt (prediction == label) for each test set."""
-    jobs, metas = [], []
+    fits, metas = [], []
     for arm, pos, layer, task, seed, kind, control in specs:
         s, y = split(task, seed), labels(task, seed, control)
         X = states[arm][pos][:, layer]
         test_all = np.logical_or.reduce(list(s["tests"].values()))
-        jobs.append((kind, X[s["train"]], y[s["train"]], s["groups"][s["train"]], X[test_all], seed))
+        fits.append((kind, X[s["train"]], y[s["train"]], s["groups"][s["train"]], X[test_all], seed))
         metas.append((s, y, test_all))
-    results = []
-    for pred, (s, y, test_all) in zip(probing.fit_predict_many(jobs, desc=desc), metas):
+    outcomes = []
+    for pred, (s, y, test_all) in zip(probing.fit_predict_many(fits, desc=desc), metas):
         correct = np.zeros(len(rows), bool)
         correct[test_all] = pred == y[test_all]
-        results.append({name: correct[m] for name, m in s["tests"].items()})
-    return results
+        outcomes.append({name: correct[m] for name, m in s["tests"].items()})
+    return outcomes
 
 
 # %% [markdown]
@@ -179,7 +191,7 @@ outputs.write_table(P, "04_probe_accuracy_by_layer", curve)
 # %%
 TESTS = {"fact": "fact probe (which target), held-out templates", "country_other": "country probe, held-out other cities",
          "country_target": "country probe, the 15 target cities"}
-COLORS = {"original": "0.4", "just_rag": "tab:blue", "unlikelihood": "tab:green", "rlcp": "tab:red"}
+COLORS = plots.ARM_COLORS
 fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True, sharey=True)
 for r, pos in enumerate(["last", "city"]):
     for c, test in enumerate(TESTS):
@@ -210,10 +222,10 @@ plt.show()
 # %%
 groups = [(arm, pos, task, kind, control) for arm in ARMS for pos in ["last", "city"] for task in ["fact", "country"]
           for kind in ["linear", "mlp"] for control in [False, True]]
-results = iter(run_probes([(a, p, LSTAR, t, seed, k, c) for a, p, t, k, c in groups for seed in SEEDS], "probes at l*"))
+outcomes = iter(run_probes([(a, p, LSTAR, t, seed, k, c) for a, p, t, k, c in groups for seed in SEEDS], "probes at l*"))
 records = []
 for arm, pos, task, kind, control in groups:
-    per_seed = [next(results) for _ in SEEDS]
+    per_seed = [next(outcomes) for _ in SEEDS]
     for test in per_seed[0]:
         # splits can test different prompts (fact task): average each unit (city) over the splits that test it
         unit_acc = pd.concat([pd.Series(ps[test], index=rows.city[split(task, i)["tests"][test]].to_numpy())
@@ -262,27 +274,38 @@ outputs.save_figure(P, fig, "04_logit_lens")
 plt.show()
 
 # %% [markdown]
-# ## Into metrics.json, and what the numbers say
-# `heldout_probe_accuracy.<test>.<probe>.<position>` at l\* per arm (mean over splits, bootstrap interval,
-# chance 1/K), plus the control accuracy and selectivity; the layer where each arm's facts are most
-# decodable comes from the per-layer curves.
+# ## Into `results/04_probing.csv`, and what the numbers say
+# `heldout_probe_accuracy.<test>.<probe>.<position>` at l\* per arm (mean over splits, 95% bootstrap
+# interval over facts or cities, chance 1/K), the same with `.control` for the control task, and
+# `probing.selectivity.<test>.<probe>.<position>` (real − control). From the split-0 linear curves: the layer
+# where each arm's facts are most decodable (`probing.best_layer_linear_split0.<test>.<position>.layer`, and
+# its `.accuracy`), and the logit lens's best top-1 rate over layers (`probing.logit_lens_max_top1`).
 
 # %%
+UNIT = {"fact": "facts", "country_target": "facts", "country_other": "cities"}  # what the bootstrap resamples
+result_rows = []
 for r in at_lstar.itertuples():
     key = f"heldout_probe_accuracy.{r.test}.{r.probe}.{r.position}" + (".control" if r.labels == "control" else "")
-    outputs.update_metrics(P, "arms", {r.arm: {key: r.accuracy}})
-    outputs.update_metrics(P, "spread", {r.arm: {key: [r.ci_low, r.ci_high]}})
-    outputs.update_metrics(P, "chance", {r.arm: {key: r.chance}})
-    outputs.update_metrics(P, "n_items", {key: {"facts": r.n_units, "prompts": r.n_prompts, "splits": r.n_splits}})
+    result_rows.append(result_row(r.arm, key, r.accuracy, ci_low=float(r.ci_low), ci_high=float(r.ci_high),
+                                  interval=f"95% bootstrap over {UNIT[r.test]} (mean over {r.n_splits} splits)",
+                                  chance=float(r.chance), unit=UNIT[r.test], n_units=int(r.n_units),
+                                  n_prompts=int(r.n_prompts)))
+for (arm, pos, test, kind), v in selectivity.items():
+    result_rows.append(result_row(arm, f"probing.selectivity.{test}.{kind}.{pos}", v, unit=UNIT[test],
+                                  n_units=int(real.loc[(arm, pos, test, kind)].n_units),
+                                  n_prompts=int(real.loc[(arm, pos, test, kind)].n_prompts)))
 best = (curve[curve.probe == "linear"].sort_values("accuracy", ascending=False)
         .groupby(["arm", "test", "position"]).head(1).set_index(["arm", "test", "position"]).sort_index())
-outputs.update_metrics(P, "probing", {
-    "probe_layer": LSTAR, "n_layers": N_LAYERS,
-    "best_layer_linear_split0": {f"{a}.{t}.{p}": {"layer": int(r.layer), "accuracy": float(r.accuracy)}
-                                 for (a, t, p), r in best.iterrows()},
-    "selectivity": {f"{a}.{t}.{k}.{p}": float(v) for (a, p, t, k), v in selectivity.items()},
-    "logit_lens_max_top1": {a: float(lens_table[lens_table.arm == a].answer_top1.max()) for a in ARMS},
-})
+for (arm, test, pos), r in best.iterrows():
+    key = f"probing.best_layer_linear_split0.{test}.{pos}"
+    result_rows.append(result_row(arm, f"{key}.layer", r.layer))  # a layer index (0 = embeddings)
+    result_rows.append(result_row(arm, f"{key}.accuracy", r.accuracy, chance=1 / K, unit=UNIT[test],
+                                  n_prompts=int(r.n_prompts)))
+for arm in ARMS:
+    result_rows.append(result_row(arm, "probing.logit_lens_max_top1", lens_table[lens_table.arm == arm].answer_top1.max(),
+                                  unit="facts", n_units=K, n_prompts=int(is_target.sum())))
+results.write(P, "04_probing", result_rows)
+print(f"{len(result_rows)} rows in results/04_probing.csv; probe layer l* = {LSTAR} of {N_LAYERS} hidden states")
 best[["layer", "accuracy"]].unstack("arm").round(2)
 
 # %%

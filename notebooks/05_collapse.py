@@ -36,6 +36,12 @@
 # - **question**: the last token of the study's no-context questions with the entity in the city's place
 #   ("Rome is a city in the country of", also "apple is a city in …" for the other types): the position
 #   that RLCP's adversary and unlikelihood term act on.
+#
+# This notebook analyses one trained model per arm, the first training seed (`seeds[0]`): its geometry and
+# pictures cost minutes per model, so the seed spread is reported by 02/03 on Table 1's metrics; every row of
+# `results/05_collapse.csv` says n_seeds = 1 (0 for the untrained original).
+#
+# Reads: 01_data, 02_baselines, 03_rlcp_training
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
@@ -58,15 +64,21 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.model_selection import GroupKFold
 
-import rlcp_utils
-from rlcp_utils import config, data, evaluate, outputs, plots, probing, train
+from rlcp_utils import data, evaluate, jobs, notebook, outputs, plots, probing, results
 
-P = config.load_profile(profile)
-rlcp_utils.seed_everything(P["seed"])
-rlcp_utils.set_threads(P["torch_threads"])
+P = notebook.start("05_collapse", globals())
 study = data.load_study_data(P)
 ARMS = ["original"] + list(P["arms"])
 LSTAR = P["probe_layer"]
+print(f"arms {ARMS} (trained arms: training seed {P['seeds'][0]}), layer l* = {LSTAR}")
+
+
+def result_row(arm: str, metric: str, value, **fields) -> dict:
+    """One row of the results record: the original is untrained (seed 'all', 0 seeds); a trained arm is the
+    model of its first training seed (one seed)."""
+    seed, n_seeds = ("all", 0) if arm == "original" else (str(P["seeds"][0]), 1)
+    return {"arm": arm, "seed": seed, "metric": metric, "value": float(value), "n_seeds": n_seeds, **fields}
+
 
 # %% [markdown]
 # ## Entities and the two contexts
@@ -84,7 +96,7 @@ n_per_type = min(sum(c["type"] == "fruit" for c in study.controls), sum(c["type"
 cities = [{"entity": t["city"], "type": "city", "role": "target"} for t in study.targets]
 cities += [{"entity": r["city"], "type": "city", "role": "retain"} for r in study.retain[: max(0, n_per_type - len(cities))]]
 entities = cities + [dict(c, role="control") for c in study.controls]
-original, tok, _ = train.load_arm(P, "original", study)
+original, tok, _ = jobs.load_arm(P, "original", study)
 plain = study.prompt_format == "plain"
 
 
@@ -108,7 +120,7 @@ print(f"{table.entity.nunique()} entities ({table.drop_duplicates('entity').type
 # %%
 states = {ctx: {} for ctx in CONTEXTS}
 for arm in ARMS:
-    lm = original if arm == "original" else train.load_arm(P, arm, study)[0]
+    lm = original if arm == "original" else jobs.load_arm(P, arm, study)[0]
     for ctx, (ids, pos) in CONTEXTS.items():
         states[ctx][arm] = probing.hidden_states_at(lm, ids, {"at": pos}, P["eval_batch_size"], tok.pad_token_id,
                                                     desc=f"{ctx} states {arm}")["at"]
@@ -121,6 +133,11 @@ N_LAYERS = states["entity"]["original"].shape[1]
 # Identity nearest neighbour per type (chance: 1 over the number of entities, since the neighbour is
 # searched among all of them); type probe on held-out entities (5 folds over entities, chance 1/3) at l*;
 # silhouette; collapse ratio. Per-frame values give the spread of the geometry numbers.
+#
+# In the question context, layer 0 (the embedding output) holds the embedding of the last prompt token,
+# which is the same token in every prompt: all states there are one vector, so the ratio (0 ÷ 0), the
+# silhouette and the nearest neighbour (all ties) are undefined. They are reported as NaN (a gap in the
+# curves), not as the numbers that rounding noise would give.
 
 # %%
 types = table.type.to_numpy()
@@ -128,6 +145,27 @@ entity = table.entity.to_numpy()
 frame = table.frame.to_numpy()
 n_entities = table.entity.nunique()
 is_target_city = (table.role == "target").to_numpy()
+
+
+def all_identical(X: np.ndarray) -> bool:
+    """True when every state is the same vector, up to float rounding (see the note above)."""
+    scale = np.abs(X).max()
+    return bool(scale == 0 or np.abs(X - X[0]).max() <= 1e-6 * scale)
+
+
+def geometry(X: np.ndarray, kinds: np.ndarray) -> dict[str, float]:
+    """probing.type_geometry, or NaN where it is undefined: with all states identical every distance is 0,
+    and the mean of identical float32 rows can differ from them by rounding, which turned 0 ÷ 0 into inf."""
+    if all_identical(X):
+        return {"within_to_between": np.nan, "silhouette": np.nan}
+    return probing.type_geometry(X, kinds)
+
+
+def identity_nn(X: np.ndarray) -> np.ndarray:
+    """probing.identity_nearest_neighbour per row (as floats), NaN where all states are identical (all ties)."""
+    if all_identical(X):
+        return np.full(len(X), np.nan)
+    return probing.identity_nearest_neighbour(X, entity, frame).astype(float)
 
 
 def type_probe_accuracy(X: np.ndarray) -> np.ndarray:
@@ -143,8 +181,8 @@ for ctx in CONTEXTS:
     for arm in ARMS:
         for layer in range(N_LAYERS):
             X = states[ctx][arm][:, layer]
-            nn = probing.identity_nearest_neighbour(X, entity, frame)
-            per_frame = [probing.type_geometry(X[frame == f], types[frame == f]) for f in range(len(FRAMES))]
+            nn = identity_nn(X)
+            per_frame = [geometry(X[frame == f], types[frame == f]) for f in range(len(FRAMES))]
             rows.append({"context": ctx, "arm": arm, "layer": layer, "identity_nn_city_target": nn[is_target_city].mean(),
                          **{f"identity_nn_{t}": nn[types == t].mean() for t in ["city", "fruit", "number"]},
                          "within_to_between": np.mean([g["within_to_between"] for g in per_frame]),
@@ -160,7 +198,7 @@ for r, ctx in enumerate(CONTEXTS):
     for arm in ARMS:
         d = by_layer[(by_layer.arm == arm) & (by_layer.context == ctx)]
         axes[r, 0].plot(d.layer, d.identity_nn_city_target, color=COLORS[arm], label=arm)
-        axes[r, 1].plot(d.layer, d.within_to_between, color=COLORS[arm], label=arm)
+        axes[r, 1].plot(d.layer, d.within_to_between, color=COLORS[arm], label=arm)  # NaN (undefined) leaves a gap
         axes[r, 2].plot(d.layer, d.silhouette, color=COLORS[arm], label=arm)
     axes[r, 0].axhline(1 / n_entities, color="k", ls="--", lw=0.8, label=f"chance 1/{n_entities}")
     axes[r, 0].set_ylabel(f"[{ctx}] identity nearest neighbour\n(target cities, across frames)")
@@ -176,13 +214,14 @@ plt.show()
 
 # %% [markdown]
 # ## At layer l\*, with spreads
+# Written to `results/05_collapse.csv` as `collapse.<context>.<metric>`, one row per arm.
 
 # %%
 summary = []
 for ctx in CONTEXTS:
     for arm in ARMS:
         X = states[ctx][arm][:, LSTAR]
-        nn = probing.identity_nearest_neighbour(X, entity, frame)
+        nn = identity_nn(X)
         tp = type_probe_accuracy(X)
         for name, ok, mask, chance in [
             ("identity_nn.city_target", nn, is_target_city, 1 / n_entities),
@@ -202,13 +241,16 @@ for ctx in CONTEXTS:
                             "n_states": len(table), "spread": f"mean ± std over {len(FRAMES)} frames"})
 summary = pd.DataFrame(summary)
 outputs.write_table(P, "05_collapse_at_lstar", summary)
-outputs.drop_metrics(P, "collapse.")  # this notebook owns every collapse.* metric
+result_rows = []
 for r in summary.itertuples():
-    key = f"collapse.{r.context}.{r.metric}"
-    outputs.update_metrics(P, "arms", {r.arm: {key: float(r.value)}})
-    outputs.update_metrics(P, "spread", {r.arm: {key: [float(r.ci_low), float(r.ci_high)]}})
-    outputs.update_metrics(P, "chance", {r.arm: {key: None if np.isnan(r.chance) else float(r.chance)}})
-    outputs.update_metrics(P, "n_items", {key: {"entities": int(r.n_entities), "states": int(r.n_states)}})
+    if np.isnan(r.value):  # undefined at this layer (all states identical): no number to record
+        print(f"not recorded: collapse.{r.context}.{r.metric} of {r.arm} is undefined at layer {LSTAR}")
+        continue
+    result_rows.append(result_row(r.arm, f"collapse.{r.context}.{r.metric}", r.value, ci_low=float(r.ci_low),
+                                  ci_high=float(r.ci_high), interval=r.spread,
+                                  chance=None if np.isnan(r.chance) else float(r.chance), unit="entities",
+                                  n_units=int(r.n_entities), n_prompts=int(r.n_states)))
+results.write(P, "05_collapse", result_rows)
 summary.assign(cell=[f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in zip(summary.value, summary.ci_low, summary.ci_high)]) \
     .pivot(index=["context", "metric"], columns="arm", values="cell")[ARMS]
 

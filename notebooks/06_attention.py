@@ -30,6 +30,12 @@
 # - *Entropy*: natural log (nats), of the head-averaged distribution, computed two ways: over **all** prompt
 #   tokens (the model's own distribution, dominated by the attention sink on the first token) and over the
 #   **context** tokens only (the evidence sentence, renormalised), which is what the paper's heatmap shows.
+#
+# This notebook analyses one trained model per arm, the first training seed (`seeds[0]`): its attention
+# maps cost minutes per model, so the seed spread is reported by 02/03 on Table 1's metrics; every row of
+# `results/06_attention.csv` says n_seeds = 1 (0 for the untrained original).
+#
+# Reads: 01_data, 02_baselines, 03_rlcp_training
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
@@ -49,16 +55,21 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-import rlcp_utils
-from rlcp_utils import attention, config, data, evaluate, outputs, plots, train
+from rlcp_utils import attention, config, data, evaluate, jobs, notebook, outputs, plots, results
 
-P = config.load_profile(profile)
-rlcp_utils.seed_everything(P["seed"])
-rlcp_utils.set_threads(P["torch_threads"])
+P = notebook.start("06_attention", globals())
 study = data.load_study_data(P)
 ARMS = ["original"] + list(P["arms"])
 LSTAR = P["probe_layer"]
 BLOCK = LSTAR - 1  # attentions[BLOCK] belongs to the block whose output is hidden_states[LSTAR]
+print(f"arms {ARMS} (trained arms: training seed {P['seeds'][0]}), layer l* = {LSTAR}")
+
+
+def result_row(arm: str, metric: str, value, **fields) -> dict:
+    """One row of the results record: the original is untrained (seed 'all', 0 seeds); a trained arm is the
+    model of its first training seed (one seed)."""
+    seed, n_seeds = ("all", 0) if arm == "original" else (str(P["seeds"][0]), 1)
+    return {"arm": arm, "seed": seed, "metric": metric, "value": float(value), "n_seeds": n_seeds, **fields}
 
 # %% [markdown]
 # ## RAG prompts and the evidence span
@@ -66,7 +77,7 @@ BLOCK = LSTAR - 1  # attentions[BLOCK] belongs to the block whose output is hidd
 # (question k with evidence k mod the number of phrasings, as in the evaluation of 02/03).
 
 # %%
-original, tok, _ = train.load_arm(P, "original", study)
+original, tok, _ = jobs.load_arm(P, "original", study)
 if BLOCK < 0:
     raise config.ParameterError("probe_layer 0 is the embedding output: it has no attention; use probe_layer >= 1")
 facts = [dict(t, role="target") for t in study.targets] + [dict(r, role="retain") for r in study.retain]
@@ -85,7 +96,7 @@ print(f"{len(items)} RAG prompts ({sum(i['role'] == 'target' for i in items)} ta
 # %%
 att = {}
 for arm in ARMS:
-    lm = original if arm == "original" else train.load_arm(P, arm, study)[0]
+    lm = original if arm == "original" else jobs.load_arm(P, arm, study)[0]
     att[arm] = attention.prediction_attention(lm, [i["prompt_ids"] for i in items], P["eval_batch_size"] // 2,
                                               tok.pad_token_id, desc=f"attention {arm}")
     if arm != "original":
@@ -121,6 +132,7 @@ outputs.write_table(P, "06_attention_by_layer", measures.groupby(["arm", "role",
 # %%
 pick = next((i for i, it in enumerate(items) if it["country"] == "Germany" and it["role"] == "target"), 0)
 ex = items[pick]
+print(ex["prompt"])
 labels = [tok.decode([ex["prompt_ids"][k]]) for k in ex["context_span"]]
 pair = [a for a in ["just_rag", "rlcp"] if a in ARMS] or ARMS[:1]
 fig, axes = plt.subplots(1, len(pair), figsize=(7 * len(pair), 4.2))
@@ -140,7 +152,6 @@ for ax, arm in zip(axes, pair):
 fig.tight_layout()
 outputs.save_figure(P, fig, "06_fig3_attention_heatmap")
 plt.show()
-print(ex["prompt"])
 
 # %% [markdown]
 # ## Figure 4: attention on the evidence at the prediction step, every prompt
@@ -188,16 +199,26 @@ fig.tight_layout()
 outputs.save_figure(P, fig, "06_fig4_evidence_weight")
 plt.show()
 
+# %% [markdown]
+# ## Into `results/06_attention.csv`
+# `attention.<measure>.<role>` at l\* per arm (mean over facts, 95% bootstrap interval over facts; entropies
+# in nats), and where each arm's evidence weight on the targets peaks across layers
+# (`attention.peak_evidence_layer`, `attention.peak_evidence_weight`: mean over target prompts per layer).
+
 # %%
+result_rows = []
 for r in summary.itertuples():
-    key = f"attention.{r.metric}.{r.role}"
-    outputs.update_metrics(P, "arms", {r.arm: {key: float(r.value)}})
-    outputs.update_metrics(P, "spread", {r.arm: {key: [float(r.ci_low), float(r.ci_high)]}})
-    outputs.update_metrics(P, "n_items", {key: {"facts": int(r.n_facts), "prompts": int(r.n_prompts)}})
+    result_rows.append(result_row(r.arm, f"attention.{r.metric}.{r.role}", r.value, ci_low=float(r.ci_low),
+                                  ci_high=float(r.ci_high), interval="95% bootstrap over facts", unit="facts",
+                                  n_units=int(r.n_facts), n_prompts=int(r.n_prompts)))
 by_layer = measures[measures.role == "target"].groupby(["arm", "layer"]).evidence_weight.mean()
-outputs.update_metrics(P, "attention", {"layer": LSTAR, "entropy_unit": "nats",
-                                        "peak_evidence_layer": {a: int(by_layer[a].idxmax()) for a in ARMS},
-                                        "peak_evidence_weight": {a: float(by_layer[a].max()) for a in ARMS}})
+n_target_prompts = sum(it["role"] == "target" for it in items)
+for arm in ARMS:
+    result_rows.append(result_row(arm, "attention.peak_evidence_layer", by_layer[arm].idxmax()))  # a layer index
+    result_rows.append(result_row(arm, "attention.peak_evidence_weight", by_layer[arm].max(), unit="facts",
+                                  n_units=len(study.targets), n_prompts=n_target_prompts))
+results.write(P, "06_attention", result_rows)
+print(f"attention of layer {LSTAR} (block {BLOCK}); entropies in nats")
 summary.assign(cell=[f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in zip(summary.value, summary.ci_low, summary.ci_high)]) \
     .pivot(index=["role", "metric"], columns="arm", values="cell")[ARMS]
 

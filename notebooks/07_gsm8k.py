@@ -31,6 +31,12 @@
 # Every arm except the original was trained with the same KL term, so Just-RAG (KL, no GRL, no
 # unlikelihood) is the control for "KL made it verbose"; paired differences against the original are
 # bootstrapped over problems.
+#
+# This notebook analyses one trained model per arm, the first training seed (`seeds[0]`): generating
+# every reply costs minutes per model, so the seed spread is reported by 02/03 on Table 1's metrics; every
+# row of `results/07_gsm8k.csv` says n_seeds = 1 (0 for the untrained original).
+#
+# Reads: 01_data, 02_baselines, 03_rlcp_training
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
@@ -52,39 +58,47 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-import rlcp_utils
-from rlcp_utils import config, data, evaluate, gsm8k, outputs, plots, train
+from rlcp_utils import data, evaluate, gsm8k, jobs, notebook, outputs, plots, results
 
-P = config.load_profile(profile)
-rlcp_utils.seed_everything(P["seed"])
-rlcp_utils.set_threads(P["torch_threads"])
+P = notebook.start("07_gsm8k", globals())
 study = data.load_study_data(P)
 ARMS = ["original"] + list(P["arms"])
 problems = gsm8k.sample_problems(gsm8k.load_problems(), P["gsm8k_n_problems"], P["seed"])
 print(f"{len(problems)} GSM8K test problems (seed {P['seed']}), up to {P['gsm8k_max_new_tokens']} new tokens, "
-      f"batches of {P['generation_batch_size']}; arms {ARMS}")
+      f"batches of {P['generation_batch_size']}; arms {ARMS} (trained arms: training seed {P['seeds'][0]})")
+
+
+def result_row(arm: str, metric: str, value, **fields) -> dict:
+    """One row of the results record: the original is untrained (seed 'all', 0 seeds); a trained arm is the
+    model of its first training seed (one seed)."""
+    seed, n_seeds = ("all", 0) if arm == "original" else (str(P["seeds"][0]), 1)
+    return {"arm": arm, "seed": seed, "metric": metric, "value": float(value), "n_seeds": n_seeds, **fields}
 
 # %% [markdown]
 # ## Generate
 # Greedy, batched (left padding, KV cache). Each arm's generations are written to
 # `tables/07_gsm8k_generations_<arm>.csv` as soon as they finish and reused by a rerun with the same
-# settings, so an interruption loses at most one arm.
+# settings (every parameter up to this notebook, and the precision the model runs in), so an interruption
+# loses at most one arm. A `FORCE=1` run ignores these files and generates again.
 
 # %%
-original, tok, _ = train.load_arm(P, "original", study)
+original, tok, _ = jobs.load_arm(P, "original", study)
 prompts = [gsm8k.build_prompt(tok, p["question"]) for p in problems]
 prompt_ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
-settings_key = P.hash_through(7)
 generations, seconds = {}, {}
 for arm in ARMS:
+    # what these generations depend on: the model (the original, or the first seed's job key, which covers the
+    # training settings and the precision), the GSM8K settings, and the precision of generation itself
+    model_key = "original" if arm == "original" else jobs.job_key(P, arm, P["seeds"][0], study)
+    settings_key = f"{model_key}-{P.hash_of_stage(7)}-{jobs.precision_of(P)}"
     path = P.sub("tables") / f"07_gsm8k_generations_{arm}.csv"
-    if path.exists():
-        cached = pd.read_csv(path, keep_default_na=False)
+    if path.exists() and not notebook.force_recompute():
+        cached = pd.read_csv(path, keep_default_na=False, dtype={"settings_key": str})
         if len(cached) == len(problems) and (cached.settings_key == settings_key).all():
             generations[arm], seconds[arm] = cached.generation.tolist(), float(cached.seconds.iloc[0])
             print(f"{arm}: reused {path.name}")
             continue
-    lm = original if arm == "original" else train.load_arm(P, arm, study)[0]
+    lm = original if arm == "original" else jobs.load_arm(P, arm, study)[0]
     t0 = time.time()
     generations[arm] = evaluate.greedy_generate(lm, tok, prompt_ids, P["gsm8k_max_new_tokens"], P["generation_batch_size"],
                                                 desc=f"GSM8K {arm}")
@@ -128,13 +142,17 @@ for arm in ARMS:
                         "chance": mode_rate if m == "correct" else np.nan})
 summary = pd.DataFrame(summary)
 outputs.write_table(P, "07_gsm8k_summary", summary)
+result_rows = []
 for r in summary.itertuples():
-    key = f"gsm8k.{r.metric}"
-    outputs.update_metrics(P, "arms", {r.arm: {key: float(r.value), f"{key}.minus_original": float(r.minus_original)}})
-    outputs.update_metrics(P, "spread", {r.arm: {key: [float(r.ci_low), float(r.ci_high)],
-                                                 f"{key}.minus_original": [float(r.diff_ci_low), float(r.diff_ci_high)]}})
-    outputs.update_metrics(P, "chance", {r.arm: {key: None if np.isnan(r.chance) else float(r.chance)}})
-    outputs.update_metrics(P, "n_items", {key: {"problems": int(r.n_problems)}})
+    common = {"unit": "problems", "n_units": int(r.n_problems), "n_prompts": int(r.n_problems)}
+    result_rows.append(result_row(r.arm, f"gsm8k.{r.metric}", r.value, ci_low=float(r.ci_low), ci_high=float(r.ci_high),
+                                  interval="95% bootstrap over problems",
+                                  chance=None if np.isnan(r.chance) else float(r.chance), **common))
+    if r.arm != "original":  # the original minus itself is 0 by construction: no row
+        result_rows.append(result_row(r.arm, f"gsm8k.{r.metric}.minus_original", r.minus_original,
+                                      ci_low=float(r.diff_ci_low), ci_high=float(r.diff_ci_high),
+                                      interval="95% paired bootstrap over problems", **common))
+results.write(P, "07_gsm8k", result_rows)
 fmt = lambda v, lo, hi, pct: f"{v:.1%} [{lo:.0%}, {hi:.0%}]" if pct else f"{v:.0f} [{lo:.0f}, {hi:.0f}]"
 summary.assign(cell=[fmt(r.value, r.ci_low, r.ci_high, r.metric != "n_tokens") for r in summary.itertuples()]) \
     .pivot(index="metric", columns="arm", values="cell").reindex(index=METRICS, columns=ARMS)

@@ -1,8 +1,11 @@
 """Shared code of the rlcp study package. The notebooks tell the story; this module holds reusable parts:
 
-config (profiles and validation), model (loading, GGUF cache), data (facts, templates, prompts),
-evaluate (scores, spreads, the per-arm evaluation), train (Algorithm 1: GRL, schedule, losses, one loop for
-every arm, checkpoints), plots, outputs (atomic writes, metrics, manifest), pipeline (papermill runner).
+config (profiles and validation), notebook (what every notebook does first: parameters, profile, seeds),
+model (loading, GGUF cache, precision), data (facts, templates, prompts), batching (padding, autocast),
+evaluate (scores, spreads, the per-arm evaluation, seed summaries), train (Algorithm 1: GRL, schedule,
+losses, one loop for every arm), jobs (one training job per arm and seed, checkpoints, loading arms),
+results (the tidy results record), claims (the paper's claims and their rules, Table 1), plots, outputs
+(atomic writes, tables, figures, manifest), progress (log lines for long work), pipeline (papermill runner).
 """
 
 from __future__ import annotations

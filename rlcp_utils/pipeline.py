@@ -3,26 +3,36 @@
     python -m rlcp_utils.pipeline --profile default        # what `make reproduce` calls
 
 Each executed notebook is written to outputs/<profile>/notebooks/ only once it has finished (atomic
-rename), and manifest.json records it with the parameter hash and the notebook's hash. A rerun skips the
-notebooks whose recorded run matches both (the parameter hash covers only the parameters that notebook and
-the earlier ones read, so changing a GSM8K setting reruns 07 onwards and nothing before it), so an interrupted run resumes after the last notebook that
-finished, and once a notebook runs every later one runs too (they read what it wrote); --force reruns
-everything. A failing notebook stops the run and names the failing cell.
+rename), and manifest.json records it: the parameter hash, the notebook's hash, the git commit, the run of
+each notebook it reads, wall time and peak memory. A notebook runs again when, and only when:
+- it has no finished record (never ran, failed, or was last run directly, outside the pipeline);
+- its own code changed (the .ipynb's hash) or a parameter that it reads first changed (Parameter.stage);
+- a notebook it reads (the `Reads:` line of its first markdown cell) runs in this invocation, or ran since.
+So an interrupted run resumes after the last notebook that finished, and a change to one notebook reruns
+only the notebooks that read its results. Changes to rlcp_utils itself are not tracked: rerun with --force.
+
+--force reruns every selected notebook and recomputes everything inside it: training jobs are retrained and
+cached generations regenerated (the kernels see RLCP_FORCE=1), nothing is reused.
+A failing notebook stops the run and names the failing cell.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
-from .config import PARAMS_DIR, REPO_ROOT, ParameterError, load_profile, notebook_stage
+from .config import REPO_ROOT, ParameterError, load_profile, notebook_stage
+from .notebook import FORCE_ENV, PIPELINE_ENV
 from .outputs import read_json, record_notebook_run, update_readme_table
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+_READS = re.compile(r"^\s*#?\s*Reads:\s*(.+?)\.?\s*$", re.M)
 
 
 def study_notebooks() -> list[Path]:
@@ -34,37 +44,57 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def checkpoints_written_by(profile, notebook: str) -> list[str]:
-    """Arms whose checkpoints a notebook trains (checkpoints are not committed: see first_to_run)."""
-    arms = list(profile["arms"])
-    return {"02_baselines": [a for a in arms if a != "rlcp"], "03_rlcp_training": [a for a in arms if a == "rlcp"]}.get(notebook, [])
+def reads(notebook: Path) -> list[str]:
+    """The notebooks whose results this one reads, from the 'Reads: 01_data, 02_baselines' line of its
+    first markdown cell (none when there is no such line)."""
+    nb = json.loads(notebook.read_text())
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            found = _READS.search("".join(cell.get("source", "")))
+            return [name.strip(" `") for name in found.group(1).split(",")] if found else []
+    return []
 
 
-def missing_checkpoints(profile, notebook: Path) -> list[str]:
-    return [arm for arm in checkpoints_written_by(profile, notebook.stem)
-            if not (profile.output_dir / "checkpoints" / arm / "checkpoint.json").exists()]
+def _manifest(profile) -> dict:
+    return read_json(profile.output_dir / "manifest.json", {}) or {}
 
 
-def first_to_run(profile, notebooks: list[Path], force: bool = False) -> int | None:
-    """Index of the first notebook to run (it and every later one run), or None when all are done.
-    A finished training notebook whose checkpoints are missing (a fresh clone: they are not committed) is
-    rerun only when a later notebook has to run, since the later notebooks load the trained models."""
-    if force:
-        return 0 if notebooks else None
-    pending = [i for i, nb in enumerate(notebooks) if not is_done(profile, nb)]
-    if not pending:
-        return None
-    lacking = [i for i, nb in enumerate(notebooks[: pending[0]]) if missing_checkpoints(profile, nb)]
-    return lacking[0] if lacking else pending[0]
+def why_stale(profile, notebook: Path, manifest: dict) -> str | None:
+    """Why this notebook's recorded run is not current (None when it is), not counting notebooks that run now."""
+    entry = manifest.get("notebooks", {}).get(notebook.stem)
+    if not entry:
+        return "never ran"
+    if entry.get("status") != "ok":
+        return {"direct": "last run outside the pipeline", "failed": "failed last time"}.get(entry.get("status"), "not finished")
+    if not (profile.output_dir / "notebooks" / notebook.name).exists():
+        return "its executed notebook is missing"
+    if entry.get("notebook_sha256") != _sha256(notebook):
+        return "the notebook changed"
+    if entry.get("param_hash") != profile.hash_of_stage(notebook_stage(notebook.stem)):
+        return "its parameters changed"
+    for dep in reads(notebook):
+        dep_entry = manifest.get("notebooks", {}).get(dep, {})
+        if entry.get("reads", {}).get(dep) != dep_entry.get("finished_utc"):
+            return f"{dep} ran since"
+    return None
+
+
+def plan(profile, notebooks: list[Path], force: bool = False) -> dict[str, str | None]:
+    """For each notebook, why it runs now (None: it is current and is skipped)."""
+    manifest = _manifest(profile)
+    out: dict[str, str | None] = {}
+    for nb in notebooks:
+        if force:
+            out[nb.stem] = "--force"
+            continue
+        reason = why_stale(profile, nb, manifest)
+        rerun_deps = [d for d in reads(nb) if out.get(d)]
+        out[nb.stem] = reason or (f"{rerun_deps[0]} runs now" if rerun_deps else None)
+    return out
 
 
 def is_done(profile, notebook: Path) -> bool:
-    manifest = read_json(profile.output_dir / "manifest.json", {}) or {}
-    entry = manifest.get("notebooks", {}).get(notebook.stem)
-    executed = profile.output_dir / "notebooks" / notebook.name
-    return bool(entry) and executed.exists() and entry.get("status") == "ok" \
-        and entry.get("param_hash") == profile.hash_through(notebook_stage(notebook.stem)) \
-        and entry.get("notebook_sha256") == _sha256(notebook)
+    return why_stale(profile, notebook, _manifest(profile)) is None
 
 
 def _kernels_peak_rss_gib() -> float | None:
@@ -78,7 +108,7 @@ def _kernels_peak_rss_gib() -> float | None:
     return round(kib / 2**20, 2)
 
 
-def run_notebook(profile, notebook: Path, log_output: bool = False) -> float:
+def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool = False) -> float:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -86,19 +116,28 @@ def run_notebook(profile, notebook: Path, log_output: bool = False) -> float:
     final = out_dir / notebook.name
     partial = out_dir / f"{notebook.stem}.running.ipynb"
     failed = out_dir / f"{notebook.stem}.failed.ipynb"
-    # a profile from params/ is passed by name, any other YAML by its path
-    profile_arg = profile.name if profile.path.parent == PARAMS_DIR else str(profile.path)
+    # a profile of params/ is passed by name, any other YAML by its path
+    profile_arg = profile.path.stem if profile.committed else str(profile.path)
     sha = _sha256(notebook)  # before running: an edit made during the run must not pass for what ran
+    manifest = _manifest(profile)
+    read_runs = {dep: manifest.get("notebooks", {}).get(dep, {}).get("finished_utc") for dep in reads(notebook)}
+    # the kernel inherits this environment: figures inline (MPLBACKEND=Agg would drop them from the
+    # executed notebook), the pipeline's mark, and the force switch
+    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", PIPELINE_ENV: "1", FORCE_ENV: "1" if force else "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     t0 = time.time()
     try:
+        # the notebooks' own progress lines (stdout) go to this log as they come; papermill's cell bar is off
         pm.execute_notebook(
             str(notebook), str(partial), parameters={"profile": profile_arg},
-            kernel_name="python3", language="python", cwd=str(NOTEBOOK_DIR), progress_bar=True, log_output=log_output,
+            kernel_name="python3", language="python", cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=log_output,
+            stdout_file=None if log_output else _Prefixed(sys.stdout, f"  {notebook.stem} | "),
         )
     except PapermillExecutionError as err:
         wall = time.time() - t0
         os.replace(partial, failed)
-        record_notebook_run(profile, notebook.stem, wall, sha, "failed")
+        record_notebook_run(profile, notebook.stem, wall, sha, "failed", read_runs)
         source = "\n".join("    " + line for line in err.source.splitlines()[:12])
         raise SystemExit(
             f"\n{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}):\n"
@@ -106,19 +145,58 @@ def run_notebook(profile, notebook: Path, log_output: bool = False) -> float:
             f"  the executed notebook with the traceback: {failed}\n"
             f"  fix the cause and rerun the same command: finished notebooks are not run again."
         ) from None
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     wall = time.time() - t0
+    _relative_papermill_paths(partial)
     os.replace(partial, final)
     failed.unlink(missing_ok=True)
-    record_notebook_run(profile, notebook.stem, wall, sha, "ok", peak_rss_gib=_kernels_peak_rss_gib())
+    record_notebook_run(profile, notebook.stem, wall, sha, "ok", read_runs, peak_rss_gib=_kernels_peak_rss_gib())
     return wall
+
+
+def _relative_papermill_paths(path: Path) -> None:
+    """papermill records the input and output paths in the notebook's metadata: keep them free of this
+    machine's folders (relative to the repository, or the file name alone)."""
+    import nbformat
+
+    from .outputs import readable
+
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            p = Path(meta[key])
+            meta[key] = str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else p.name.replace(".running", "")
+    nbformat.write(nb, path)
+    readable(path)
+
+
+class _Prefixed:
+    """A text stream that writes each line of the kernels' stdout with a prefix, flushed at once."""
+
+    def __init__(self, stream, prefix: str):
+        self.stream, self.prefix, self.pending = stream, prefix, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.stream.write(self.prefix + line + "\n")
+        self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="default", help="name under params/ or a path to a YAML file")
-    ap.add_argument("--force", action="store_true", help="rerun notebooks that already finished")
+    ap.add_argument("--force", action="store_true", help="rerun the notebooks and recompute everything (retrain)")
     ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (for example 01_data)")
-    ap.add_argument("--log-output", action="store_true", help="stream the notebooks' cell output")
+    ap.add_argument("--log-output", action="store_true", help="stream every cell output (not only printed lines)")
     args = ap.parse_args(argv)
     try:
         profile = load_profile(args.profile)
@@ -132,23 +210,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unknown notebook(s) {sorted(unknown)}; known: {[nb.stem for nb in notebooks]}", file=sys.stderr)
             return 2
         notebooks = [nb for nb in notebooks if nb.stem in args.only]
+    from .model import resolve_precision
+
+    prec = resolve_precision(profile["precision"], profile["device"])
     print(f"profile {profile.name} ({profile.hash}): {profile['description']}")
-    print(f"results go to {profile.output_dir}")
+    print(f"precision {prec['precision']}: {prec['reason']}")
+    print(f"results go to {profile.output_dir}", flush=True)
     total = time.time()
-    # Each notebook reads what the earlier ones wrote: once one runs, every later one runs too.
-    start = first_to_run(profile, notebooks, args.force)
+    todo = plan(profile, notebooks, args.force)
     for i, nb in enumerate(notebooks, 1):
-        if start is None or i - 1 < start:
+        reason = todo[nb.stem]
+        if reason is None:
             print(f"[{i}/{len(notebooks)}] {nb.stem}: already done with these parameters, skipped")
             continue
-        if i - 1 == start and is_done(profile, nb) and not args.force:
-            print(f"[{i}/{len(notebooks)}] {nb.stem}: done, but its checkpoints {missing_checkpoints(profile, nb)} are not here "
-                  f"and later notebooks load them: running it again")
-        print(f"[{i}/{len(notebooks)}] {nb.stem}: running")
-        wall = run_notebook(profile, nb, log_output=args.log_output)
-        print(f"[{i}/{len(notebooks)}] {nb.stem}: finished in {wall / 60:.1f} min")
+        print(f"[{i}/{len(notebooks)}] {nb.stem}: running ({reason})", flush=True)
+        wall = run_notebook(profile, nb, log_output=args.log_output, force=args.force)
+        print(f"[{i}/{len(notebooks)}] {nb.stem}: finished in {wall / 60:.1f} min", flush=True)
     print(f"done in {(time.time() - total) / 60:.1f} min; results in {profile.output_dir}")
-    if profile.name == "default" and profile.output_dir == REPO_ROOT / "outputs" / "default":
+    # only the committed default profile, written to the repository's own outputs/, rewrites the README
+    if profile.committed and profile.name == "default" and profile.output_dir == REPO_ROOT / "outputs" / "default":
         for block, name in [("table1", "table1.md"), ("claims", "08_claims.md")]:
             table = profile.output_dir / "tables" / name
             if table.exists() and update_readme_table(REPO_ROOT / "README.md", table.read_text(), block):

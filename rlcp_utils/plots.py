@@ -16,14 +16,18 @@ CURVES = [("ce_no_context", "CE of the answer, no context (higher = forgotten)")
           ("alpha", "GRL strength alpha")]
 
 
-def training_curves(logs: dict[str, pd.DataFrame], n_classes: int, smooth: int = 5):
-    """One panel per logged quantity, one line per arm (rolling mean over `smooth` steps)."""
+def training_curves(logs: dict[tuple[str, int], pd.DataFrame], n_classes: int, smooth: int = 5):
+    """One panel per logged quantity, one line per (arm, training seed) in the arm's colour (rolling mean
+    over `smooth` steps)."""
     import math
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     for ax, (col, title) in zip(axes.flat, CURVES):
-        for arm, frame in logs.items():
-            ax.plot(frame["step"], frame[col].rolling(smooth, min_periods=1).mean(), label=arm)
+        labelled = set()
+        for (arm, seed), frame in logs.items():
+            ax.plot(frame["step"], frame[col].rolling(smooth, min_periods=1).mean(), color=ARM_COLORS.get(arm), lw=1,
+                    alpha=0.8, label=None if arm in labelled else f"{arm} ({sum(a == arm for a, _ in logs)} seeds)")
+            labelled.add(arm)
         ax.set(title=title, xlabel="step")
         if col == "l_probe":
             ax.axhline(math.log(n_classes), color="k", ls=":", lw=1)

@@ -26,9 +26,9 @@ from sklearn.model_selection import GroupKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from tqdm.auto import tqdm
+from .progress import track
 
-from .evaluate import _batches, _left_pad
+from .batching import autocast, batches, left_pad
 
 # --- states ---------------------------------------------------------------------------------------------
 
@@ -56,9 +56,10 @@ def hidden_states_at(model, prompt_ids: list[list[int]], positions: dict[str, li
     positions.setdefault("last", [-1] * len(prompt_ids))
     device = next(model.parameters()).device
     out = {name: [] for name in positions}
-    for idx in tqdm(list(_batches(len(prompt_ids), batch_size)), desc=desc, disable=desc is None, leave=False):
-        ids, mask = _left_pad([prompt_ids[i] for i in idx], pad_id)
-        hs = model.model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
+    for idx in track(list(batches(len(prompt_ids), batch_size)), desc):
+        ids, mask = left_pad([prompt_ids[i] for i in idx], pad_id)
+        with autocast(model):
+            hs = model.model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
         width = ids.shape[1]
         rows = torch.arange(len(idx))
         for name, pos in positions.items():
@@ -80,7 +81,7 @@ def logit_lens(model, states: np.ndarray, answer_token: list[int], batch_size: i
     top1 = np.zeros((n, n_layers), dtype=bool)
     target = torch.tensor(answer_token, device=device)
     for layer in range(n_layers):
-        for idx in _batches(n, batch_size):
+        for idx in batches(n, batch_size):
             h = torch.as_tensor(states[idx.start:idx.stop, layer], device=device, dtype=next(model.parameters()).dtype)
             if layer < n_layers - 1:
                 h = model.model.norm(h)
@@ -140,7 +141,7 @@ def fit_predict_many(jobs: list[tuple], n_jobs: int = -1, desc: str | None = Non
     from joblib import Parallel, delayed
 
     results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fit_predict)(*job) for job in jobs)
-    return list(tqdm(results, total=len(jobs), desc=desc, disable=desc is None))
+    return list(track(results, desc, total=len(jobs)))
 
 
 def _only_class(y_train, X_test) -> np.ndarray:

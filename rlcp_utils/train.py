@@ -29,7 +29,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from .batching import autocast, right_pad
+from .progress import Progress
 
 # --- the two pieces of the adversarial game --------------------------------------------------------
 
@@ -136,15 +138,6 @@ def epoch_schedule(items: list[TrainItem], n_facts: int, epochs: int, batch_size
     return batches
 
 
-def _right_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for j, s in enumerate(seqs):
-        ids[j, : len(s)] = torch.tensor(s)
-        mask[j, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
 
 def kl_positions(item: TrainItem, kl_on_answer: bool) -> range:
     """Positions of x_no whose next-token distribution the KL keeps close to the reference: every prompt
@@ -162,8 +155,9 @@ def reference_logp_now(reference, batch: list[TrainItem], pad_id: int, kl_on_ans
     once for all items; calling this every step instead is the naive alternative (same numbers, tested; one
     extra forward pass per step, measured by the benchmark)."""
     device = next(reference.parameters()).device
-    ids, mask = _right_pad([it.no_ids for it in batch], pad_id, device)
-    logits = reference(input_ids=ids, attention_mask=mask).logits.float()
+    ids, mask = right_pad([it.no_ids for it in batch], pad_id, device)
+    with autocast(reference):
+        logits = reference(input_ids=ids, attention_mask=mask).logits.float()
     return [torch.log_softmax(logits[j, list(kl_positions(it, kl_on_answer))], -1) for j, it in enumerate(batch)]
 
 
@@ -197,6 +191,23 @@ def answer_ce(logits: torch.Tensor, ids: torch.Tensor, prompt_lens: list[int], a
     return torch.stack(losses).mean()
 
 
+def answer_ce_only(model, ids: torch.Tensor, mask: torch.Tensor, prompt_lens: list[int], answer_lens: list[int]) -> torch.Tensor:
+    """answer_ce of a forward pass that projects onto the vocabulary only at the positions that predict the
+    answer: the same numbers as answer_ce(model(ids).logits, ...), without the lm_head and its gradient at
+    every other position (the x_rag pass needs no other logits; measured in the benchmark)."""
+    with autocast(model):
+        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        rows = [j for j, al in enumerate(answer_lens) for _ in range(al)]
+        cols = [pl - 1 + k for pl, al in zip(prompt_lens, answer_lens) for k in range(al)]
+        logits = model.lm_head(hidden[rows, cols]).float()
+    targets = torch.cat([ids[j, pl: pl + al] for j, (pl, al) in enumerate(zip(prompt_lens, answer_lens))])
+    per_token = F.cross_entropy(logits, targets, reduction="none")
+    # mean over each answer's tokens, then over the batch (as answer_ce)
+    owner = torch.tensor(rows, device=per_token.device)
+    sums = torch.zeros(len(answer_lens), device=per_token.device).index_add(0, owner, per_token)
+    return (sums / torch.tensor(answer_lens, device=per_token.device, dtype=sums.dtype)).mean()
+
+
 def kl_to_reference(logits: torch.Tensor, ref_logp: list[torch.Tensor], positions: list[range]) -> torch.Tensor:
     """KL(P_ref || P_theta), summed over the vocabulary, averaged over positions then over the batch."""
     losses = []
@@ -211,8 +222,9 @@ def rlcp_losses(model, probe: torch.nn.Module, batch: list[TrainItem], ref_logp:
                 weights: ArmWeights, alpha: float, probe_layer: int, pad_id: int, kl_on_answer: bool) -> dict:
     """Every term of Algorithm 1 for one batch; 'total' is what the optimizer minimises."""
     device = next(model.parameters()).device
-    ids, mask = _right_pad([it.no_ids for it in batch], pad_id, device)
-    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    ids, mask = right_pad([it.no_ids for it in batch], pad_id, device)
+    with autocast(model):
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     # the probe reads the hidden state at the last prompt token: the position that predicts the answer
     last = torch.tensor([it.no_prompt_len - 1 for it in batch], device=device)
     h = out.hidden_states[probe_layer][torch.arange(len(batch), device=device), last]
@@ -235,9 +247,8 @@ def rlcp_losses(model, probe: torch.nn.Module, batch: list[TrainItem], ref_logp:
         total = total + weights.lambda_kl * l_kl
     l_rag = torch.zeros((), device=device)
     if weights.lambda_rag > 0:
-        rids, rmask = _right_pad([it.rag_ids for it in batch], pad_id, device)
-        rout = model(input_ids=rids, attention_mask=rmask)
-        l_rag = answer_ce(rout.logits, rids, [it.rag_prompt_len for it in batch], [it.answer_len for it in batch])
+        rids, rmask = right_pad([it.rag_ids for it in batch], pad_id, device)
+        l_rag = answer_ce_only(model, rids, rmask, [it.rag_prompt_len for it in batch], [it.answer_len for it in batch])
         total = total + weights.lambda_rag * l_rag
     acc = (probe_logits.argmax(-1) == labels).float().mean()
     return {"total": total, "l_rag": l_rag, "l_probe": l_probe, "l_unlikelihood": l_l, "ce_no_context": ce_no,
@@ -286,9 +297,9 @@ def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights
         writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
         writer.writeheader()
     t0 = time.time()
-    bar = tqdm(batches, desc=desc)
+    bar = Progress(desc, len(batches))
     try:
-        for step, batch_idx in enumerate(bar):
+        for step, batch_idx in enumerate(batches):
             progress = step / len(batches)
             alpha = alpha_schedule(progress)
             batch = [items[i] for i in batch_idx]
@@ -303,128 +314,23 @@ def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights
             row = {k: float(v.detach()) for k, v in losses.items()}
             row.update(step=step, epoch=step // steps_per_epoch, progress=round(progress, 4), alpha=alpha,
                        seconds=round(time.time() - t0, 2))
-            bar.set_postfix(ce_no=f"{row['ce_no_context']:.2f}", rag=f"{row['l_rag']:.2f}", adv=f"{row['adversary_acc']:.2f}")
+            bar.update(note=f"CE no context {row['ce_no_context']:.2f}, L_RAG {row['l_rag']:.2f}, adversary acc {row['adversary_acc']:.2f}")
             if log_file is not None:
                 writer.writerow({k: row[k] for k in LOG_FIELDS})
                 log_file.flush()
     finally:
         if log_file is not None:
             log_file.close()
+    bar.close()
     model.eval()
     return probe
 
 
-def settings_from_params(params) -> TrainSettings:
+def settings_from_params(params, seed: int) -> TrainSettings:
+    """A training job's settings: the profile's training parameters and one of its training seeds (the seed
+    orders the batches and initialises the adversary probe)."""
     return TrainSettings(epochs=params["epochs"], batch_size=params["batch_size"], learning_rate=params["learning_rate"],
                          probe_learning_rate=params["probe_learning_rate"], probe_layer=params["probe_layer"],
-                         kl_on_answer=params["kl_on_answer"], max_grad_norm=params["max_grad_norm"], seed=params["seed"])
+                         kl_on_answer=params["kl_on_answer"], max_grad_norm=params["max_grad_norm"], seed=seed)
 
 
-# --- checkpoints: one folder per arm, written atomically, tagged with what produced it ---------------
-
-
-def checkpoint_dir(profile, arm: str) -> Path:
-    return profile.output_dir / "checkpoints" / arm
-
-
-def run_key(profile, targets: list[dict], prompt_format: str) -> str:
-    """What a trained arm depends on: the data and training parameters (stages 1-3), the target facts and the
-    prompt format. Analysis parameters (04 onwards) are left out: changing them never retrains an arm."""
-    from .config import params_through
-
-    blob = json.dumps([params_through(profile.params, 3), [(t["city"], t["country"]) for t in targets], prompt_format], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def save_checkpoint(profile, arm: str, model, probe, key: str, info: dict) -> Path:
-    from .model import folder_written_atomically, save_weights
-
-    final = checkpoint_dir(profile, arm)
-    with folder_written_atomically(final) as tmp:
-        save_weights(model, tmp / "model.safetensors")
-        torch.save(probe.state_dict(), tmp / "probe.pt")
-        (tmp / "checkpoint.json").write_text(json.dumps({"arm": arm, "run_key": key, **info}, indent=2))
-    return final
-
-
-def load_checkpoint(profile, arm: str, model, key: str | None = None):
-    """Load an arm's trained weights into `model` (a freshly loaded original); returns (probe, info) or None
-    when there is no finished checkpoint for this run key (then the arm must be trained)."""
-    from safetensors.torch import load_file
-
-    folder = checkpoint_dir(profile, arm)
-    meta = folder / "checkpoint.json"
-    if not meta.exists():
-        return None
-    info = json.loads(meta.read_text())
-    if key is not None and info.get("run_key") != key:
-        return None
-    missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
-    if unexpected or [m for m in missing if m != "lm_head.weight"]:
-        raise RuntimeError(f"checkpoint {folder} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.tie_weights()
-    probe_state = torch.load(folder / "probe.pt", map_location="cpu")
-    probe = LinearProbe(*reversed(probe_state["linear.weight"].shape))
-    probe.load_state_dict(probe_state)
-    return probe.to(next(model.parameters()).device), info
-
-
-def train_and_evaluate_arm(profile, arm: str, study, items: list[TrainItem], ref: ReferenceCache | None) -> dict:
-    """Train one arm from the original model (or load its finished checkpoint for the same run key), evaluate
-    it like Group A plus the adversary probe, and record everything under outputs/<profile>/.
-
-    Returns {"rows": evaluation rows, "adversary": probe rows, "seconds": training wall time, "trained": bool}."""
-    import pandas as pd
-
-    from . import evaluate, model as model_mod, outputs
-
-    P = profile
-    lm, tok = model_mod.load_model(P["model"], device=P["device"])
-    key = run_key(P, study.targets, study.prompt_format)
-    loaded = load_checkpoint(P, arm, lm, key)
-    log_path = P.sub("logs") / f"train_{arm}.csv"
-    if loaded is None:
-        t0 = time.time()
-        probe = train_arm(lm, items, len(study.targets), arm_weights(arm, P), settings_from_params(P), ref,
-                          tok.pad_token_id, log_path, desc=f"train {arm}")
-        seconds = time.time() - t0
-        save_checkpoint(P, arm, lm, probe, key, {"train_seconds": round(seconds, 1), "weights": vars(arm_weights(arm, P))})
-        trained = True
-    else:
-        probe, info = loaded
-        seconds, trained = info["train_seconds"], False
-    rows, per_item = evaluate.evaluate_arm(lm, tok, arm, {"targets": study.targets, "retain": study.retain},
-                                           study.questions, study.evidences, study.prompt_format, P["eval_batch_size"],
-                                           P["n_bootstrap"], P["seed"], desc=f"evaluate {arm}")
-    adversary = evaluate.adversary_accuracy(lm, probe, tok, study.targets, study.questions, study.prompt_format,
-                                            P["probe_layer"], P["eval_batch_size"], P["n_bootstrap"], P["seed"])
-    outputs.write_table(P, f"eval_{arm}", pd.DataFrame(rows))
-    outputs.write_table(P, f"per_item_{arm}", pd.DataFrame(per_item))
-    for section, entries in evaluate.metrics_from_rows(rows).items():
-        outputs.update_metrics(P, section, entries)
-    for r in adversary:
-        key_ = f"targets.adversary_probe_accuracy.{r['split']}"
-        outputs.update_metrics(P, "arms", {arm: {key_: r["value"]}})
-        outputs.update_metrics(P, "spread", {arm: {key_: [r["ci_low"], r["ci_high"]]}})
-        outputs.update_metrics(P, "chance", {arm: {key_: r["chance"]}})
-        outputs.update_metrics(P, "n_items", {key_: {"facts": r["n_facts"], "prompts": r["n_prompts"]}})
-    outputs.update_metrics(P, "training", {arm: {"seconds": round(seconds, 1), "weights": vars(arm_weights(arm, P)),
-                                                 "steps": len(epoch_schedule(items, len(study.targets), P["epochs"],
-                                                                             P["batch_size"], P["seed"]))}})
-    return {"rows": rows, "adversary": adversary, "seconds": seconds, "trained": trained}
-
-
-def load_arm(profile, arm: str, study):
-    """The model of one arm for analysis: 'original' or a trained arm's checkpoint for the current settings.
-    Returns (model, tokenizer, probe or None). Stops with what to run when the checkpoint is missing or stale."""
-    from . import model as model_mod
-
-    lm, tok = model_mod.load_model(profile["model"], device=profile["device"])
-    if arm == "original":
-        return lm, tok, None
-    loaded = load_checkpoint(profile, arm, lm, run_key(profile, study.targets, study.prompt_format))
-    if loaded is None:
-        raise FileNotFoundError(
-            f"no checkpoint of arm {arm!r} for the current settings in {checkpoint_dir(profile, arm)} (checkpoints are "
-            f"not committed): train it with `make reproduce PROFILE={profile.name}`, which reruns 02/03 when one is missing")
-    return lm, tok, loaded[0]

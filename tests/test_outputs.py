@@ -26,19 +26,32 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left behind
 
 
-def test_update_metrics_merges_sections_and_arms(profile):
-    outputs.update_metrics(profile, "arms", {"original": {"a": 1.0}})
-    outputs.update_metrics(profile, "arms", {"original": {"b": 2.0}, "rlcp": {"a": 0.1}})
-    outputs.update_metrics(profile, "arms", {"original": {"a": 0.5}})
-    m = json.loads((profile.output_dir / "metrics.json").read_text())
-    assert m["arms"] == {"original": {"a": 0.5, "b": 2.0}, "rlcp": {"a": 0.1}}
-    assert m["profile"] == "smoke"
+def test_written_files_and_folders_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    from rlcp_utils.model import folder_written_atomically
+
+    old = os.umask(0o022)
+    try:
+        outputs.atomic_write_text(tmp_path / "a.txt", "x")
+        with folder_written_atomically(tmp_path / "job") as d:
+            (d / "f.json").write_text("{}")
+            os.chmod(d / "f.json", 0o600)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "job").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "job" / "f.json").stat().st_mode) == 0o644
 
 
 def test_manifest_records_versions_commit_hash_and_wall_time(profile):
     outputs.record_notebook_run(profile, "01_data", 12.34, "abc", "ok")
-    m = outputs.record_notebook_run(profile, "02_baselines", 5.0, "def", "failed")
+    m = outputs.record_notebook_run(profile, "02_baselines", 5.0, "def", "failed", {"01_data": "t"})
     assert m["param_hash"] == profile.hash and m["params"]["n_targets"] == profile["n_targets"]
+    entry = m["notebooks"]["02_baselines"]
+    assert entry["reads"] == {"01_data": "t"} and entry["git_commit"] and entry["precision"]["precision"] in ("fp32", "bf16")
+    assert "cpu_bf16_flags" in m["machine"] and "git_commit" not in m
     assert m["versions"]["torch"] and m["versions"]["transformers"] and m["versions"]["python"]
     assert m["notebooks"]["01_data"]["wall_s"] == 12.3 and m["notebooks"]["01_data"]["status"] == "ok"
     assert m["notebooks"]["02_baselines"]["status"] == "failed"
@@ -69,15 +82,3 @@ def test_markdown_table_and_readme_block(tmp_path):
     plain = tmp_path / "OTHER.md"
     plain.write_text("no block")
     assert not outputs.update_readme_table(plain, md) and plain.read_text() == "no block"
-
-
-def test_drop_metrics_removes_one_notebooks_keys_everywhere(tmp_path, monkeypatch):
-    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
-    p = load_profile("smoke")
-    outputs.update_metrics(p, "arms", {"rlcp": {"collapse.old": 1.0, "gsm8k.correct": 0.1}})
-    outputs.update_metrics(p, "spread", {"rlcp": {"collapse.old": [0, 1]}})
-    outputs.update_metrics(p, "n_items", {"collapse.old": {"entities": 3}, "gsm8k.correct": {"problems": 4}})
-    outputs.drop_metrics(p, "collapse.")
-    m = outputs.read_json(p.output_dir / "metrics.json")
-    assert m["arms"]["rlcp"] == {"gsm8k.correct": 0.1} and m["spread"]["rlcp"] == {}
-    assert list(m["n_items"]) == ["gsm8k.correct"]

@@ -6,13 +6,15 @@ import nbformat
 import pytest
 
 from rlcp_utils import pipeline
+from rlcp_utils.config import load_profile
 
 
-def _notebook(path, body: str):
+def _notebook(path, body: str, reads: str = ""):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('profile = "default"')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}\n\nReads: {reads}" if reads else f"# {path.stem}"),
+                params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
 
@@ -29,11 +31,11 @@ def study(tmp_path, monkeypatch):
 def test_failure_names_the_cell_and_a_rerun_resumes(study, capsys):
     notebooks, out = study
     _notebook(notebooks / "01_first.ipynb", "print('first ran', profile)")
-    _notebook(notebooks / "02_second.ipynb", "x = 1\nraise ZeroDivisionError('boom in second')")
+    _notebook(notebooks / "02_second.ipynb", "x = 1\nraise ZeroDivisionError('boom in second')", reads="01_first")
     with pytest.raises(SystemExit) as err:
         pipeline.main(["--profile", "smoke"])
     message = str(err.value)
-    assert "02_second.ipynb failed in cell 2" in message and "ZeroDivisionError: boom in second" in message
+    assert "02_second.ipynb failed in cell 3" in message and "ZeroDivisionError: boom in second" in message
     assert "raise ZeroDivisionError" in message  # the cell's source is shown
     assert (out / "notebooks" / "01_first.ipynb").exists()
     assert (out / "notebooks" / "02_second.failed.ipynb").exists()
@@ -44,14 +46,14 @@ def test_failure_names_the_cell_and_a_rerun_resumes(study, capsys):
     executed = nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4)
     assert "first ran smoke" in json.dumps(executed.cells[-1].outputs)  # the profile was injected
 
-    _notebook(notebooks / "02_second.ipynb", "print('fixed')")
+    _notebook(notebooks / "02_second.ipynb", "print('fixed')", reads="01_first")
     capsys.readouterr()
     assert pipeline.main(["--profile", "smoke"]) == 0
     log = capsys.readouterr().out
     assert "01_first: already done with these parameters, skipped" in log and "02_second: finished" in log
     assert not (out / "notebooks" / "02_second.failed.ipynb").exists()
 
-    # an edited notebook is rerun, and so is every notebook after it (they read what it wrote)
+    # an edited notebook is rerun, and so is every notebook that reads it
     _notebook(notebooks / "01_first.ipynb", "print('first, edited')")
     assert pipeline.main(["--profile", "smoke"]) == 0
     log = capsys.readouterr().out
@@ -75,23 +77,38 @@ def test_bad_profile_and_unknown_notebook_stop_before_running(study, capsys, tmp
     assert "unknown notebook" in capsys.readouterr().err
 
 
-def test_missing_checkpoints_rerun_training_only_when_a_later_notebook_runs(study, capsys):
-    # fresh clone: executed notebooks and manifest are committed, checkpoints are not
+def test_reruns_follow_what_a_notebook_reads(study, capsys):
     notebooks, out = study
-    _notebook(notebooks / "02_baselines.ipynb", "print('trains the baselines')")
-    _notebook(notebooks / "04_probing.ipynb", "print('loads the trained baselines')")
+    _notebook(notebooks / "01_data.ipynb", "print('data')")
+    _notebook(notebooks / "02_train_a.ipynb", "print('a')", reads="01_data")
+    _notebook(notebooks / "03_train_b.ipynb", "print('b')", reads="01_data")
+    _notebook(notebooks / "04_report.ipynb", "print('report')", reads="02_train_a, 03_train_b")
     assert pipeline.main(["--profile", "smoke"]) == 0
     capsys.readouterr()
-    assert pipeline.main(["--profile", "smoke"]) == 0  # everything done: nothing to load, nothing reruns
-    assert capsys.readouterr().out.count("already done") == 2
-    _notebook(notebooks / "04_probing.ipynb", "print('loads the trained baselines, edited')")
+    # a change to one training notebook reruns it and its reader, never its sibling
+    _notebook(notebooks / "02_train_a.ipynb", "print('a, edited')", reads="01_data")
     assert pipeline.main(["--profile", "smoke"]) == 0
     log = capsys.readouterr().out
-    assert "02_baselines: done, but its checkpoints" in log and "02_baselines: finished" in log and "04_probing: finished" in log
-    for arm in ["just_rag", "unlikelihood"]:
-        (out / "checkpoints" / arm).mkdir(parents=True)
-        (out / "checkpoints" / arm / "checkpoint.json").write_text("{}")
-    _notebook(notebooks / "04_probing.ipynb", "print('edited again')")
-    assert pipeline.main(["--profile", "smoke"]) == 0
-    log = capsys.readouterr().out
-    assert "02_baselines: already done" in log and "04_probing: finished" in log
+    assert "02_train_a: running (the notebook changed)" in log and "04_report: running (02_train_a runs now)" in log
+    assert "03_train_b: already done" in log and "01_data: already done" in log
+    # a notebook run on its own (--only) leaves its readers stale until they run
+    assert pipeline.main(["--profile", "smoke", "--only", "03_train_b", "--force"]) == 0
+    capsys.readouterr()
+    assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks()) == {
+        "01_data": None, "02_train_a": None, "03_train_b": None, "04_report": "03_train_b ran since"}
+    # a notebook run directly (papermill, Jupyter) is not vouched for: the pipeline runs it again
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["notebooks"]["01_data"]["status"] = "direct"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks())["01_data"] == "last run outside the pipeline"
+
+
+def test_force_reaches_the_kernel_and_figures_are_inline(study):
+    notebooks, out = study
+    _notebook(notebooks / "01_plot.ipynb", "import os, matplotlib.pyplot as plt\nprint('force', os.environ['RLCP_FORCE'])\n"
+                                           "plt.plot([0, 1]); plt.show()")
+    assert pipeline.main(["--profile", "smoke", "--force"]) == 0
+    executed = nbformat.read(out / "notebooks" / "01_plot.ipynb", as_version=4)
+    outs = executed.cells[-1].outputs
+    assert any("force 1" in o.get("text", "") for o in outs)
+    assert any("image/png" in o.get("data", {}) for o in outs)

@@ -60,56 +60,64 @@ def test_data_notebook_selects_known_distinct_facts(smoke_run):
     assert {q["split"] for q in templates["questions"]} == {"train", "heldout"}
 
 
+def _view(out):
+    from rlcp_utils import claims, results
+
+    return claims.View(results.load_dir(out / "results"))
+
+
 def test_group_a_metrics_have_chance_n_and_spread(smoke_run):
     out, _, _ = smoke_run
     p = load_profile("smoke")
-    m = json.loads((out / "metrics.json").read_text())
-    original = m["arms"]["original"]
+    v = _view(out)
     for facts in ("targets", "retain"):
         for metric in ("no_context_recall", "rag_accuracy"):
             for split in ("train", "heldout"):
                 key = f"{facts}.{metric}.{split}"
-                assert 0.0 <= original[key] <= 1.0
-                lo, hi = m["spread"]["original"][key]
-                assert lo <= original[key] <= hi
-                assert 0.0 <= m["chance"]["original"][key] <= 1.0
-                assert m["n_items"][key]["facts"] == p[f"n_{facts}"]
+                r = v.row("original", key)
+                assert 0.0 <= r.ci_low <= r.value <= r.ci_high <= 1.0 and 0.0 <= r.chance <= 1.0
+                assert r.n_units == p[f"n_{facts}"] and r.seed == "all" and r.n_seeds == 0
     # Group A re-scores the targets in different batches than the screening that selected them (each
     # target recalled on >= known_threshold of the training templates): the two must agree.
-    assert original["targets.no_context_recall.train"] >= p["known_threshold"]
+    assert v.value("original", "targets.no_context_recall.train") >= p["known_threshold"]
     # the model should answer the chosen facts far more often than it names a wrong country of the set
-    assert original["targets.no_context_recall.train"] > m["chance"]["original"]["targets.no_context_recall.train"] + 0.3
+    assert v.value("original", "targets.no_context_recall.train") > v.chance("original", "targets.no_context_recall.train") + 0.3
     assert (out / "figures" / "01_group_a.png").exists() and (out / "tables" / "target_facts.csv").exists()
 
 
-def test_every_arm_is_trained_logged_and_in_table1(smoke_run):
+def test_every_arm_and_seed_is_a_job_logged_and_in_table1(smoke_run):
     import pandas as pd
 
-    from rlcp_utils import train
+    from rlcp_utils import results, train
 
     out, _, _ = smoke_run
     p = load_profile("smoke")
-    m = json.loads((out / "metrics.json").read_text())
+    record = results.load_dir(out / "results")
     steps = -(-p["n_targets"] // p["batch_size"]) * p["epochs"]
     for arm in p["arms"]:
-        log = pd.read_csv(out / "logs" / f"train_{arm}.csv")
-        assert list(log.columns) == train.LOG_FIELDS and len(log) == steps
-        assert log["alpha"].iloc[0] == 0.0 and log["alpha"].is_monotonic_increasing
-        assert m["training"][arm]["steps"] == steps
-        key = "targets.adversary_probe_accuracy.train"
-        assert 0.0 <= m["arms"][arm][key] <= 1.0 and m["chance"][arm][key] == pytest.approx(1 / p["n_targets"])
-        assert (out / "checkpoints" / arm / "checkpoint.json").exists()
+        for seed in p["seeds"]:
+            job = out / "jobs" / arm / f"seed{seed}"
+            log = pd.read_csv(job / "train_log.csv")
+            assert list(log.columns) == train.LOG_FIELDS and len(log) == steps
+            assert log["alpha"].iloc[0] == 0.0 and log["alpha"].is_monotonic_increasing
+            assert json.loads((job / "job.json").read_text())["steps"] == steps
+            assert (out / "checkpoints" / arm / f"seed{seed}" / "checkpoint.json").exists()
+        rows = record[(record.arm == arm) & (record.metric == "targets.adversary_probe_accuracy.train")]
+        assert set(rows.seed) == {*map(str, p["seeds"]), "all"} and (rows.chance == pytest.approx(1 / p["n_targets"]))
+        assert rows[rows.seed == "all"].n_seeds.iloc[0] == len(p["seeds"])
     # the arms' switched-off terms really are off in the logs
-    rag_log = pd.read_csv(out / "logs" / "train_unlikelihood.csv")
+    rag_log = pd.read_csv(out / "jobs" / "unlikelihood" / "seed0" / "train_log.csv")
     assert (rag_log["l_rag"] == 0).all() and (rag_log["l_unlikelihood"] < 0).all()
-    just_rag = pd.read_csv(out / "logs" / "train_just_rag.csv")
+    just_rag = pd.read_csv(out / "jobs" / "just_rag" / "seed0" / "train_log.csv")
     assert (just_rag["l_unlikelihood"] == 0).all() and (just_rag["l_rag"] > 0).all()
     table1 = pd.read_csv(out / "tables" / "table1.csv")
     assert set(table1["arm"]) == {"original", *p["arms"]}
-    assert {"value", "ci_low", "ci_high", "chance", "n_facts", "n_prompts", "paper"} <= set(table1.columns)
+    assert {"value", "ci_low", "ci_high", "seed_min", "seed_max", "chance", "n_facts", "n_prompts", "n_seeds", "paper"} <= set(table1.columns)
     assert (out / "figures" / "03_training_curves.png").exists()
-    checks = pd.read_csv(out / "tables" / "table1_checks.csv")
-    assert checks["holds"].dtype == bool and len(checks) >= 5
+    # 03 shows the Table 1 claims with exactly the verdicts of the report (one set of rules)
+    t1_claims = pd.read_csv(out / "tables" / "03_table1_claims.csv").set_index("claim").verdict
+    report = pd.read_csv(out / "tables" / "08_claims.csv").set_index("claim").verdict
+    assert len(t1_claims) >= 5 and (report.loc[t1_claims.index] == t1_claims).all()
 
 
 def test_probing_notebook_writes_curves_and_heldout_accuracies(smoke_run):
@@ -117,46 +125,49 @@ def test_probing_notebook_writes_curves_and_heldout_accuracies(smoke_run):
 
     out, _, _ = smoke_run
     p = load_profile("smoke")
-    m = json.loads((out / "metrics.json").read_text())
+    v = _view(out)
     curve = pd.read_csv(out / "tables" / "04_probe_accuracy_by_layer.csv")
-    n_layers = m["probing"]["n_layers"]
+    n_layers = curve.layer.max() + 1
     assert set(curve.layer) == set(range(n_layers)) and set(curve.probe) == {"linear", "mlp"}
     assert set(curve.test) == {"fact", "country_other", "country_target"} and curve.accuracy.between(0, 1).all()
     for arm in ["original", *p["arms"]]:
         for probe in ("linear", "mlp"):
             key = f"heldout_probe_accuracy.fact.{probe}.last"
-            v, (lo, hi) = m["arms"][arm][key], m["spread"][arm][key]
-            assert 0 <= lo <= v <= hi <= 1 and m["chance"][arm][key] == pytest.approx(1 / p["n_targets"])
+            r = v.row(arm, key)
+            assert 0 <= r.ci_low <= r.value <= r.ci_high <= 1 and r.chance == pytest.approx(1 / p["n_targets"])
     # the original model names the city in the prompt: its fact probe reads held-out templates well above chance
-    assert m["arms"]["original"]["heldout_probe_accuracy.fact.linear.last"] > 1 / p["n_targets"] + 0.2
+    assert v.value("original", "heldout_probe_accuracy.fact.linear.last") > 1 / p["n_targets"] + 0.2
     lens = pd.read_csv(out / "tables" / "04_logit_lens.csv")
     # at the last layer the logit lens is the model's own next-token prediction: the original recalls the targets
     last = lens[(lens.arm == "original") & (lens.layer == n_layers - 1)].answer_top1.iloc[0]
-    assert last >= m["arms"]["original"]["targets.no_context_recall.train"] - 0.35
+    assert last >= v.value("original", "targets.no_context_recall.train") - 0.35
     for fig in ("04_probe_accuracy_by_layer", "04_logit_lens", "05_fig1_tsne_cities_fruits", "05_fig2_type_centroids_pca"):
         assert (out / "figures" / f"{fig}.png").exists()
 
 
 def test_collapse_attention_and_gsm8k_measures(smoke_run):
+    import numpy as np
     import pandas as pd
 
     out, _, _ = smoke_run
     p = load_profile("smoke")
-    m = json.loads((out / "metrics.json").read_text())
+    v = _view(out)
     for arm in ["original", *p["arms"]]:
-        a = m["arms"][arm]
         for ctx in ("entity", "question"):
-            assert 0 <= a[f"collapse.{ctx}.identity_nn.fruit"] <= 1 and -1 <= a[f"collapse.{ctx}.silhouette"] <= 1
-            assert a[f"collapse.{ctx}.within_to_between"] > 0
-        assert 0 <= a["attention.evidence_weight.target"] <= 1
+            assert 0 <= v.value(arm, f"collapse.{ctx}.identity_nn.fruit") <= 1
+            assert -1 <= v.value(arm, f"collapse.{ctx}.silhouette") <= 1
+            assert v.value(arm, f"collapse.{ctx}.within_to_between") > 0
+        assert 0 <= v.value(arm, "attention.evidence_weight.target") <= 1
         # entropies in nats of distributions over at most ~100 prompt tokens: within [0, ln 100]
-        assert 0 <= a["attention.entropy_context.target"] <= 4.61 and 0 <= a["attention.entropy_all.target"] <= 4.61
-        assert 0 <= a["gsm8k.correct"] <= 1 and a["gsm8k.n_tokens"] <= p["gsm8k_max_new_tokens"] + 1
+        assert 0 <= v.value(arm, "attention.entropy_context.target") <= 4.61
+        assert 0 <= v.value(arm, "gsm8k.correct") <= 1 and v.value(arm, "gsm8k.n_tokens") <= p["gsm8k_max_new_tokens"] + 1
     # the original model's types are separable on held-out entities (cities vs fruits vs numbers)
-    assert m["arms"]["original"]["collapse.entity.type_probe_heldout_entities"] > 0.5
+    assert v.value("original", "collapse.entity.type_probe_heldout_entities") > 0.5
     gens = pd.read_csv(out / "tables" / "07_gsm8k_generations_original.csv", keep_default_na=False)
     assert len(gens) == p["gsm8k_n_problems"] and (gens.generation.str.len() > 0).all()
-    assert m["arms"]["original"]["gsm8k.correct.minus_original"] == 0.0
+    # no infinite geometry values (a ratio of two zero distances is undefined, written as empty)
+    geometry = pd.read_csv(out / "tables" / "05_geometry_by_layer.csv")
+    assert not np.isinf(geometry.select_dtypes("number").to_numpy()).any()
 
 
 def test_report_judges_every_claim(smoke_run):
@@ -169,3 +180,64 @@ def test_report_judges_every_claim(smoke_run):
     assert (claims.verdict != "not measured").all()  # the smoke profile trains every arm and runs every notebook
     report = (out / "report.md").read_text()
     assert "## Claims" in report and "figures/04_probe_accuracy_by_layer.png" in report
+
+
+def test_executed_notebooks_show_their_figures_without_machine_paths_or_warnings(smoke_run):
+    out, _, _ = smoke_run
+    for nb in study_notebooks():
+        executed = nbformat.read(out / "notebooks" / nb.name, as_version=4)
+        code = [c for c in executed.cells if c.cell_type == "code"]
+        if any("plt.show()" in c.source for c in code):
+            assert any("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])), nb.name
+        text = json.dumps([c.get("outputs", []) for c in code])
+        for marker in (str(REPO_ROOT), "site-packages", "/.venv/", str(out), "Warning:"):
+            assert marker not in text, f"{nb.name} shows {marker!r}"
+
+
+def test_results_files_are_readable_by_everyone(smoke_run):
+    import stat
+
+    out, _, _ = smoke_run
+    files = [*(out / "results").glob("*.csv"), out / "manifest.json", out / "report.md", *(out / "data").glob("*"),
+             *(out / "jobs").rglob("*.json")]
+    assert files and all(stat.S_IMODE(f.stat().st_mode) & 0o044 == 0o044 for f in files)
+
+
+def test_papermill_directly_with_a_profile_file_or_a_typo(smoke_run, tmp_path):
+    """-f params/smoke.yaml runs the smoke profile (and the manifest says the run was direct); a misspelt
+    parameter stops the notebook in its first cell with the known names."""
+    import shutil
+
+    out, _, _ = smoke_run
+    outputs = tmp_path / "outputs"
+    shutil.copytree(out, outputs / "smoke", ignore=shutil.ignore_patterns("checkpoints"))
+    env = {**os.environ, "RLCP_OUTPUTS_DIR": str(outputs)}
+    nb = str(REPO_ROOT / "notebooks" / "08_report.ipynb")
+    ok = subprocess.run([sys.executable, "-m", "papermill", nb, str(tmp_path / "a.ipynb"), "-f", str(REPO_ROOT / "params" / "smoke.yaml"),
+                         "--cwd", str(REPO_ROOT / "notebooks")], env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "08_report: profile smoke" in (tmp_path / "a.ipynb").read_text()
+    assert json.loads((outputs / "smoke" / "manifest.json").read_text())["notebooks"]["08_report"]["status"] == "direct"
+    assert not (outputs / "default").exists()
+    bad = subprocess.run([sys.executable, "-m", "papermill", nb, str(tmp_path / "b.ipynb"), "-p", "profle", "smoke"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "unknown notebook parameter(s) 'profle'" in bad.stderr + (tmp_path / "b.ipynb").read_text()
+    assert not (outputs / "default").exists()
+
+
+def test_force_retrains(smoke_run):
+    """Last in this module: it retrains the baselines in place."""
+    out, _, _ = smoke_run
+    before = {arm: json.loads((out / "jobs" / arm / "seed0" / "job.json").read_text())["finished_utc"]
+              for arm in ["just_rag", "unlikelihood"]}
+    weights = (out / "checkpoints" / "just_rag" / "seed0" / "checkpoint.json").read_text()
+    import time
+
+    time.sleep(1.1)  # the records are stamped to the second
+    env = {**os.environ, "RLCP_OUTPUTS_DIR": str(out.parent)}
+    run = subprocess.run([sys.executable, "-m", "rlcp_utils.pipeline", "--profile", "smoke", "--only", "02_baselines", "--force"],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    for arm, stamp in before.items():
+        assert json.loads((out / "jobs" / arm / "seed0" / "job.json").read_text())["finished_utc"] != stamp
+    assert (out / "checkpoints" / "just_rag" / "seed0" / "checkpoint.json").read_text() != weights

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rlcp_utils import data, train
+from rlcp_utils import batching, data, train
 from rlcp_utils.config import load_profile
 
 FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
@@ -182,29 +182,37 @@ def test_train_arm_learns_rag_and_logs_every_step(tiny_model, tiny_tokenizer, tm
     assert isinstance(probe, train.LinearProbe) and not model.training
 
 
-def test_checkpoint_roundtrip_and_run_key(tiny_model, tiny_tokenizer, tmp_path, monkeypatch):
-    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
-    profile = load_profile("smoke")
-    trained = copy.deepcopy(tiny_model)
-    with torch.no_grad():
-        for p in trained.parameters():
-            p.add_(0.1)
-    probe = train.LinearProbe(trained.config.hidden_size, 4)
-    key = train.run_key(profile, FACTS, "plain")
-    assert key != train.run_key(profile, FACTS[:3], "plain") and key != train.run_key(profile, FACTS, "chat")
-    assert key != train.run_key(load_profile("smoke", {"lambda_kl": 1.0}), FACTS, "plain")  # training setting: retrain
-    assert key == train.run_key(load_profile("smoke", {"gsm8k_n_problems": 9}), FACTS, "plain")  # analysis setting: keep
-    train.save_checkpoint(profile, "rlcp", trained, probe, key, {"train_seconds": 1.0})
-    fresh = copy.deepcopy(tiny_model)
-    assert train.load_checkpoint(profile, "rlcp", fresh, "another-key") is None  # settings changed: retrain
-    loaded_probe, info = train.load_checkpoint(profile, "rlcp", fresh, key)
-    ids = torch.tensor([[5, 6, 7]])
-    with torch.no_grad():
-        torch.testing.assert_close(fresh(ids).logits, trained(ids).logits)
-        h = torch.randn(2, trained.config.hidden_size)
-        torch.testing.assert_close(loaded_probe(h), probe(h))
-    assert info["train_seconds"] == 1.0 and info["arm"] == "rlcp"
-    assert [p.name for p in train.checkpoint_dir(profile, "rlcp").parent.iterdir()] == ["rlcp"]  # no temporary left
+def test_two_seeds_give_different_orders_and_the_same_seed_identical_losses(tiny_model, tiny_tokenizer):
+    import pandas as pd
+
+    items = _items(tiny_tokenizer)
+    ref = train.ReferenceCache(tiny_model, items, tiny_tokenizer.pad_token_id, False)
+
+    def run(seed):
+        model = copy.deepcopy(tiny_model)
+        settings = train.TrainSettings(epochs=3, batch_size=2, learning_rate=3e-3, probe_learning_rate=1e-2,
+                                       probe_layer=2, kl_on_answer=False, max_grad_norm=1.0, seed=seed)
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as d:
+            train.train_arm(model, items, len(FACTS), train.ArmWeights(1.0, 2.0, 0.5, 5.0), settings, ref,
+                            tiny_tokenizer.pad_token_id, Path(d) / "log.csv")
+            return pd.read_csv(Path(d) / "log.csv")
+
+    a, again, b = run(0), run(0), run(1)
+    assert train.epoch_schedule(items, len(FACTS), 3, 2, 0) != train.epoch_schedule(items, len(FACTS), 3, 2, 1)
+    cols = ["total", "l_rag", "l_probe", "ce_no_context", "l_kl"]
+    pd.testing.assert_frame_equal(a[cols], again[cols])
+    assert not a[cols].equals(b[cols])
+
+
+def test_rag_ce_on_answer_positions_equals_the_full_logits(tiny_model, tiny_tokenizer):
+    items = _items(tiny_tokenizer)[:3]
+    ids, mask = batching.right_pad([it.rag_ids for it in items], tiny_tokenizer.pad_token_id)
+    pl, al = [it.rag_prompt_len for it in items], [it.answer_len for it in items]
+    full = train.answer_ce(tiny_model(input_ids=ids, attention_mask=mask).logits, ids, pl, al)
+    torch.testing.assert_close(train.answer_ce_only(tiny_model, ids, mask, pl, al), full, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kl_on_answer", [False, True])

@@ -1,0 +1,263 @@
+"""The paper's claims and the one set of rules that judges them, on the results record (results.py).
+
+Notebook 03 shows the Table 1 subset (section 'Forgetting ...'), 08 all of them; both call `judge`, so a
+claim gets the same verdict wherever it is shown. Every rule reads the interval, not only the mean: for a
+trained arm the interval is the two-level bootstrap over training seeds and facts, so a verdict holds across
+seeds. 'reproduced' needs the whole interval on the paper's side of the rule's threshold; 'not reproduced'
+the whole interval on the other side (or the rule's own fallback); 'partly' is in between, as each rule says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+
+from . import results
+
+
+class Missing(KeyError):
+    """A metric this profile did not produce (an arm not trained, a notebook not run)."""
+
+
+class View:
+    """The summary view of a results record (results.summary), with the accessors the rules use."""
+
+    def __init__(self, record: pd.DataFrame):
+        self.record = record
+        self.table = results.summary(record)
+
+    def row(self, arm: str, key: str) -> pd.Series:
+        try:
+            return self.table.loc[(arm, key)]
+        except KeyError:
+            raise Missing(f"{arm}.{key}") from None
+
+    def value(self, arm: str, key: str) -> float:
+        return float(self.row(arm, key).value)
+
+    def ci(self, arm: str, key: str) -> tuple[float, float]:
+        r = self.row(arm, key)
+        return float(r.ci_low), float(r.ci_high)
+
+    def chance(self, arm: str, key: str) -> float:
+        c = self.row(arm, key).chance
+        return float("nan") if c is None or pd.isna(c) else float(c)
+
+    def shown(self, arm: str, key: str, pct: bool = True) -> str:
+        v, (lo, hi) = self.value(arm, key), self.ci(arm, key)
+        text = f"{v:.1%} [{lo:.0%}, {hi:.0%}]" if pct else f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+        rng = results.seed_range(self.record, arm, key)
+        if rng is not None:
+            text += f"; seeds {rng[0]:.0%}–{rng[1]:.0%}" if pct else f"; seeds {rng[0]:.2f}–{rng[1]:.2f}"
+        return text
+
+    def n(self, arm: str, key: str) -> str:
+        r = self.row(arm, key)
+        parts = []
+        if not pd.isna(r.n_units):
+            parts.append(f"{int(r.n_units)} {r.unit if isinstance(r.unit, str) else 'units'}")
+        if not pd.isna(r.n_prompts):
+            parts.append(f"{int(r.n_prompts)} prompts")
+        n_seeds = 0 if pd.isna(r.n_seeds) else int(r.n_seeds)
+        parts.append(f"{n_seeds} seed{'s' if n_seeds != 1 else ''}" if n_seeds else "untrained")
+        return ", ".join(parts)
+
+    # --- the building blocks of the rules -----------------------------------------------------------------
+    def below(self, arm: str, key: str, threshold: float) -> bool:
+        """The whole interval below the threshold."""
+        return self.ci(arm, key)[1] < threshold
+
+    def at_least(self, arm: str, key: str, threshold: float) -> bool:
+        """The whole interval at or above the threshold."""
+        return self.ci(arm, key)[0] >= threshold
+
+    def at_chance(self, arm: str, key: str) -> bool:
+        lo, hi = self.ci(arm, key)
+        return lo <= self.chance(arm, key) <= hi
+
+    def interval_below(self, arm_a: str, arm_b: str, key: str) -> bool:
+        """arm_a's interval lies entirely below arm_b's."""
+        return self.ci(arm_a, key)[1] < self.ci(arm_b, key)[0]
+
+
+def verdict(full: bool, part: bool = False) -> str:
+    return "reproduced" if full else ("partly" if part else "not reproduced")
+
+
+@dataclass(frozen=True)
+class Claim:
+    section: str
+    claim: str
+    paper: str
+    arm: str
+    key: str
+    rule: str  # the rule, in words (shown in the report)
+    judge: Callable[[View], str]
+    pct: bool = True
+    compare_to: str | None = None  # the arm the claim contrasts with, shown before ours ("original → rlcp")
+
+
+NO_CTX, NO_CTX_HO = "targets.no_context_recall.train", "targets.no_context_recall.heldout"
+ADV = "targets.adversary_probe_accuracy.train"
+
+
+def _recall_rule(v: View) -> str:
+    both = v.below("rlcp", NO_CTX, 0.07) and v.below("rlcp", NO_CTX_HO, 0.07)
+    one = v.below("rlcp", NO_CTX, 0.07) or v.below("rlcp", NO_CTX_HO, 0.07) or v.value("rlcp", NO_CTX) < 0.07
+    return verdict(both, one)
+
+
+def _retain_rule(v: View) -> str:
+    orig = v.value("original", "retain.no_context_recall.train")
+    return verdict(v.at_least("rlcp", "retain.no_context_recall.train", 0.8 * orig),
+                   v.ci("rlcp", "retain.no_context_recall.train")[1] >= 0.4 * orig)
+
+
+def _fresh_probe(claim: str, key: str) -> Claim:
+    return Claim("Decodability (04, fresh probes)", claim, "≈ chance (paper: linearly undecodable)", "rlcp", key,
+                 "chance inside the 95% interval (partly: the interval below half the original's accuracy)",
+                 lambda v: verdict(v.at_chance("rlcp", key), v.below("rlcp", key, 0.5 * v.value("original", key))),
+                 compare_to="original")
+
+
+CLAIMS: list[Claim] = [
+    Claim("Forgetting (Table 1)", "RLCP: no-context recall of the target facts < 7%", "< 7%", "rlcp", NO_CTX,
+          "interval below 7% on training and held-out templates (partly: on one of them, or the mean only)",
+          _recall_rule, compare_to="original"),
+    Claim("Forgetting (Table 1)", "RLCP keeps answering from context (RAG), held-out wordings", "high (target ≥ 90%)",
+          "rlcp", "targets.rag_accuracy.heldout",
+          "interval at or above 90% on held-out templates (partly: its upper end reaches 90%, or training templates do)",
+          lambda v: verdict(v.at_least("rlcp", "targets.rag_accuracy.heldout", 0.9),
+                            v.ci("rlcp", "targets.rag_accuracy.heldout")[1] >= 0.9
+                            or v.at_least("rlcp", "targets.rag_accuracy.train", 0.9)),
+          compare_to="original"),
+    Claim("Forgetting (Table 1)", "Just-RAG's probe still reads the facts", "88.5%", "just_rag", ADV,
+          "interval at or above 75% (partly: at or above 25%)",
+          lambda v: verdict(v.at_least("just_rag", ADV, 0.75), v.at_least("just_rag", ADV, 0.25))),
+    Claim("Forgetting (Table 1)", "RLCP's adversary probe at chance", "≈ 6.7% (1/15)", "rlcp", ADV,
+          "chance inside the 95% interval", lambda v: verdict(v.at_chance("rlcp", ADV))),
+    Claim("Forgetting (not claimed, implied)", "Forgetting is targeted: retain facts keep their recall", "not measured",
+          "rlcp", "retain.no_context_recall.train",
+          "interval at or above 80% of the original's retain recall (partly: its upper end reaches 40%)",
+          _retain_rule, compare_to="original"),
+    _fresh_probe("Facts linearly undecodable at l*: fresh fact probe, held-out templates",
+                 "heldout_probe_accuracy.fact.linear.last"),
+    _fresh_probe("The targets' country undecodable at l*: country probe from other cities, last token",
+                 "heldout_probe_accuracy.country_target.linear.last"),
+    _fresh_probe("… and at the city token (where the entity is looked up)",
+                 "heldout_probe_accuracy.country_target.linear.city"),
+    *[Claim("Geometry (05, Fig. 1)", f"Cities and fruits intermixed at l*, {ctx} context (type probe on held-out entities)",
+            "intermixed (t-SNE)", "rlcp", f"collapse.{ctx}.type_probe_heldout_entities",
+            "interval at or below 50% (chance 1/3; partly: interval below the original's)",
+            lambda v, ctx=ctx: verdict(v.ci("rlcp", f"collapse.{ctx}.type_probe_heldout_entities")[1] <= 0.5,
+                                       v.interval_below("rlcp", "original", f"collapse.{ctx}.type_probe_heldout_entities")),
+            compare_to="original")
+      for ctx in ["question", "entity"]],
+    *[Claim("Geometry (05, Fig. 2)", f"Entities collapse to type centroids, {ctx} context: within-type ÷ between-centroid distance",
+            "collapse (picture)", "rlcp", f"collapse.{ctx}.within_to_between",
+            "interval below the original's and target-city identity NN ≤ chance + 10 points (partly: one of the two)",
+            lambda v, ctx=ctx: (lambda a, b: verdict(a and b, a or b))(
+                v.interval_below("rlcp", "original", f"collapse.{ctx}.within_to_between"),
+                v.value("rlcp", f"collapse.{ctx}.identity_nn.city_target")
+                <= v.chance("rlcp", f"collapse.{ctx}.identity_nn.city_target") + 0.10),
+            pct=False, compare_to="original")
+      for ctx in ["question", "entity"]],
+    Claim("Attention (06, Fig. 3)", "Attention at l* sharpens: entropy over the context (nats)", "1.59 → 0.90",
+          "rlcp", "attention.entropy_context.target", "RLCP's interval below Just-RAG's (partly: lower mean)",
+          lambda v: verdict(v.interval_below("rlcp", "just_rag", "attention.entropy_context.target"),
+                            v.value("rlcp", "attention.entropy_context.target") < v.value("just_rag", "attention.entropy_context.target")),
+          pct=False, compare_to="just_rag"),
+    Claim("Attention (06, Fig. 4)", "Attention on the evidence token at l*", "< 0.1 → ≈ 0.7", "rlcp",
+          "attention.evidence_weight.target", "RLCP ≥ 0.5 and Just-RAG < 0.2 (partly: RLCP's interval above Just-RAG's)",
+          lambda v: verdict(v.at_least("rlcp", "attention.evidence_weight.target", 0.5)
+                            and v.below("just_rag", "attention.evidence_weight.target", 0.2),
+                            v.interval_below("just_rag", "rlcp", "attention.evidence_weight.target")),
+          pct=False, compare_to="just_rag"),
+    Claim("GSM8K (07, Table 2)", "RLCP writes 'Step 1 / Step 2' scaffolding", "emerges (examples)", "rlcp", "gsm8k.step_headers",
+          "paired difference to the original with its interval above 0 and larger than Just-RAG's (partly: above 0 only)",
+          lambda v: verdict(v.ci("rlcp", "gsm8k.step_headers.minus_original")[0] > 0
+                            and v.value("rlcp", "gsm8k.step_headers.minus_original") > v.value("just_rag", "gsm8k.step_headers.minus_original"),
+                            v.ci("rlcp", "gsm8k.step_headers.minus_original")[0] > 0),
+          compare_to="original"),
+    Claim("GSM8K (07)", "Replies get longer (the paper's alternative explanation: KL verbosity)", "raised as possible", "rlcp",
+          "gsm8k.n_tokens", "paired difference to the original (tokens) with its interval above 0 (partly: mean above 0)",
+          lambda v: verdict(v.ci("rlcp", "gsm8k.n_tokens.minus_original")[0] > 0, v.value("rlcp", "gsm8k.n_tokens.minus_original") > 0),
+          pct=False, compare_to="original"),
+    Claim("GSM8K (07)", "Reasoning kept or improved: GSM8K accuracy", "(implied)", "rlcp", "gsm8k.correct",
+          "paired difference interval includes or is above 0; inconclusive when the original scores ≤ 5% (floor)",
+          lambda v: "inconclusive" if v.value("original", "gsm8k.correct") <= 0.05 else
+          verdict(v.ci("rlcp", "gsm8k.correct.minus_original")[1] >= 0, v.value("rlcp", "gsm8k.correct.minus_original") >= 0),
+          compare_to="original"),
+]
+
+
+def judge(record: pd.DataFrame, section: str | None = None, claims: list[Claim] | None = None) -> pd.DataFrame:
+    """Every claim (or those whose section starts with `section`) with our numbers, chance, n and verdict."""
+    v = View(record)
+    rows = []
+    for c in claims or CLAIMS:
+        if section is not None and not c.section.startswith(section):
+            continue
+        try:
+            ours = f"{v.shown(c.arm, c.key, c.pct)} ({c.arm})"
+            if c.compare_to:
+                ours = f"{v.shown(c.compare_to, c.key, c.pct)} ({c.compare_to}) → {ours}"
+            ch = v.chance(c.arm, c.key)
+            ch = "–" if math.isnan(ch) else (f"{ch:.1%}" if c.pct else f"{ch:.2f}")
+            n, outcome = v.n(c.arm, c.key), c.judge(v)
+        except Missing as err:
+            ours, ch, n, outcome = f"not measured ({err.args[0]})", "–", "–", "not measured"
+        rows.append({"section": c.section, "claim": c.claim, "paper": c.paper, "ours": ours, "chance": ch, "n": n,
+                     "rule": c.rule, "verdict": outcome})
+    return pd.DataFrame(rows)
+
+
+# --- Table 1 -----------------------------------------------------------------------------------------------
+
+TABLE1_ROWS = ["targets.rag_accuracy.train", "targets.rag_accuracy.heldout", "targets.no_context_recall.train",
+               "targets.no_context_recall.heldout", "targets.adversary_probe_accuracy.train",
+               "targets.adversary_probe_accuracy.heldout", "retain.no_context_recall.train", "retain.rag_accuracy.train"]
+TABLE1_ARMS = ["original", "just_rag", "unlikelihood", "rlcp"]
+PAPER = {("rlcp", "targets.no_context_recall.train"): "< 7%", ("just_rag", "targets.adversary_probe_accuracy.train"): "88.5%",
+         ("rlcp", "targets.adversary_probe_accuracy.train"): "≈ 6.7% (chance)"}
+
+
+def table1(record: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 in long form: per arm and metric the summary row, the per-seed range and the paper's number."""
+    v = View(record)
+    rows = []
+    for arm in TABLE1_ARMS:
+        for key in TABLE1_ROWS:
+            try:
+                r = v.row(arm, key)
+            except Missing:
+                continue
+            rng = results.seed_range(record, arm, key)
+            rows.append({"arm": arm, "metric": key, "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                         "seed_min": rng[0] if rng else float("nan"), "seed_max": rng[1] if rng else float("nan"),
+                         "chance": r.chance, "n_facts": r.n_units, "n_prompts": r.n_prompts, "n_seeds": r.n_seeds,
+                         "interval": r.interval, "paper": PAPER.get((arm, key), "")})
+    return pd.DataFrame(rows)
+
+
+def table1_markdown(t1: pd.DataFrame) -> str:
+    """Table 1 as markdown: 'mean [interval]' and, for arms with several seeds, the range of seed means."""
+    from .outputs import markdown_table
+
+    if t1.empty:
+        return "(no results yet)\n"
+    cells = []
+    for r in t1.itertuples():
+        cell = f"{r.value:.1%} [{r.ci_low:.0%}, {r.ci_high:.0%}]"
+        if not pd.isna(r.seed_min):
+            cell += f"; seeds {r.seed_min:.0%}–{r.seed_max:.0%}"
+        cells.append(cell)
+    pretty = t1.assign(cell=cells).pivot(index="metric", columns="arm", values="cell")
+    arms = [a for a in TABLE1_ARMS if a in pretty.columns]
+    seeds = {a: int(t1[t1.arm == a].n_seeds.max()) for a in arms}
+    pretty = pretty.reindex(index=[k for k in TABLE1_ROWS if k in pretty.index], columns=arms)
+    pretty.columns = [a if seeds[a] == 0 else f"{a} ({seeds[a]} seeds)" for a in arms]
+    return markdown_table(pretty)

@@ -1,0 +1,194 @@
+"""Training jobs: one (arm, seed) each, trained, evaluated and saved on its own; and loading arms for analysis.
+
+    outputs/<profile>/jobs/<arm>/seed<k>/        committed: job.json, results.csv, per_item.csv, train_log.csv
+    outputs/<profile>/checkpoints/<arm>/seed<k>/ not committed, first seed only: model.safetensors, probe.pt
+
+A job is done when its job.json carries the current job key (every parameter that shapes training, the target
+facts, the prompt format, the arm, the seed and the precision): a rerun loads its results instead of
+training. An interrupted run loses at most the job in progress, since job.json is written last and each
+folder is replaced atomically. Jobs are independent: any order, any subset. Trained weights stay on the
+machine that trained them; an analysis that needs them on another machine retrains that one job
+(`load_arm`), never the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import evaluate, results, train
+from .config import params_through
+from .notebook import force_recompute
+
+# Parameters that list jobs rather than shape one: adding a seed or an arm leaves the other jobs' keys alone
+_NOT_IN_JOB_KEY = {"seeds", "arms", "description"}
+
+
+def job_dir(profile, arm: str, seed: int) -> Path:
+    return profile.output_dir / "jobs" / arm / f"seed{seed}"
+
+
+def weights_dir(profile, arm: str, seed: int) -> Path:
+    return profile.output_dir / "checkpoints" / arm / f"seed{seed}"
+
+
+def precision_of(profile) -> str:
+    from .model import resolve_precision
+
+    return resolve_precision(profile["precision"], profile["device"])["precision"]
+
+
+def job_key(profile, arm: str, seed: int, study) -> str:
+    """What one trained model depends on. Analysis parameters (04 onwards) are left out: changing them never
+    retrains an arm."""
+    shaping = {k: v for k, v in params_through(profile.params, 3).items() if k not in _NOT_IN_JOB_KEY}
+    blob = json.dumps([shaping, [(t["city"], t["country"]) for t in study.targets], study.prompt_format, arm, seed,
+                       precision_of(profile)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_job(profile, arm: str, seed: int, key: str) -> dict | None:
+    folder = job_dir(profile, arm, seed)
+    meta = folder / "job.json"
+    if force_recompute() or not meta.exists():
+        return None
+    info = json.loads(meta.read_text())
+    if info.get("job_key") != key:
+        return None
+    return info
+
+
+def _train(profile, arm: str, seed: int, study, items, ref, log_path: Path | None):
+    """Train one job from the original model; returns (model, tokenizer, probe, seconds). The weights are
+    saved for the first training seed only, the model that the analyses (04-07) load: 0.5 GB per job."""
+    from .model import folder_written_atomically, load_for, save_weights
+
+    lm, tok = load_for(profile)
+    weights = train.arm_weights(arm, profile)
+    t0 = time.time()
+    probe = train.train_arm(lm, items, len(study.targets), weights, train.settings_from_params(profile, seed), ref,
+                            tok.pad_token_id, log_path, desc=f"train {arm} seed {seed}")
+    seconds = time.time() - t0
+    if seed != profile["seeds"][0]:
+        return lm, tok, probe, seconds
+    with folder_written_atomically(weights_dir(profile, arm, seed)) as tmp:
+        save_weights(lm, tmp / "model.safetensors")
+        torch.save(probe.state_dict(), tmp / "probe.pt")
+        (tmp / "checkpoint.json").write_text(json.dumps({"arm": arm, "seed": seed, "job_key": job_key(profile, arm, seed, study),
+                                                         "trained_utc": _now()}, indent=2))
+    return lm, tok, probe, seconds
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_job(profile, arm: str, seed: int, study, items, ref) -> dict:
+    """Train and evaluate one (arm, seed), or load its finished results. Returns {'rows': record rows,
+    'per_item': DataFrame, 'seconds': training time, 'trained': bool}."""
+    from .model import folder_written_atomically
+
+    P = profile
+    key = job_key(P, arm, seed, study)
+    info = _read_job(P, arm, seed, key)
+    folder = job_dir(P, arm, seed)
+    if info is not None:
+        return {"rows": results.read(folder / "results.csv").to_dict("records"),
+                "per_item": pd.read_csv(folder / "per_item.csv", keep_default_na=False, na_values=[""]),
+                "seconds": info["train_seconds"], "trained": False}
+    with folder_written_atomically(folder) as tmp:
+        lm, tok, probe, seconds = _train(P, arm, seed, study, items, ref, tmp / "train_log.csv")
+        rows, per_item = evaluate.evaluate_arm(lm, tok, arm, {"targets": study.targets, "retain": study.retain},
+                                               study.questions, study.evidences, study.prompt_format, P["eval_batch_size"],
+                                               P["n_bootstrap"], P["seed"], desc=f"evaluate {arm} seed {seed}")
+        adv_rows, adv_items = evaluate.adversary_accuracy(lm, probe, tok, study.targets, study.questions, study.prompt_format,
+                                                          P["probe_layer"], P["eval_batch_size"], P["n_bootstrap"], P["seed"])
+        record = evaluate.record_rows(rows + [{"arm": arm, **r} for r in adv_rows], str(seed), 1)
+        per_item = pd.DataFrame(per_item + [{"arm": arm, **r} for r in adv_items]).assign(seed=seed)
+        results.write(P, train_notebook(arm), record, path=tmp / "results.csv")
+        per_item.to_csv(tmp / "per_item.csv", index=False)
+        steps = len(train.epoch_schedule(items, len(study.targets), P["epochs"], P["batch_size"], seed))
+        (tmp / "job.json").write_text(json.dumps({
+            "arm": arm, "seed": seed, "job_key": key, "train_seconds": round(seconds, 1), "steps": steps,
+            "precision": precision_of(P), "weights": vars(train.arm_weights(arm, P)), "finished_utc": _now()}, indent=2) + "\n")
+    return {"rows": record, "per_item": per_item, "seconds": seconds, "trained": True}
+
+
+def train_notebook(arm: str) -> str:
+    """The notebook whose results a paper arm's jobs belong to."""
+    return "03_rlcp_training" if arm == "rlcp" else "02_baselines"
+
+
+def run_arm(profile, arm: str, study, items, ref) -> dict:
+    """Every seed of one arm (run_job each), then the summary over seeds. Returns {'rows': per-seed and
+    'all' rows, 'jobs': {seed: run_job result}}."""
+    jobs = {seed: run_job(profile, arm, seed, study, items, ref) for seed in profile["seeds"]}
+    seed_rows = pd.DataFrame([r for j in jobs.values() for r in j["rows"]])
+    per_item = pd.concat([j["per_item"] for j in jobs.values()], ignore_index=True)
+    summary = evaluate.summarize_seeds(per_item, seed_rows, profile["n_bootstrap"], profile["seed"])
+    return {"rows": seed_rows.to_dict("records") + summary, "jobs": jobs}
+
+
+def train_log(profile, arm: str, seed: int) -> pd.DataFrame:
+    return pd.read_csv(job_dir(profile, arm, seed) / "train_log.csv")
+
+
+def load_arm(profile, arm: str, study, seed: int | None = None):
+    """The model of one arm for analysis: 'original', or the trained job (arm, seed); seed defaults to the
+    profile's first training seed. Returns (model, tokenizer, probe or None).
+
+    Weights are not committed: when this machine lacks them, the job is trained again here (same seed and
+    settings), and the committed results of the job are left as they are."""
+    from safetensors.torch import load_file
+
+    from .model import load_for
+
+    if arm == "original":
+        lm, tok = load_for(profile)
+        return lm, tok, None
+    seed = profile["seeds"][0] if seed is None else seed
+    key = job_key(profile, arm, seed, study)
+    folder = weights_dir(profile, arm, seed)
+    meta = folder / "checkpoint.json"
+    if not meta.exists() or json.loads(meta.read_text()).get("job_key") != key:
+        print(f"the weights of {arm} seed {seed} are not on this machine (they are not committed): training that job again")
+        items = train.make_train_items(*_tokenizer_and(profile, study))
+        ref = reference_cache(profile, items)
+        lm, tok, probe, _ = _train(profile, arm, seed, study, items, ref, log_path=None)
+        return lm, tok, probe
+    lm, tok = load_for(profile)
+    missing, unexpected = lm.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    if unexpected or [m for m in missing if m != "lm_head.weight"]:
+        raise RuntimeError(f"checkpoint {folder} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    lm.tie_weights()
+    probe_state = torch.load(folder / "probe.pt", map_location="cpu")
+    probe = train.LinearProbe(*reversed(probe_state["linear.weight"].shape))
+    probe.load_state_dict(probe_state)
+    return lm, tok, probe.to(next(lm.parameters()).device)
+
+
+def _tokenizer_and(profile, study):
+    from .model import load_for
+
+    _, tok = load_for(profile)
+    return tok, study.targets, study.questions, study.evidences, study.prompt_format
+
+
+def reference_cache(profile, items) -> train.ReferenceCache:
+    """The frozen original's log-probabilities on the training inputs (see train.ReferenceCache)."""
+    from .model import load_for
+
+    reference, tok = load_for(profile)
+    return train.ReferenceCache(reference, items, tok.pad_token_id, profile["kl_on_answer"])
+
+
+def remove_weights(profile) -> None:
+    """Delete every trained weight of a profile (not its committed results)."""
+    shutil.rmtree(profile.output_dir / "checkpoints", ignore_errors=True)

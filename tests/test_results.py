@@ -1,0 +1,144 @@
+"""The results record, the seed summary (two-level bootstrap) and the claim rules, on hand-made rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlcp_utils import claims, evaluate, results
+from rlcp_utils.config import load_profile
+
+
+@pytest.fixture
+def profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
+    return load_profile("smoke")
+
+
+def _row(arm, metric, value, lo, hi, seed="all", n_seeds=3, chance=0.0, **kw):
+    return {"arm": arm, "seed": seed, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi, "chance": chance,
+            "unit": "facts", "n_units": 15, "n_prompts": 105, "n_seeds": n_seeds, **kw}
+
+
+def test_write_and_load_roundtrip(profile):
+    results.write(profile, "02_baselines", [_row("just_rag", "targets.rag_accuracy.train", 1.0, 1.0, 1.0)])
+    results.write(profile, "01_data", [_row("original", "targets.rag_accuracy.train", 0.9, 0.8, 0.95, n_seeds=0)])
+    df = results.load(profile)
+    assert list(df.columns) == results.COLUMNS and len(df) == 2
+    assert set(df.notebook) == {"01_data", "02_baselines"} and df.seed.tolist() == ["all", "all"]
+    text = (results.results_dir(profile) / "01_data.csv").read_text()
+    assert ",15,105,0" in text  # counts stay integers
+
+
+@pytest.mark.parametrize("content,message", [
+    ("arm,seed,metric,value\nrlcp,0,x,1\n", "missing columns"),
+    (",".join(results.COLUMNS) + "\n02,rlcp,zero,x,1,,,,,,,,\n", "seed must be a number or 'all'"),
+    (",".join(results.COLUMNS) + "\n02,rlcp,0,x,high,,,,,,,,\n", "not numeric"),
+    (",".join(results.COLUMNS) + "\n02,rlcp,0,x,1,,,,,,,,\n02,rlcp,0,x,2,,,,,,,,\n", "appears twice"),
+    (",".join(results.COLUMNS) + "\n02,,0,x,1,,,,,,,,\n", "empty values"),
+])
+def test_loader_rejects_a_malformed_file_naming_it(profile, content, message):
+    folder = results.results_dir(profile)
+    folder.mkdir(parents=True)
+    (folder / "05_bad.csv").write_text(content)
+    with pytest.raises(results.ResultsFormatError, match=message) as err:
+        results.load(profile)
+    assert "05_bad.csv" in str(err.value)
+
+
+def test_summary_prefers_the_row_over_all_seeds():
+    df = results.frame([_row("rlcp", "m", 0.5, 0.4, 0.6), _row("rlcp", "m", 0.7, 0.6, 0.8, seed="0", n_seeds=1),
+                        _row("rlcp", "single", 0.1, 0.0, 0.2, seed="0", n_seeds=1)], "03")
+    s = results.summary(df)
+    assert s.loc[("rlcp", "m")].value == 0.5 and s.loc[("rlcp", "single")].value == 0.1
+    assert results.seed_range(df, "rlcp", "m") is None  # one per-seed row: no range
+
+
+def test_two_level_interval_covers_seed_variation():
+    """Synthetic [seeds, facts] scores with a known seed effect: the interval over seeds and facts is much
+    wider than the fact bootstrap of one seed, and its width follows the closed-form standard error."""
+    rng = np.random.default_rng(0)
+    n_seeds, n_units, sd_seed, sd_unit = 40, 30, 0.10, 0.05
+    values = 0.5 + sd_seed * rng.standard_normal((n_seeds, 1)) + sd_unit * rng.standard_normal((n_seeds, n_units))
+    mean, lo, hi = evaluate.two_level_bootstrap(values, 4000, 0)
+    # seeds and facts crossed: Var(grand mean) ~ Var(seed means) / S + Var(unit means) / U (sample estimates)
+    se = np.sqrt(values.mean(axis=1).var(ddof=1) / n_seeds + values.mean(axis=0).var(ddof=1) / n_units)
+    assert mean == pytest.approx(values.mean())
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.2)
+    # a bootstrap over facts alone (each fact averaged over the seeds) misses the seed variation
+    _, lo_f, hi_f = evaluate.bootstrap_ci(values.mean(axis=0), 4000, 0)
+    assert hi - lo > 3 * (hi_f - lo_f)
+    # seeds that agree: the interval is the fact bootstrap of one seed, not narrower for having copies
+    same = np.tile(values[:1], (n_seeds, 1))
+    _, lo_same, hi_same = evaluate.two_level_bootstrap(same, 4000, 0)
+    _, lo1, hi1 = evaluate.bootstrap_ci(values[0], 4000, 0)
+    assert (hi_same - lo_same) == pytest.approx(hi1 - lo1, rel=0.15)
+    with pytest.raises(ValueError):
+        evaluate.two_level_bootstrap(np.zeros(3), 10, 0)
+
+
+def test_summarize_seeds_averages_facts_within_seeds_then_seeds():
+    rows = []
+    for seed, acc in [(0, [1, 1, 0]), (1, [0, 0, 0])]:
+        for city, c in zip("abc", acc):
+            rows += [{"arm": "rlcp", "seed": seed, "facts": "targets", "condition": "no_context_recall.train", "city": city,
+                      "correct": c, "answer_prob": 0.5}] * 2
+    seed_rows = pd.DataFrame([{"metric": "targets.no_context_recall.train", "chance": 0.1},
+                              {"metric": "targets.no_context_recall.train", "chance": 0.3}])
+    out = evaluate.summarize_seeds(pd.DataFrame(rows), seed_rows, 500, 0)
+    recall = next(r for r in out if r["metric"] == "targets.no_context_recall.train")
+    assert recall["value"] == pytest.approx(1 / 3) and recall["chance"] == pytest.approx(0.2)
+    assert recall["n_seeds"] == 2 and recall["n_units"] == 3 and recall["n_prompts"] == 6 and recall["seed"] == "all"
+    assert recall["ci_low"] <= 1 / 3 <= recall["ci_high"]
+    assert any(r["metric"] == "targets.no_context_recall_answer_prob.train" for r in out)
+
+
+def _record(changes=None):
+    base = {("original", "targets.no_context_recall.train"): (0.96, 0.93, 0.99),
+            ("rlcp", "targets.no_context_recall.train"): (0.0, 0.0, 0.0),
+            ("rlcp", "targets.no_context_recall.heldout"): (0.0, 0.0, 0.0),
+            ("original", "targets.rag_accuracy.heldout"): (0.87, 0.78, 0.93),
+            ("rlcp", "targets.rag_accuracy.heldout"): (0.80, 0.60, 0.90),
+            ("rlcp", "targets.rag_accuracy.train"): (1.0, 1.0, 1.0),
+            ("just_rag", "targets.adversary_probe_accuracy.train"): (1.0, 1.0, 1.0),
+            ("rlcp", "targets.adversary_probe_accuracy.train"): (0.11, 0.02, 0.24),
+            ("original", "retain.no_context_recall.train"): (0.95, 0.92, 0.97),
+            ("rlcp", "retain.no_context_recall.train"): (0.0, 0.0, 0.0)}
+    base.update(changes or {})
+    rows = [_row(arm, key, *v, n_seeds=0 if arm == "original" else 3,
+                 chance=1 / 15 if "adversary" in key else 0.0) for (arm, key), v in base.items()]
+    return results.frame(rows, "test")
+
+
+def _verdicts(record):
+    return claims.judge(record).set_index("claim").verdict
+
+
+def test_claim_rules_read_the_interval():
+    v = _verdicts(_record())
+    assert v["RLCP: no-context recall of the target facts < 7%"] == "reproduced"
+    assert v["RLCP keeps answering from context (RAG), held-out wordings"] == "partly"  # straddles 90%
+    assert v["Just-RAG's probe still reads the facts"] == "reproduced"
+    assert v["RLCP's adversary probe at chance"] == "reproduced"
+    assert v["Forgetting is targeted: retain facts keep their recall"] == "not reproduced"
+    assert v["Facts linearly undecodable at l*: fresh fact probe, held-out templates"] == "not measured"
+    # the same mean with an interval that reaches above 7%: no longer reproduced across seeds
+    v = _verdicts(_record({("rlcp", "targets.no_context_recall.heldout"): (0.05, 0.0, 0.2)}))
+    assert v["RLCP: no-context recall of the target facts < 7%"] == "partly"
+    v = _verdicts(_record({("rlcp", "targets.rag_accuracy.heldout"): (0.95, 0.91, 0.99),
+                             ("rlcp", "retain.no_context_recall.train"): (0.9, 0.85, 0.95),
+                             ("rlcp", "targets.adversary_probe_accuracy.train"): (0.5, 0.4, 0.6)}))
+    assert v["RLCP keeps answering from context (RAG), held-out wordings"] == "reproduced"
+    assert v["Forgetting is targeted: retain facts keep their recall"] == "reproduced"
+    assert v["RLCP's adversary probe at chance"] == "not reproduced"
+
+
+def test_table1_shows_the_seed_range_and_every_claim_has_a_rule():
+    record = pd.concat([_record(), results.frame([
+        _row("rlcp", "targets.rag_accuracy.heldout", 0.6, 0.5, 0.7, seed="0", n_seeds=1),
+        _row("rlcp", "targets.rag_accuracy.heldout", 0.9, 0.8, 1.0, seed="1", n_seeds=1)], "03")])
+    t1 = claims.table1(record)
+    row = t1[(t1.arm == "rlcp") & (t1.metric == "targets.rag_accuracy.heldout")].iloc[0]
+    assert (row.seed_min, row.seed_max, row.value) == (0.6, 0.9, 0.8)
+    md = claims.table1_markdown(t1)
+    assert "rlcp (3 seeds)" in md and "seeds 60%–90%" in md
+    assert all(c.rule for c in claims.CLAIMS) and len({c.claim for c in claims.CLAIMS}) == len(claims.CLAIMS)
