@@ -79,10 +79,12 @@ def save_figure(profile: Profile, fig, name: str) -> Path:
 
 
 def git_commit() -> str | None:
+    """HEAD, with '+dirty' when tracked code differs from it. What runs write (outputs/, the README's generated
+    blocks) does not count: a rerun over committed results changes them by design."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)outputs",
+                                ":(exclude)README.md"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -82,3 +82,24 @@ def test_markdown_table_and_readme_block(tmp_path):
     plain = tmp_path / "OTHER.md"
     plain.write_text("no block")
     assert not outputs.update_readme_table(plain, md) and plain.read_text() == "no block"
+
+
+def test_commit_is_dirty_for_code_changes_not_for_results(tmp_path, monkeypatch):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "outputs").mkdir(parents=True)
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "outputs" / "r.csv").write_text("a\n")
+    (repo / "README.md").write_text("readme\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    monkeypatch.setattr(outputs, "REPO_ROOT", repo)
+    assert not outputs.git_commit().endswith("+dirty")
+    (repo / "outputs" / "r.csv").write_text("b\n")
+    (repo / "README.md").write_text("readme, block rewritten\n")
+    assert not outputs.git_commit().endswith("+dirty")
+    (repo / "code.py").write_text("x = 2\n")
+    assert outputs.git_commit().endswith("+dirty")
