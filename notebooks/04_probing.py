@@ -69,10 +69,7 @@ print(f"arms {ARMS} (trained arms: training seed {P['seeds'][0]}), {K} targets, 
 
 
 def result_row(arm: str, metric: str, value, **fields) -> dict:
-    """One row of the results record: the original is untrained (seed 'all', 0 seeds); a trained arm is the
-    model of its first training seed (one seed)."""
-    seed, n_seeds = ("all", 0) if arm == "original" else (str(P["seeds"][0]), 1)
-    return {"arm": arm, "seed": seed, "metric": metric, "value": float(value), "n_seeds": n_seeds, **fields}
+    return results.analysis_row(P, arm, metric, value, **fields)
 
 
 # %% [markdown]

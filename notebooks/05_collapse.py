@@ -74,10 +74,7 @@ print(f"arms {ARMS} (trained arms: training seed {P['seeds'][0]}), layer l* = {L
 
 
 def result_row(arm: str, metric: str, value, **fields) -> dict:
-    """One row of the results record: the original is untrained (seed 'all', 0 seeds); a trained arm is the
-    model of its first training seed (one seed)."""
-    seed, n_seeds = ("all", 0) if arm == "original" else (str(P["seeds"][0]), 1)
-    return {"arm": arm, "seed": seed, "metric": metric, "value": float(value), "n_seeds": n_seeds, **fields}
+    return results.analysis_row(P, arm, metric, value, **fields)
 
 
 # %% [markdown]
@@ -147,27 +144,6 @@ n_entities = table.entity.nunique()
 is_target_city = (table.role == "target").to_numpy()
 
 
-def all_identical(X: np.ndarray) -> bool:
-    """True when every state is the same vector, up to float rounding (see the note above)."""
-    scale = np.abs(X).max()
-    return bool(scale == 0 or np.abs(X - X[0]).max() <= 1e-6 * scale)
-
-
-def geometry(X: np.ndarray, kinds: np.ndarray) -> dict[str, float]:
-    """probing.type_geometry, or NaN where it is undefined: with all states identical every distance is 0,
-    and the mean of identical float32 rows can differ from them by rounding, which turned 0 ÷ 0 into inf."""
-    if all_identical(X):
-        return {"within_to_between": np.nan, "silhouette": np.nan}
-    return probing.type_geometry(X, kinds)
-
-
-def identity_nn(X: np.ndarray) -> np.ndarray:
-    """probing.identity_nearest_neighbour per row (as floats), NaN where all states are identical (all ties)."""
-    if all_identical(X):
-        return np.full(len(X), np.nan)
-    return probing.identity_nearest_neighbour(X, entity, frame).astype(float)
-
-
 def type_probe_accuracy(X: np.ndarray) -> np.ndarray:
     """Per row: predicted type correct, with the row's entity held out (grouped folds over entities)."""
     correct = np.zeros(len(X), bool)
@@ -181,8 +157,8 @@ for ctx in CONTEXTS:
     for arm in ARMS:
         for layer in range(N_LAYERS):
             X = states[ctx][arm][:, layer]
-            nn = identity_nn(X)
-            per_frame = [geometry(X[frame == f], types[frame == f]) for f in range(len(FRAMES))]
+            nn = probing.identity_nearest_neighbour(X, entity, frame)
+            per_frame = [probing.type_geometry(X[frame == f], types[frame == f]) for f in range(len(FRAMES))]
             rows.append({"context": ctx, "arm": arm, "layer": layer, "identity_nn_city_target": nn[is_target_city].mean(),
                          **{f"identity_nn_{t}": nn[types == t].mean() for t in ["city", "fruit", "number"]},
                          "within_to_between": np.mean([g["within_to_between"] for g in per_frame]),
@@ -221,7 +197,7 @@ summary = []
 for ctx in CONTEXTS:
     for arm in ARMS:
         X = states[ctx][arm][:, LSTAR]
-        nn = identity_nn(X)
+        nn = probing.identity_nearest_neighbour(X, entity, frame)
         tp = type_probe_accuracy(X)
         for name, ok, mask, chance in [
             ("identity_nn.city_target", nn, is_target_city, 1 / n_entities),

@@ -42,7 +42,6 @@ profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on C
 # %%
 import json
 
-import pandas as pd
 from IPython.display import Markdown, display
 
 from rlcp_utils import claims, notebook, outputs, results

@@ -250,15 +250,50 @@ def bench_table(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def precision_comparison(bf16_profile: str = "default", fp32_profile: str = "fp32-check") -> "pd.DataFrame":
+    """Table 1 of RLCP, first training seed, in the two precisions, next to the spread of the training seeds:
+    bf16 autocast is acceptable where it moves a number less than retraining with another seed does.
+    Both profiles must have run (fp32-check: `python -m rlcp_utils.pipeline --profile fp32-check --only 01_data
+    03_rlcp_training`); the original model's rows show what bf16 does to evaluation alone."""
+    import pandas as pd
+
+    from . import claims, results
+
+    rows = []
+    a, b = (results.load(config.load_profile(name)) for name in (bf16_profile, fp32_profile))
+    seed0 = str(config.load_profile(bf16_profile)["seeds"][0])
+    for arm, seed in [("original", "all"), ("rlcp", seed0)]:
+        for key in claims.TABLE1_ROWS:
+            pick = lambda df: df[(df.arm == arm) & (df.seed == seed) & (df.metric == key)].value  # noqa: E731
+            v_bf16, v_fp32 = pick(a), pick(b)
+            if v_bf16.empty or v_fp32.empty:
+                continue
+            seeds = results.seed_range(a, arm, key)
+            spread = seeds[1] - seeds[0] if seeds else float("nan")
+            diff = float(v_bf16.iloc[0] - v_fp32.iloc[0])
+            rows.append({"arm": arm, "seed": seed, "metric": key, "fp32": float(v_fp32.iloc[0]), "bf16": float(v_bf16.iloc[0]),
+                         "bf16_minus_fp32": diff, "seed_range_bf16": spread,
+                         "within_seed_range": bool(abs(diff) <= spread) if seeds else None})
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement (median reported)")
     ap.add_argument("--gen-prompts", type=int, default=16, help="GSM8K prompts for the generation benchmark")
     ap.add_argument("--gen-tokens", type=int, default=64, help="new tokens per prompt in the generation benchmark")
     ap.add_argument("--out", default=None, help="output folder (default outputs/bench)")
+    ap.add_argument("--precision", action="store_true",
+                    help="only compare the default profile (bf16 where native) with the fp32-check profile")
     args = ap.parse_args(argv)
     P = config.load_profile("default")
     out_dir = Path(args.out) if args.out else config.outputs_root() / "bench"
+    if args.precision:
+        table = precision_comparison()
+        outputs.write_table_to(out_dir / "precision.csv", table)
+        outputs.atomic_write_text(out_dir / "precision.md", outputs.markdown_table(table.round(3).set_index(["arm", "seed", "metric"])))
+        print(table.round(3).to_string())
+        return 0
     t_start = time.time()
     result = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                           "device": "cpu", "python": sys.version.split()[0]}}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,9 +158,9 @@ def load_arm(profile, arm: str, study, seed: int | None = None):
     meta = folder / "checkpoint.json"
     if not meta.exists() or json.loads(meta.read_text()).get("job_key") != key:
         print(f"the weights of {arm} seed {seed} are not on this machine (they are not committed): training that job again")
-        items = train.make_train_items(*_tokenizer_and(profile, study))
-        ref = reference_cache(profile, items)
-        lm, tok, probe, _ = _train(profile, arm, seed, study, items, ref, log_path=None)
+        _, tok = load_for(profile)
+        items = train.make_train_items(tok, study.targets, study.questions, study.evidences, study.prompt_format)
+        lm, tok, probe, _ = _train(profile, arm, seed, study, items, reference_cache(profile, items), log_path=None)
         return lm, tok, probe
     lm, tok = load_for(profile)
     missing, unexpected = lm.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
@@ -174,13 +173,6 @@ def load_arm(profile, arm: str, study, seed: int | None = None):
     return lm, tok, probe.to(next(lm.parameters()).device)
 
 
-def _tokenizer_and(profile, study):
-    from .model import load_for
-
-    _, tok = load_for(profile)
-    return tok, study.targets, study.questions, study.evidences, study.prompt_format
-
-
 def reference_cache(profile, items) -> train.ReferenceCache:
     """The frozen original's log-probabilities on the training inputs (see train.ReferenceCache)."""
     from .model import load_for
@@ -189,6 +181,3 @@ def reference_cache(profile, items) -> train.ReferenceCache:
     return train.ReferenceCache(reference, items, tok.pad_token_id, profile["kl_on_answer"])
 
 
-def remove_weights(profile) -> None:
-    """Delete every trained weight of a profile (not its committed results)."""
-    shutil.rmtree(profile.output_dir / "checkpoints", ignore_errors=True)

@@ -61,7 +61,10 @@ def read_json(path: Path, default=None):
 
 
 def write_table(profile: Profile, name: str, frame) -> Path:
-    path = profile.sub("tables") / f"{name}.csv"
+    return write_table_to(profile.sub("tables") / f"{name}.csv", frame)
+
+
+def write_table_to(path: Path, frame) -> Path:
     atomic_write_text(path, frame.to_csv(index=False))
     return path
 

@@ -162,11 +162,22 @@ def control_labels(groups: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
 # --- geometry of entity types -----------------------------------------------------------------------------
 
 
+def states_coincide(X: np.ndarray, rtol: float = 1e-6) -> bool:
+    """True when every state is the same vector up to float rounding: at the embedding layer (0) the last
+    token of every question prompt is the same token, so all its states are one vector."""
+    scale = np.abs(X).max()
+    return bool(scale == 0 or np.abs(X - X[0]).max() <= rtol * scale)
+
+
 def type_geometry(X: np.ndarray, types: np.ndarray) -> dict[str, float]:
     """How tightly entities cluster by type, on one layer's states X [n, d] with a type label per row.
     - within_to_between: mean distance of a point to its type's centroid divided by the mean distance
       between type centroids. Collapse into type centroids drives it towards 0.
-    - silhouette: scikit-learn's silhouette of the type labels (Euclidean), in [-1, 1]."""
+    - silhouette: scikit-learn's silhouette of the type labels (Euclidean), in [-1, 1].
+    Both are undefined (NaN) when all states coincide: every distance is 0, and the mean of identical float32
+    rows can differ from them by rounding, which would turn 0 / 0 into inf."""
+    if states_coincide(X):
+        return {"within_to_between": float("nan"), "silhouette": float("nan")}
     kinds = np.unique(types)
     centroids = np.stack([X[types == k].mean(0) for k in kinds])
     within = np.mean([np.linalg.norm(X[types == k] - c, axis=1).mean() for k, c in zip(kinds, centroids)])
@@ -177,9 +188,12 @@ def type_geometry(X: np.ndarray, types: np.ndarray) -> dict[str, float]:
 def identity_nearest_neighbour(X: np.ndarray, entity: np.ndarray, frame: np.ndarray) -> np.ndarray:
     """Leave-one-frame-out nearest neighbour (cosine): for each state, is its nearest state under the
     *other* frames (sentence templates) the same entity? Per-row booleans; chance = 1 / (entities of the type
-    compared against). Needs no training, so capacity cannot inflate it."""
+    compared against). Needs no training, so capacity cannot inflate it. As floats, NaN for every row when
+    all states coincide (every neighbour is a tie)."""
+    if states_coincide(X):
+        return np.full(len(X), np.nan)
     Z = X / np.linalg.norm(X, axis=1, keepdims=True)
     sim = Z @ Z.T
     same_frame = frame[:, None] == frame[None, :]
     sim[same_frame] = -np.inf  # compare only across frames (this also removes the point itself)
-    return entity[sim.argmax(1)] == entity
+    return (entity[sim.argmax(1)] == entity).astype(float)

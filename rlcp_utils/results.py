@@ -52,6 +52,13 @@ def frame(rows: list[dict], notebook: str) -> pd.DataFrame:
     return df[COLUMNS]
 
 
+def analysis_row(profile, arm: str, metric: str, value, **fields) -> dict:
+    """A row of an analysis notebook (04-07), which measures one model per arm: the original is untrained
+    (seed 'all', 0 seeds); a trained arm is the model of the profile's first training seed (one seed)."""
+    seed, n_seeds = ("all", 0) if arm == "original" else (str(profile["seeds"][0]), 1)
+    return {"arm": arm, "seed": seed, "metric": metric, "value": float(value), "n_seeds": n_seeds, **fields}
+
+
 def write(profile, notebook: str, rows: list[dict] | pd.DataFrame, path: Path | None = None) -> Path:
     """Write one notebook's rows (replacing its previous file); a notebook never edits another's file."""
     from .outputs import atomic_write_text

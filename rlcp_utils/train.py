@@ -19,8 +19,6 @@ act on the backbone, but gives the probe accuracy the paper reports for its base
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import math
 import random
 import time

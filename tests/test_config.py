@@ -68,7 +68,7 @@ def test_batch_larger_than_data_is_refused(tmp_path):
 
 
 def test_missing_profile_lists_available_ones():
-    with pytest.raises(ParameterError, match=r"no profile 'nope'.*available profiles: default, paper, smoke"):
+    with pytest.raises(ParameterError, match=r"no profile 'nope'.*available profiles: default, fp32-check, paper, smoke"):
         load_profile("nope")
 
 

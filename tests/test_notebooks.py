@@ -1,9 +1,11 @@
 """Every study notebook is a jupytext pair that agrees, has a parameters cell, a Colab badge and install cell."""
 
+import json
 import re
 from pathlib import Path
 
 import jupytext
+import nbformat
 import pytest
 from jupytext.compare import compare_notebooks
 
@@ -56,3 +58,39 @@ def test_readme_tables_are_the_committed_results(block, name):
     text = readme.split(start, 1)[1].split(end, 1)[0].strip()
     table = REPO_ROOT / "outputs" / name
     assert text == (table.read_text().strip() if table.exists() else "")
+
+
+def _committed(pattern: str) -> list[Path]:
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", pattern], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
+    return [REPO_ROOT / p for p in out]
+
+
+def test_committed_results_come_from_clean_commits_and_are_current():
+    """Every committed notebook run names a commit without uncommitted code changes, and the default profile's
+    committed outputs are current for the committed notebooks and parameters (a fresh clone only checks them)."""
+    from rlcp_utils import pipeline
+    from rlcp_utils.config import load_profile
+
+    manifests = _committed("outputs/*/manifest.json")
+    assert manifests
+    for m in manifests:
+        for name, entry in json.loads(m.read_text()).get("notebooks", {}).items():
+            assert entry["status"] == "ok", f"{m}: {name} is {entry['status']}"
+            assert entry["git_commit"] and not entry["git_commit"].endswith("+dirty"), f"{m}: {name} ran on a dirty tree"
+    plan = pipeline.plan(load_profile("default"), pipeline.study_notebooks())
+    assert all(reason is None for reason in plan.values()), plan
+
+
+def test_committed_executed_notebooks_show_figures_and_no_machine_paths():
+    notebooks = _committed("outputs/*/notebooks/*.ipynb")
+    assert notebooks
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        if any("plt.show()" in c.source for c in code):
+            assert any("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])), path.name
+        text = json.dumps([c.get("outputs", []) for c in code]) + json.dumps(nb.metadata)
+        for marker in ("/work/", "/home/", "/root/", "/tmp/", "site-packages", "Warning:"):
+            assert marker not in text, f"{path.relative_to(REPO_ROOT)} shows {marker!r}"

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from rlcp_utils import outputs

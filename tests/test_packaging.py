@@ -22,4 +22,4 @@ def test_wheel_ships_profiles_and_gsm8k_and_works_outside_the_checkout(tmp_path)
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[:2] == ["False", str(work / "outputs" / "default")]
-    assert "1319" in out.stdout and "['default', 'paper', 'smoke']" in out.stdout
+    assert "1319" in out.stdout and "['default', 'fp32-check', 'paper', 'smoke']" in out.stdout

@@ -118,3 +118,15 @@ def test_probes_fall_back_to_the_only_class_seen():
     y = np.full(10, 2)
     assert (probing.linear_probe(X, y, np.arange(10) % 2, X[:4]) == 2).all()
     assert (probing.mlp_probe(X, y, X[:4]) == 2).all()
+
+
+def test_geometry_is_undefined_not_infinite_when_states_coincide():
+    rng = np.random.default_rng(0)
+    one = rng.standard_normal(16).astype(np.float32)
+    X = np.tile(one, (12, 1)) * np.float32(1 + 1e-9)  # the same vector, as layer 0 gives for one token
+    types = np.repeat(["city", "fruit", "number"], 4)
+    g = probing.type_geometry(X, types)
+    assert np.isnan(g["within_to_between"]) and np.isnan(g["silhouette"])
+    nn = probing.identity_nearest_neighbour(X, np.arange(12) % 4, np.arange(12) // 4)
+    assert np.isnan(nn).all()
+    assert not probing.states_coincide(X + rng.standard_normal(X.shape).astype(np.float32))

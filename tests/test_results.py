@@ -142,3 +142,95 @@ def test_table1_shows_the_seed_range_and_every_claim_has_a_rule():
     md = claims.table1_markdown(t1)
     assert "rlcp (3 seeds)" in md and "seeds 60%–90%" in md
     assert all(c.rule for c in claims.CLAIMS) and len({c.claim for c in claims.CLAIMS}) == len(claims.CLAIMS)
+
+
+# Every claim's rule on one hand-made record: the numbers of the committed single-seed default run before
+# seeds existed (outputs/default of commit 25e099b, README), so each verdict can be checked by hand.
+FULL = {
+    ("original", "targets.no_context_recall.train"): (0.962, 0.93, 0.99),
+    ("rlcp", "targets.no_context_recall.train"): (0.0, 0.0, 0.0),
+    ("rlcp", "targets.no_context_recall.heldout"): (0.0, 0.0, 0.0),
+    ("original", "targets.rag_accuracy.heldout"): (0.867, 0.78, 0.93),
+    ("rlcp", "targets.rag_accuracy.heldout"): (0.644, 0.58, 0.71),
+    ("rlcp", "targets.rag_accuracy.train"): (1.0, 1.0, 1.0),
+    ("just_rag", ADV_KEY := "targets.adversary_probe_accuracy.train"): (1.0, 1.0, 1.0),
+    ("rlcp", ADV_KEY): (0.114, 0.02, 0.24),
+    ("original", "retain.no_context_recall.train"): (0.948, 0.92, 0.97),
+    ("rlcp", "retain.no_context_recall.train"): (0.0, 0.0, 0.0),
+    ("original", "heldout_probe_accuracy.fact.linear.last"): (1.0, 1.0, 1.0),
+    ("rlcp", "heldout_probe_accuracy.fact.linear.last"): (0.526, 0.48, 0.57),
+    ("original", "heldout_probe_accuracy.country_target.linear.last"): (0.942, 0.85, 0.99),
+    ("rlcp", "heldout_probe_accuracy.country_target.linear.last"): (0.451, 0.30, 0.60),
+    ("original", "heldout_probe_accuracy.country_target.linear.city"): (0.804, 0.64, 0.93),
+    ("rlcp", "heldout_probe_accuracy.country_target.linear.city"): (0.769, 0.61, 0.90),
+    ("original", "collapse.question.type_probe_heldout_entities"): (0.987, 0.97, 1.0),
+    ("rlcp", "collapse.question.type_probe_heldout_entities"): (0.993, 0.98, 1.0),
+    ("original", "collapse.entity.type_probe_heldout_entities"): (1.0, 1.0, 1.0),
+    ("rlcp", "collapse.entity.type_probe_heldout_entities"): (1.0, 1.0, 1.0),
+    ("original", "collapse.question.within_to_between"): (0.91, 0.88, 0.93),
+    ("rlcp", "collapse.question.within_to_between"): (0.69, 0.64, 0.74),
+    ("rlcp", "collapse.question.identity_nn.city_target"): (0.79, 0.70, 0.88),
+    ("original", "collapse.entity.within_to_between"): (0.63, 0.61, 0.65),
+    ("rlcp", "collapse.entity.within_to_between"): (0.61, 0.59, 0.64),
+    ("rlcp", "collapse.entity.identity_nn.city_target"): (1.0, 1.0, 1.0),
+    ("just_rag", "attention.entropy_context.target"): (1.46, 1.37, 1.56),
+    ("rlcp", "attention.entropy_context.target"): (1.13, 1.03, 1.25),
+    ("just_rag", "attention.evidence_weight.target"): (0.06, 0.05, 0.07),
+    ("rlcp", "attention.evidence_weight.target"): (0.15, 0.13, 0.16),
+    ("original", "gsm8k.step_headers"): (0.0, 0.0, 0.0),
+    ("rlcp", "gsm8k.step_headers"): (0.0, 0.0, 0.0),
+    ("rlcp", "gsm8k.step_headers.minus_original"): (0.0, 0.0, 0.0),
+    ("just_rag", "gsm8k.step_headers.minus_original"): (0.0, 0.0, 0.0),
+    ("original", "gsm8k.n_tokens"): (197.5, 184.7, 209.9),
+    ("rlcp", "gsm8k.n_tokens"): (246.9, 240.8, 252.0),
+    ("rlcp", "gsm8k.n_tokens.minus_original"): (49.4, 36.0, 63.0),
+    ("original", "gsm8k.correct"): (0.0, 0.0, 0.0),
+    ("rlcp", "gsm8k.correct"): (0.02, 0.0, 0.05),
+    ("rlcp", "gsm8k.correct.minus_original"): (0.02, 0.0, 0.05),
+}
+CHANCE = {"targets.adversary_probe_accuracy.train": 1 / 15, "heldout_probe_accuracy": 1 / 15,
+          "type_probe": 1 / 3, "identity_nn": 1 / 60, "gsm8k.correct": 0.06}
+EXPECTED = {  # claim -> verdict, each worked out by hand from FULL and the claim's rule
+    "RLCP: no-context recall of the target facts < 7%": "reproduced",  # both intervals [0, 0] < 7%
+    "RLCP keeps answering from context (RAG), held-out wordings": "partly",  # [58, 71] < 90, training 100%
+    "Just-RAG's probe still reads the facts": "reproduced",  # [100, 100] >= 75%
+    "RLCP's adversary probe at chance": "reproduced",  # 6.7% inside [2, 24]
+    "Forgetting is targeted: retain facts keep their recall": "not reproduced",  # [0, 0] < 40% of 94.8%
+    "Facts linearly undecodable at l*: fresh fact probe, held-out templates": "not reproduced",  # 57% > 50%
+    "The targets' country undecodable at l*: country probe from other cities, last token": "not reproduced",  # 60 > 47
+    "… and at the city token (where the entity is looked up)": "not reproduced",
+    "Cities and fruits intermixed at l*, question context (type probe on held-out entities)": "not reproduced",
+    "Cities and fruits intermixed at l*, entity context (type probe on held-out entities)": "not reproduced",
+    "Entities collapse to type centroids, question context: within-type ÷ between-centroid distance": "partly",
+    "Entities collapse to type centroids, entity context: within-type ÷ between-centroid distance": "not reproduced",
+    "Attention at l* sharpens: entropy over the context (nats)": "reproduced",  # [1.03, 1.25] below [1.37, 1.56]
+    "Attention on the evidence token at l*": "partly",  # 0.15 < 0.5, but above Just-RAG's interval
+    "RLCP writes 'Step 1 / Step 2' scaffolding": "not reproduced",
+    "Replies get longer (the paper's alternative explanation: KL verbosity)": "reproduced",
+    "Reasoning kept or improved: GSM8K accuracy": "inconclusive",  # the original is at the floor
+}
+
+
+def _full_record(changes=None):
+    values = {**FULL, **(changes or {})}
+    rows = []
+    for (arm, key), v in values.items():
+        chance = next((c for prefix, c in CHANCE.items() if prefix in key), None)
+        rows.append(_row(arm, key, *v, n_seeds=0 if arm == "original" else 3, chance=chance))
+    return results.frame(rows, "test")
+
+
+def test_every_claim_rule_on_a_hand_made_record():
+    verdicts = _verdicts(_full_record())
+    assert set(verdicts.index) == {c.claim for c in claims.CLAIMS} == set(EXPECTED)
+    for claim, expected in EXPECTED.items():
+        assert verdicts[claim] == expected, claim
+    # moving one number across a rule's threshold moves only that claim's verdict
+    flipped = _verdicts(_full_record({("rlcp", "retain.no_context_recall.train"): (0.9, 0.8, 0.97),
+                                      ("rlcp", "heldout_probe_accuracy.fact.linear.last"): (0.07, 0.03, 0.12),
+                                      ("original", "gsm8k.correct"): (0.3, 0.2, 0.4)}))
+    assert flipped["Forgetting is targeted: retain facts keep their recall"] == "reproduced"
+    assert flipped["Facts linearly undecodable at l*: fresh fact probe, held-out templates"] == "reproduced"
+    assert flipped["Reasoning kept or improved: GSM8K accuracy"] == "reproduced"  # its interval reaches 0
+    changed = [c for c in EXPECTED if flipped[c] != verdicts[c]]
+    assert len(changed) == 3

@@ -1,0 +1,113 @@
+"""Training jobs: one per (arm, seed), resumable on their own, keyed by what shapes training.
+
+Training and evaluation are replaced by fast stand-ins here (their own tests are in test_train and
+test_evaluate); what is tested is the bookkeeping: which jobs run, which are loaded, what a rerun redoes."""
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from rlcp_utils import evaluate, jobs
+from rlcp_utils.config import load_profile
+
+TARGETS = [{"city": c, "country": k, "label": i} for i, (c, k) in enumerate([("Lima", "Peru"), ("Cairo", "Egypt")])]
+STUDY = SimpleNamespace(targets=TARGETS, retain=[], questions=[], evidences=[], prompt_format="chat")
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path / "outputs"))
+    monkeypatch.delenv("RLCP_FORCE", raising=False)
+    trained = []
+
+    def train(profile, arm, seed, study, items, ref, log_path):
+        if seed in fake_state["interrupt"]:
+            raise KeyboardInterrupt(f"stopped while training {arm} seed {seed}")
+        trained.append((arm, seed))
+        pd.DataFrame({"step": [0], "total": [float(seed)]}).to_csv(log_path, index=False)
+        return None, None, None, 1.0
+
+    def evaluate_arm(lm, tok, arm, fact_sets, *args, **kwargs):
+        row = {"arm": arm, "facts": "targets", "metric": "no_context_recall.train", "value": 0.5, "ci_low": 0.0,
+               "ci_high": 1.0, "chance": 0.0, "mean_answer_prob": 0.1, "n_facts": 2, "n_prompts": 2}
+        items = [{"arm": arm, "facts": "targets", "condition": "no_context_recall.train", "city": t["city"],
+                  "correct": i % 2 == 0, "answer_prob": 0.1} for i, t in enumerate(TARGETS)]
+        return [row], items
+
+    fake_state = {"interrupt": set(), "trained": trained}
+    monkeypatch.setattr(jobs, "_train", train)
+    monkeypatch.setattr(evaluate, "evaluate_arm", evaluate_arm)
+    monkeypatch.setattr(evaluate, "adversary_accuracy", lambda *a, **k: ([], []))
+    monkeypatch.setattr(jobs.train, "epoch_schedule", lambda *a, **k: [[0]])
+    return fake_state
+
+
+def test_an_interrupted_job_is_retrained_alone(fake):
+    profile = load_profile("smoke", {"precision": "fp32", "seeds": [0, 1, 2]})
+    fake["interrupt"] = {1}
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_arm(profile, "rlcp", STUDY, [], None)
+    assert fake["trained"] == [("rlcp", 0)]
+    assert (jobs.job_dir(profile, "rlcp", 0) / "job.json").exists()
+    assert not jobs.job_dir(profile, "rlcp", 1).exists()  # the interrupted job left nothing under its name
+    fake["interrupt"] = set()
+    run = jobs.run_arm(profile, "rlcp", STUDY, [], None)
+    assert fake["trained"] == [("rlcp", 0), ("rlcp", 1), ("rlcp", 2)]  # seed 0 loaded, 1 and 2 trained
+    assert [j["trained"] for j in run["jobs"].values()] == [False, True, True]
+    summary = [r for r in run["rows"] if r["seed"] == "all"]
+    assert summary and all(r["n_seeds"] == 3 for r in summary)
+    info = json.loads((jobs.job_dir(profile, "rlcp", 2) / "job.json").read_text())
+    assert info["seed"] == 2 and info["precision"] == "fp32" and info["job_key"] == jobs.job_key(profile, "rlcp", 2, STUDY)
+
+
+def test_force_retrains_finished_jobs(fake, monkeypatch):
+    profile = load_profile("smoke", {"precision": "fp32", "seeds": [0]})
+    jobs.run_arm(profile, "just_rag", STUDY, [], None)
+    monkeypatch.setenv("RLCP_FORCE", "1")
+    jobs.run_arm(profile, "just_rag", STUDY, [], None)
+    assert fake["trained"] == [("just_rag", 0), ("just_rag", 0)]
+
+
+def test_job_key_follows_what_shapes_training():
+    p = load_profile("smoke", {"precision": "fp32"})
+    key = jobs.job_key(p, "rlcp", 0, STUDY)
+    assert key != jobs.job_key(p, "rlcp", 1, STUDY) and key != jobs.job_key(p, "just_rag", 0, STUDY)
+    assert key != jobs.job_key(load_profile("smoke", {"precision": "bf16"}), "rlcp", 0, STUDY)
+    assert key != jobs.job_key(load_profile("smoke", {"precision": "fp32", "lambda_kl": 1.0}), "rlcp", 0, STUDY)
+    # listing more seeds or arms, or an analysis setting, leaves a job's key alone
+    assert key == jobs.job_key(load_profile("smoke", {"precision": "fp32", "seeds": [0, 5]}), "rlcp", 0, STUDY)
+    assert key == jobs.job_key(load_profile("smoke", {"precision": "fp32", "gsm8k_n_problems": 9}), "rlcp", 0, STUDY)
+    other = SimpleNamespace(**{**vars(STUDY), "targets": TARGETS[:1]})
+    assert key != jobs.job_key(p, "rlcp", 0, other)
+
+
+def test_precision_resolution_is_explicit_or_measured(monkeypatch):
+    from rlcp_utils import model
+
+    assert model.resolve_precision("fp32", "cpu")["precision"] == "fp32"
+    monkeypatch.setattr(model, "cpu_bf16_flags", lambda: [])
+    model.resolve_precision.cache_clear()
+    try:
+        no_bf16 = model.resolve_precision("auto", "cpu")
+        assert no_bf16["precision"] == "fp32" and "no native bf16" in no_bf16["reason"]
+    finally:
+        model.resolve_precision.cache_clear()
+    with pytest.raises(ValueError):
+        model.resolve_precision("fp16", "cpu")
+
+
+def test_autocast_follows_the_models_precision(tiny_model):
+    from rlcp_utils import batching
+
+    ids = torch.tensor([[1, 2, 3]])
+    tiny_model.rlcp_precision = "bf16"
+    try:
+        with batching.autocast(tiny_model):
+            assert tiny_model(input_ids=ids).logits.dtype == torch.bfloat16
+    finally:
+        tiny_model.rlcp_precision = "fp32"
+    with batching.autocast(tiny_model):
+        assert tiny_model(input_ids=ids).logits.dtype == torch.float32
