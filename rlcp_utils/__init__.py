@@ -11,8 +11,13 @@ results (the tidy results record), claims (the paper's claims and their rules, T
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
+
+# transformers imports tqdm.auto, which in a notebook kernel without ipywidgets warns with a path of this
+# machine in every executed notebook; the study prints its own progress lines (progress.py) instead.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 

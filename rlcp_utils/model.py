@@ -130,8 +130,10 @@ def offline_model_dir(rebuild: bool = False) -> Path:
     folder = cache_root() / "models" / f"smollm2-135m-instruct-{sha[:16]}"
     if rebuild or not _cache_is_valid(folder):
         if folder.exists() and not rebuild:
-            log.warning("model cache %s is incomplete or damaged (checksum mismatch): rebuilding it", folder)
-        log.warning("dequantizing %s to fp32 once; later loads use the cache at %s", gguf.name, folder)
+            log.warning("model cache %s is incomplete or damaged (checksum mismatch): rebuilding it", folder.name)
+        # the folder's name only: this message lands in executed notebooks, which carry no machine paths
+        log.warning("dequantizing %s to fp32 once; later loads use the cache %s (RLCP_CACHE_DIR or .cache/models)",
+                    gguf.name, folder.name)
         model, tokenizer = _dequantize(gguf)
         _write_cache(model, tokenizer, folder, sha)
     return folder

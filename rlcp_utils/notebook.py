@@ -89,11 +89,8 @@ def start(notebook: str, namespace: dict) -> config.Profile:
 
 
 def _quiet_library_progress() -> None:
-    """The study prints its own progress lines (progress.py). Library bars would fill the executed notebook
-    with stderr lines, and tqdm.auto in a kernel without ipywidgets warns with a path of this machine."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message="IProgress not found")
+    """The study prints its own progress lines (progress.py): library bars would fill the executed notebook
+    with stderr lines (tqdm.auto's warning is silenced in rlcp_utils/__init__.py)."""
     import transformers
 
     transformers.utils.logging.disable_progress_bar()

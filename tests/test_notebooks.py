@@ -78,7 +78,8 @@ def test_committed_results_come_from_clean_commits_and_are_current():
     for m in manifests:
         for name, entry in json.loads(m.read_text()).get("notebooks", {}).items():
             assert entry["status"] == "ok", f"{m}: {name} is {entry['status']}"
-            assert entry["git_commit"] and not entry["git_commit"].endswith("+dirty"), f"{m}: {name} ran on a dirty tree"
+            commit = entry.get("git_commit") or ""
+            assert commit and not commit.endswith("+dirty"), f"{m}: {name} names no clean commit ({commit!r})"
     plan = pipeline.plan(load_profile("default"), pipeline.study_notebooks())
     assert all(reason is None for reason in plan.values()), plan
 
