@@ -60,13 +60,13 @@ def read_json(path: Path, default=None):
     return json.loads(path.read_text())
 
 
-def write_table(profile: Profile, name: str, frame) -> Path:
-    return write_table_to(profile.sub("tables") / f"{name}.csv", frame)
+def write_table(profile: Profile, name: str, frame) -> None:
+    """tables/<name>.csv. Returns nothing: a notebook cell that ends with it shows no path of this machine."""
+    write_table_to(profile.sub("tables") / f"{name}.csv", frame)
 
 
-def write_table_to(path: Path, frame) -> Path:
+def write_table_to(path: Path, frame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
-    return path
 
 
 def save_figure(profile: Profile, fig, name: str) -> Path:
