@@ -60,3 +60,23 @@ def test_bench_table_renders_every_target_from_the_numbers():
          "model_load": {"dequantize_gguf_s": 13.0, "cached_s": 0.5, "speedup": 26.0}}
     table = bench.bench_table(r)
     assert "= 1.20" in table and "4.6x" in table and "26x" in table and table.count("\n") == 7
+
+
+def test_precision_comparison_sets_each_difference_against_the_seed_range(tmp_path, monkeypatch):
+    from rlcp_utils import results
+    from rlcp_utils.config import load_profile
+
+    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
+    key = "targets.rag_accuracy.heldout"
+    row = lambda arm, seed, v: {"arm": arm, "seed": seed, "metric": key, "value": v,  # noqa: E731
+                                "n_seeds": 0 if seed == "all" else 1}
+    results.write(load_profile("default"), "03_rlcp_training",
+                  [row("rlcp", "0", 0.82), row("rlcp", "1", 0.80), row("rlcp", "2", 0.86)])
+    results.write(load_profile("default"), "01_data", [row("original", "all", 0.87)])
+    results.write(load_profile("fp32-check"), "03_rlcp_training", [row("rlcp", "0", 0.64)])
+    results.write(load_profile("fp32-check"), "01_data", [row("original", "all", 0.87)])
+    table = bench.precision_comparison().set_index("arm")
+    rlcp = table.loc["rlcp"]
+    assert rlcp.bf16_minus_fp32 == pytest.approx(0.18) and rlcp.seed_range_bf16 == pytest.approx(0.06)
+    assert not rlcp.within_seed_range  # 18 points apart, seeds 6 points apart
+    assert table.loc["original"].bf16_minus_fp32 == 0 and table.loc["original"].within_seed_range is None
