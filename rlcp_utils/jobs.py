@@ -24,6 +24,7 @@ import torch
 
 from . import evaluate, results, train
 from .config import params_through
+from .model import precision_of  # noqa: F401 (07 calls jobs.precision_of)
 from .notebook import force_recompute
 
 # Parameters that list jobs rather than shape one: adding a seed or an arm leaves the other jobs' keys alone
@@ -36,12 +37,6 @@ def job_dir(profile, arm: str, seed: int) -> Path:
 
 def weights_dir(profile, arm: str, seed: int) -> Path:
     return profile.output_dir / "checkpoints" / arm / f"seed{seed}"
-
-
-def precision_of(profile) -> str:
-    from .model import resolve_precision
-
-    return resolve_precision(profile["precision"], profile["device"])["precision"]
 
 
 def job_key(profile, arm: str, seed: int, study) -> str:

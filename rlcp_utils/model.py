@@ -237,8 +237,12 @@ def _matmul_speedup(repeats: int = 5) -> float:
 
 def load_for(profile, **kwargs):
     """(model, tokenizer) of a profile's model, on its device, in the precision it resolves to here."""
-    return load_model(profile["model"], device=profile["device"],
-                      precision=resolve_precision(profile["precision"], profile["device"])["precision"], **kwargs)
+    return load_model(profile["model"], device=profile["device"], precision=precision_of(profile), **kwargs)
+
+
+def precision_of(profile) -> str:
+    """'fp32' or 'bf16': what the profile's precision setting resolves to on this machine."""
+    return resolve_precision(profile["precision"], profile["device"])["precision"]
 
 
 @functools.lru_cache(maxsize=None)
