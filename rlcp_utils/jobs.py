@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import evaluate, results, train
-from .config import params_through
+from . import data, evaluate, results, train
+from .config import BENCHMARK_TRAINING_PARAMETERS, params_through
 from .model import precision_of  # noqa: F401 (07 calls jobs.precision_of)
 from .notebook import force_recompute
 
@@ -43,8 +43,10 @@ def job_key(profile, arm: str, seed: int, study) -> str:
     """What one trained model depends on. Analysis parameters (04 onwards) are left out: changing them never
     retrains an arm."""
     shaping = {k: v for k, v in params_through(profile.params, 3).items() if k not in _NOT_IN_JOB_KEY}
-    blob = json.dumps([shaping, [(t["city"], t["country"]) for t in study.targets], study.prompt_format, arm, seed,
-                       precision_of(profile)], sort_keys=True)
+    key = [shaping, [(t["city"], t["country"]) for t in study.targets], study.prompt_format, arm, seed, precision_of(profile)]
+    if arm in train.BENCHMARK_ARMS:  # the benchmark's arms also depend on its weights and the training retain facts
+        key.append([{k: profile[k] for k in BENCHMARK_TRAINING_PARAMETERS}, [r["city"] for r in data.split_retain(study.retain)[0]]])
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -59,16 +61,16 @@ def _read_job(profile, arm: str, seed: int, key: str) -> dict | None:
     return info
 
 
-def _train(profile, arm: str, seed: int, study, items, ref, log_path: Path | None):
+def _train(profile, arm: str, seed: int, study, items, ref, log_path: Path | None, field=None):
     """Train one job from the original model; returns (model, tokenizer, probe, seconds). The weights are
-    saved for the first training seed only, the model that the analyses (04-07) load: 0.5 GB per job."""
+    saved for the first training seed only, the model that the analyses (04-08) load: 0.5 GB per job."""
     from .model import folder_written_atomically, load_for, save_weights
 
     lm, tok = load_for(profile)
     weights = train.arm_weights(arm, profile)
     t0 = time.time()
     probe = train.train_arm(lm, items, len(study.targets), weights, train.settings_from_params(profile, seed), ref,
-                            tok.pad_token_id, log_path, desc=f"train {arm} seed {seed}")
+                            tok.pad_token_id, log_path, desc=f"train {arm} seed {seed}", field=field)
     seconds = time.time() - t0
     if seed != profile["seeds"][0]:
         return lm, tok, probe, seconds
@@ -84,9 +86,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_job(profile, arm: str, seed: int, study, items, ref) -> dict:
+def run_job(profile, arm: str, seed: int, study, items, ref, field=None) -> dict:
     """Train and evaluate one (arm, seed), or load its finished results. Returns {'rows': record rows,
-    'per_item': DataFrame, 'seconds': training time, 'trained': bool}."""
+    'per_item': DataFrame, 'seconds': training time, 'trained': bool}. `field`: train.FieldInputs, for the
+    benchmark's arms."""
     from .model import folder_written_atomically
 
     P = profile
@@ -98,7 +101,7 @@ def run_job(profile, arm: str, seed: int, study, items, ref) -> dict:
                 "per_item": pd.read_csv(folder / "per_item.csv", keep_default_na=False, na_values=[""]),
                 "seconds": info["train_seconds"], "trained": False}
     with folder_written_atomically(folder) as tmp:
-        lm, tok, probe, seconds = _train(P, arm, seed, study, items, ref, tmp / "train_log.csv")
+        lm, tok, probe, seconds = _train(P, arm, seed, study, items, ref, tmp / "train_log.csv", field)
         rows, per_item = evaluate.evaluate_arm(lm, tok, arm, {"targets": study.targets, "retain": study.retain},
                                                study.questions, study.evidences, study.prompt_format, P["eval_batch_size"],
                                                P["n_bootstrap"], P["seed"], desc=f"evaluate {arm} seed {seed}")
@@ -116,14 +119,16 @@ def run_job(profile, arm: str, seed: int, study, items, ref) -> dict:
 
 
 def train_notebook(arm: str) -> str:
-    """The notebook whose results a paper arm's jobs belong to."""
+    """The notebook whose results an arm's jobs belong to."""
+    if arm in train.BENCHMARK_ARMS:
+        return "08_unlearning"
     return "03_rlcp_training" if arm == "rlcp" else "02_baselines"
 
 
-def run_arm(profile, arm: str, study, items, ref) -> dict:
+def run_arm(profile, arm: str, study, items, ref, field=None) -> dict:
     """Every seed of one arm (run_job each), then the summary over seeds. Returns {'rows': per-seed and
     'all' rows, 'jobs': {seed: run_job result}}."""
-    jobs = {seed: run_job(profile, arm, seed, study, items, ref) for seed in profile["seeds"]}
+    jobs = {seed: run_job(profile, arm, seed, study, items, ref, field) for seed in profile["seeds"]}
     seed_rows = pd.DataFrame([r for j in jobs.values() for r in j["rows"]])
     per_item = pd.concat([j["per_item"] for j in jobs.values()], ignore_index=True)
     summary = evaluate.summarize_seeds(per_item, seed_rows, profile["n_bootstrap"], profile["seed"])
@@ -153,9 +158,12 @@ def load_arm(profile, arm: str, study, seed: int | None = None):
     meta = folder / "checkpoint.json"
     if not meta.exists() or json.loads(meta.read_text()).get("job_key") != key:
         print(f"the weights of {arm} seed {seed} are not on this machine (they are not committed): training that job again")
-        _, tok = load_for(profile)
+        reference, tok = load_for(profile)
         items = train.make_train_items(tok, study.targets, study.questions, study.evidences, study.prompt_format)
-        lm, tok, probe, _ = _train(profile, arm, seed, study, items, reference_cache(profile, items), log_path=None)
+        ref = train.ReferenceCache(reference, items, tok.pad_token_id, profile["kl_on_answer"])
+        field = benchmark_inputs(profile, study, reference, tok, items) if arm in train.BENCHMARK_ARMS else None
+        del reference
+        lm, tok, probe, _ = _train(profile, arm, seed, study, items, ref, log_path=None, field=field)
         return lm, tok, probe
     lm, tok = load_for(profile)
     missing, unexpected = lm.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
@@ -168,11 +176,11 @@ def load_arm(profile, arm: str, study, seed: int | None = None):
     return lm, tok, probe.to(next(lm.parameters()).device)
 
 
-def reference_cache(profile, items) -> train.ReferenceCache:
-    """The frozen original's log-probabilities on the training inputs (see train.ReferenceCache)."""
-    from .model import load_for
-
-    reference, tok = load_for(profile)
-    return train.ReferenceCache(reference, items, tok.pad_token_id, profile["kl_on_answer"])
+def benchmark_inputs(profile, study, reference, tok, items) -> train.FieldInputs:
+    """The benchmark arms' fixed inputs (train.FieldInputs): the training half of the retain facts
+    (data.split_retain) as training items, and the frozen model's references for NPO and RMU."""
+    retain_train, _ = data.split_retain(study.retain)
+    retain_items = train.make_train_items(tok, retain_train, study.questions, study.evidences, study.prompt_format)
+    return train.field_inputs(reference, items, retain_items, tok.pad_token_id, profile["rmu_steering_multiple"])
 
 

@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 # One colour per arm in every figure of the study.
-ARM_COLORS = {"original": "0.4", "just_rag": "tab:blue", "unlikelihood": "tab:green", "rlcp": "tab:red"}
+ARM_COLORS = {"original": "0.4", "just_rag": "tab:blue", "unlikelihood": "tab:green", "rlcp": "tab:red",
+              "selective_rlcp": "tab:purple", "grad_diff": "tab:orange", "npo": "tab:brown", "rmu": "tab:pink"}
 
 CURVES = [("ce_no_context", "CE of the answer, no context (higher = forgotten)"),
           ("l_rag", "L_RAG: CE of the answer given the evidence"),

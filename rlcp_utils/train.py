@@ -14,6 +14,18 @@
 Arms: just_rag (lambda_adv = 0, no L_L), unlikelihood (no RAG stream, no adversary), rlcp (all terms).
 An arm with lambda_adv = 0 still trains a probe on the detached hidden state ("observer" probe): it does not
 act on the backbone, but gives the probe accuracy the paper reports for its baseline.
+
+The unlearning benchmark (notebook 08) adds arms through the same loop, with terms from the field
+(FieldInputs carries what they need):
+- forget_loss 'bounded': w * mean over answer tokens of -log(1 - p(token)) (unlikelihood as Welleck et al.
+  define it; it vanishes as p -> 0, unlike the paper's -CE, which grows without bound);
+- forget_loss 'npo': w * (2/beta) * log(1 + (P_theta(y|x) / P_ref(y|x))^beta), P the answer's sequence
+  probability (Zhang et al. 2024, as in open-unlearning);
+- retain_weight: CE on the answers of the *training* retain facts, without context (GradDiff's and NPO's
+  retain NLL; selective RLCP's retain stream);
+- rmu_weight / rmu_retain_weight: RMU (Li et al. 2024): the mean squared distance between a middle layer's
+  states and c * u (u a fixed random unit vector) on the forget prompts, and between the model's and the
+  frozen model's states on the retain prompts, both from the city's token onwards.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ import csv
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -76,12 +88,25 @@ def alpha_schedule(progress: float) -> float:
 class ArmWeights:
     lambda_rag: float
     lambda_adv: float
-    unlikelihood_weight: float
+    unlikelihood_weight: float      # weight of the forget term on the no-context answer
     lambda_kl: float
+    forget_loss: str = "ce_ascent"  # 'ce_ascent' (-w * CE: the paper's L_L), 'bounded' or 'npo' (module docstring)
+    npo_beta: float = 0.0
+    retain_weight: float = 0.0      # CE on the training retain facts' no-context answers
+    rmu_weight: float = 0.0         # RMU forget term (states towards c * u)
+    rmu_retain_weight: float = 0.0  # RMU retain term (states kept at the frozen model's)
+
+    @property
+    def needs_retain(self) -> bool:
+        return self.retain_weight > 0 or self.rmu_retain_weight > 0
+
+
+PAPER_ARMS = ("just_rag", "unlikelihood", "rlcp")
+BENCHMARK_ARMS = ("selective_rlcp", "grad_diff", "npo", "rmu")
 
 
 def arm_weights(arm: str, params) -> ArmWeights:
-    """The loss weights of an arm, from the profile's RLCP weights (the arms differ only here)."""
+    """The loss terms of an arm, from the profile's weights (the arms differ only here)."""
     p = params
     if arm == "rlcp":
         return ArmWeights(p["lambda_rag"], p["lambda_adv"], p["unlikelihood_weight"], p["lambda_kl"])
@@ -89,7 +114,17 @@ def arm_weights(arm: str, params) -> ArmWeights:
         return ArmWeights(p["lambda_rag"], 0.0, 0.0, p["lambda_kl"])
     if arm == "unlikelihood":  # paper Group C: suppression without the RAG survival stream
         return ArmWeights(0.0, 0.0, p["unlikelihood_weight"], p["lambda_kl"])
-    raise ValueError(f"unknown arm {arm!r} (use rlcp, just_rag or unlikelihood)")
+    # --- the unlearning benchmark (08): our selective variant and the field's methods ---
+    if arm == "selective_rlcp":  # RLCP with a bounded forget term and a retain stream on the training retain facts
+        return ArmWeights(p["lambda_rag"], p["lambda_adv"], p["selective_forget_weight"], p["lambda_kl"],
+                          forget_loss="bounded", retain_weight=p["retain_weight"])
+    if arm == "grad_diff":  # forget NLL ascent + retain NLL (open-unlearning GradDiff: gamma = alpha = 1)
+        return ArmWeights(0.0, 0.0, 1.0, 0.0, retain_weight=p["retain_weight"])
+    if arm == "npo":  # NPO on the forget answers + retain NLL (open-unlearning NPO: beta = 0.1, gamma = alpha = 1)
+        return ArmWeights(0.0, 0.0, 1.0, 0.0, forget_loss="npo", npo_beta=p["npo_beta"], retain_weight=p["retain_weight"])
+    if arm == "rmu":  # steer a middle layer on forget inputs, keep it on retain inputs (gamma = alpha = 1)
+        return ArmWeights(0.0, 0.0, 0.0, 0.0, rmu_weight=1.0, rmu_retain_weight=p["rmu_retain_weight"])
+    raise ValueError(f"unknown arm {arm!r} (use one of {', '.join(PAPER_ARMS + BENCHMARK_ARMS)})")
 
 
 # --- batches ------------------------------------------------------------------------------------------
@@ -105,19 +140,23 @@ class TrainItem:
     rag_ids: list[int]      # x_rag prompt + answer
     rag_prompt_len: int
     answer_len: int
+    city_pos: int = 0       # x_no token that ends the city's name (where RMU's terms start)
 
 
-def make_train_items(tokenizer, targets, questions, evidences, prompt_format) -> list[TrainItem]:
-    """Training items for every target x training question (x_rag pairs question k with evidence k mod n)."""
+def make_train_items(tokenizer, facts, questions, evidences, prompt_format) -> list[TrainItem]:
+    """Training items for every fact x training question (x_rag pairs question k with evidence k mod n).
+    Target facts carry their probe label; other facts (retain) get label -1."""
     from . import data
+    from .probing import last_token_of
 
     qs = [q for q in questions if q.split == "train"]
     es = [e for e in evidences if e.split == "train"]
-    no = data.build_items(tokenizer, targets, qs, prompt_format)
-    rag = data.build_items(tokenizer, targets, qs, prompt_format, es)
-    return [TrainItem(fact=a["fact"], label=targets[a["fact"]]["label"], no_ids=a["prompt_ids"] + a["answer_ids"],
+    no = data.build_items(tokenizer, facts, qs, prompt_format)
+    rag = data.build_items(tokenizer, facts, qs, prompt_format, es)
+    return [TrainItem(fact=a["fact"], label=facts[a["fact"]].get("label", -1), no_ids=a["prompt_ids"] + a["answer_ids"],
                       no_prompt_len=len(a["prompt_ids"]), rag_ids=b["prompt_ids"] + b["answer_ids"],
-                      rag_prompt_len=len(b["prompt_ids"]), answer_len=len(a["answer_ids"]))
+                      rag_prompt_len=len(b["prompt_ids"]), answer_len=len(a["answer_ids"]),
+                      city_pos=last_token_of(tokenizer, a["prompt"], a["city"], add_special_tokens=prompt_format == "plain"))
             for a, b in zip(no, rag)]
 
 
@@ -189,12 +228,48 @@ def answer_ce(logits: torch.Tensor, ids: torch.Tensor, prompt_lens: list[int], a
     return torch.stack(losses).mean()
 
 
-def answer_ce_only(model, ids: torch.Tensor, mask: torch.Tensor, prompt_lens: list[int], answer_lens: list[int]) -> torch.Tensor:
-    """answer_ce of a forward pass that projects onto the vocabulary only at the positions that predict the
-    answer: the same numbers as answer_ce(model(ids).logits, ...), without the lm_head and its gradient at
-    every other position (the x_rag pass needs no other logits; measured in the benchmark)."""
+def answer_token_logp(logits: torch.Tensor, ids: torch.Tensor, prompt_lens: list[int], answer_lens: list[int]) -> list[torch.Tensor]:
+    """log P of each answer token given everything before it, one tensor [answer_len] per batch row."""
+    out = []
+    for j, (pl, al) in enumerate(zip(prompt_lens, answer_lens)):
+        logp = torch.log_softmax(logits[j, pl - 1: pl - 1 + al].float(), -1)
+        out.append(logp.gather(1, ids[j, pl: pl + al, None])[:, 0])
+    return out
+
+
+def bounded_unlikelihood(token_logp: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over answer tokens of -log(1 - p), then over the batch: large while the model still says the
+    answer, -> 0 as p -> 0 (so, unlike -CE, it stops pushing once the answer is unlikely)."""
+    # log(1 - p) = log(-expm1(log p)); clamp keeps p = 1 finite
+    return torch.stack([-torch.log(-torch.expm1(lp.clamp(max=-1e-6))).mean() for lp in token_logp]).mean()
+
+
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """NPO (Zhang et al. 2024): (2/beta) * log(1 + (P_theta/P_ref)^beta), averaged over the batch; logp and
+    ref_logp are the answers' sequence log-probabilities (summed over tokens). Equals (2/beta)*log 2 at
+    P_theta = P_ref and -> 0 as P_theta -> 0. open-unlearning writes it as -(2/beta)*logsigmoid(-beta*ratio)."""
+    return (2.0 / beta) * F.softplus(beta * (logp - ref_logp)).mean()
+
+
+def masked_state_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMU's distance: squared error averaged over the hidden size, then over the masked positions of each
+    row, then over the rows (open-unlearning's compute_activation_loss)."""
+    per_pos = (h.float() - target.float()).pow(2).mean(-1) * mask
+    return (per_pos.sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
+def from_city_mask(batch: list[TrainItem], width: int, device) -> torch.Tensor:
+    """[b, width] mask of the x_no positions from the city's last token to the answer's end (right padding).
+    RMU's terms act here: earlier positions (instruction, template) are shared by forget and retain prompts,
+    and the recall is decided at the last prompt token, which an answer-only mask would leave out."""
+    mask = torch.zeros(len(batch), width, device=device)
+    for j, it in enumerate(batch):
+        mask[j, it.city_pos: len(it.no_ids)] = 1.0
+    return mask
+
+
+def _answer_ce_from_hidden(model, hidden: torch.Tensor, ids: torch.Tensor, prompt_lens: list[int], answer_lens: list[int]) -> torch.Tensor:
     with autocast(model):
-        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
         rows = [j for j, al in enumerate(answer_lens) for _ in range(al)]
         cols = [pl - 1 + k for pl, al in zip(prompt_lens, answer_lens) for k in range(al)]
         logits = model.lm_head(hidden[rows, cols]).float()
@@ -204,6 +279,15 @@ def answer_ce_only(model, ids: torch.Tensor, mask: torch.Tensor, prompt_lens: li
     owner = torch.tensor(rows, device=per_token.device)
     sums = torch.zeros(len(answer_lens), device=per_token.device).index_add(0, owner, per_token)
     return (sums / torch.tensor(answer_lens, device=per_token.device, dtype=sums.dtype)).mean()
+
+
+def answer_ce_only(model, ids: torch.Tensor, mask: torch.Tensor, prompt_lens: list[int], answer_lens: list[int]) -> torch.Tensor:
+    """answer_ce of a forward pass that projects onto the vocabulary only at the positions that predict the
+    answer: the same numbers as answer_ce(model(ids).logits, ...), without the lm_head and its gradient at
+    every other position (the x_rag pass needs no other logits; measured in the benchmark)."""
+    with autocast(model):
+        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return _answer_ce_from_hidden(model, hidden, ids, prompt_lens, answer_lens)
 
 
 def kl_to_reference(logits: torch.Tensor, ref_logp: list[torch.Tensor], positions: list[range]) -> torch.Tensor:
@@ -216,9 +300,112 @@ def kl_to_reference(logits: torch.Tensor, ref_logp: list[torch.Tensor], position
     return torch.stack(losses).mean()
 
 
+@dataclass
+class FieldInputs:
+    """What the benchmark's terms need besides the forget batch, all fixed before training: the training
+    retain items, the frozen model's answer log-probabilities on the forget items (NPO), and RMU's layer,
+    steering target c * u and the frozen model's states on the retain items."""
+    retain_items: list[TrainItem]
+    forget_ref_logp: list[float] | None = None
+    rmu_layer: int | None = None            # index into hidden_states (output of block rmu_layer - 1)
+    rmu_coefficient: float = 0.0            # c
+    retain_ref_states: list[torch.Tensor] | None = None  # [len(no_ids), hidden] per retain item
+    rmu_target: torch.Tensor | None = None  # c * u, [hidden]: set by train_arm from the training seed
+
+
+def rmu_layer_of(n_layers: int) -> int:
+    """RMU's layer, by the rule of its reference setting: block 7 of Zephyr-7B's 32 (WMDP, open-unlearning),
+    the same relative depth here; returned as an index into hidden_states (the block's output)."""
+    return round(7 / 32 * n_layers) + 1
+
+
+def control_vector(hidden_size: int, seed: int) -> torch.Tensor:
+    """RMU's u: uniform in [0, 1) per coordinate, normalised to unit length (as in RMU), from the seed."""
+    u = torch.rand(hidden_size, generator=torch.Generator().manual_seed(seed))
+    return u / u.norm()
+
+
+@torch.no_grad()
+def reference_answer_logp(model, items: list[TrainItem], pad_id: int, batch_size: int = 16) -> list[float]:
+    """The frozen model's log P(answer | x_no), summed over the answer's tokens, per item (NPO's P_ref), with
+    the same padding and precision as the training forward pass."""
+    device = next(model.parameters()).device
+    out = []
+    for k in range(0, len(items), batch_size):
+        batch = items[k:k + batch_size]
+        ids, mask = right_pad([it.no_ids for it in batch], pad_id, device)
+        with autocast(model):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        out += [float(lp.sum()) for lp in answer_token_logp(logits, ids, [it.no_prompt_len for it in batch], [it.answer_len for it in batch])]
+    return out
+
+
+@torch.no_grad()
+def reference_states(model, items: list[TrainItem], layer: int, pad_id: int, batch_size: int = 16) -> list[torch.Tensor]:
+    """The frozen model's hidden_states[layer] on each item's x_no (all its positions), float32 on the CPU."""
+    device = next(model.parameters()).device
+    out = []
+    for k in range(0, len(items), batch_size):
+        batch = items[k:k + batch_size]
+        ids, mask = right_pad([it.no_ids for it in batch], pad_id, device)
+        with autocast(model):
+            h = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+        out += [h[j, : len(it.no_ids)].float().cpu() for j, it in enumerate(batch)]
+    return out
+
+
+def field_inputs(reference, forget_items: list[TrainItem], retain_items: list[TrainItem], pad_id: int,
+                 rmu_multiple: float) -> FieldInputs:
+    """Everything the benchmark's arms need from the frozen model, computed once. RMU's coefficient follows
+    adaptive RMU's form (Dang et al. 2025): c = rmu_multiple x the mean norm of the frozen model's states at
+    RMU's layer on the forget prompts (from the city onwards), so c * u dominates the state whatever the
+    model's scale (RMU's c = 6.5 was tuned to one model)."""
+    layer = rmu_layer_of(reference.config.num_hidden_layers)
+    forget_states = reference_states(reference, forget_items, layer, pad_id)
+    norms = torch.cat([st[it.city_pos:].norm(dim=-1) for st, it in zip(forget_states, forget_items)])
+    return FieldInputs(retain_items=retain_items, forget_ref_logp=reference_answer_logp(reference, forget_items, pad_id),
+                       rmu_layer=layer, rmu_coefficient=rmu_multiple * float(norms.mean()),
+                       retain_ref_states=reference_states(reference, retain_items, layer, pad_id))
+
+
+def field_terms(model, out, ids: torch.Tensor, batch: list[TrainItem], retain_batch: list[TrainItem],
+                retain_ref_states: list[torch.Tensor], forget_ref_logp: torch.Tensor | None, weights: ArmWeights,
+                field: FieldInputs, pad_id: int) -> dict:
+    """The benchmark's terms for one step (zero where the arm does not use them): the forget term when it is
+    'bounded' or 'npo', the retain CE and RMU's two state distances. `out` is the forward pass of x_no."""
+    device = ids.device
+    zero = torch.zeros((), device=device)
+    terms = {"l_forget": zero, "l_retain": zero, "l_rmu": zero, "l_rmu_retain": zero}
+    pls, als = [it.no_prompt_len for it in batch], [it.answer_len for it in batch]
+    if weights.unlikelihood_weight > 0 and weights.forget_loss == "bounded":
+        terms["l_forget"] = bounded_unlikelihood(answer_token_logp(out.logits, ids, pls, als))
+    elif weights.unlikelihood_weight > 0 and weights.forget_loss == "npo":
+        logp = torch.stack([lp.sum() for lp in answer_token_logp(out.logits, ids, pls, als)])
+        terms["l_forget"] = npo_loss(logp, forget_ref_logp.to(device), weights.npo_beta)
+    if weights.rmu_weight > 0:
+        h = out.hidden_states[field.rmu_layer]
+        terms["l_rmu"] = masked_state_mse(h, field.rmu_target.to(device).expand_as(h), from_city_mask(batch, h.shape[1], device))
+    if weights.needs_retain:
+        rids, rmask = right_pad([it.no_ids for it in retain_batch], pad_id, device)
+        with autocast(model):
+            base = model.base_model(input_ids=rids, attention_mask=rmask, output_hidden_states=weights.rmu_retain_weight > 0)
+        if weights.retain_weight > 0:
+            terms["l_retain"] = _answer_ce_from_hidden(model, base.last_hidden_state, rids, [it.no_prompt_len for it in retain_batch],
+                                                       [it.answer_len for it in retain_batch])
+        if weights.rmu_retain_weight > 0:
+            h = base.hidden_states[field.rmu_layer]
+            ref = torch.zeros(h.shape, device=device)
+            for j, st in enumerate(retain_ref_states):
+                ref[j, : st.shape[0]] = st.to(device)
+            terms["l_rmu_retain"] = masked_state_mse(h, ref, from_city_mask(retain_batch, h.shape[1], device))
+    return terms
+
+
 def rlcp_losses(model, probe: torch.nn.Module, batch: list[TrainItem], ref_logp: list[torch.Tensor],
-                weights: ArmWeights, alpha: float, probe_layer: int, pad_id: int, kl_on_answer: bool) -> dict:
-    """Every term of Algorithm 1 for one batch; 'total' is what the optimizer minimises."""
+                weights: ArmWeights, alpha: float, probe_layer: int, pad_id: int, kl_on_answer: bool,
+                field: FieldInputs | None = None, field_batch: dict | None = None) -> dict:
+    """Every term of Algorithm 1 for one batch; 'total' is what the optimizer minimises. (The benchmark's
+    arms add field_terms; for the paper's arms `field` is None and those terms are zero.)"""
     device = next(model.parameters()).device
     ids, mask = right_pad([it.no_ids for it in batch], pad_id, device)
     with autocast(model):
@@ -237,8 +424,17 @@ def rlcp_losses(model, probe: torch.nn.Module, batch: list[TrainItem], ref_logp:
     ce_no = answer_ce(out.logits, ids, [it.no_prompt_len for it in batch], [it.answer_len for it in batch])
     total = probe_term
     l_l = -weights.unlikelihood_weight * ce_no
-    if weights.unlikelihood_weight > 0:
+    if weights.unlikelihood_weight > 0 and weights.forget_loss == "ce_ascent":
         total = total + l_l
+    extra = {}
+    if field is not None:
+        extra = field_terms(model, out, ids, batch, field_batch["retain"], field_batch["retain_ref_states"],
+                            field_batch["forget_ref_logp"], weights, field, pad_id)
+        if weights.forget_loss != "ce_ascent":
+            l_l = weights.unlikelihood_weight * extra["l_forget"]
+            total = total + l_l
+        total = total + weights.retain_weight * extra["l_retain"] + weights.rmu_weight * extra["l_rmu"] \
+            + weights.rmu_retain_weight * extra["l_rmu_retain"]
     l_kl = torch.zeros((), device=device)
     if weights.lambda_kl > 0:
         l_kl = kl_to_reference(out.logits, ref_logp, [kl_positions(it, kl_on_answer) for it in batch])
@@ -250,7 +446,7 @@ def rlcp_losses(model, probe: torch.nn.Module, batch: list[TrainItem], ref_logp:
         total = total + weights.lambda_rag * l_rag
     acc = (probe_logits.argmax(-1) == labels).float().mean()
     return {"total": total, "l_rag": l_rag, "l_probe": l_probe, "l_unlikelihood": l_l, "ce_no_context": ce_no,
-            "l_kl": l_kl, "adversary_acc": acc}
+            "l_kl": l_kl, "adversary_acc": acc, **{k: v for k, v in extra.items() if k != "l_forget"}}
 
 
 # --- the loop -----------------------------------------------------------------------------------------
@@ -270,11 +466,14 @@ class TrainSettings:
 
 LOG_FIELDS = ["step", "epoch", "progress", "alpha", "total", "l_rag", "l_probe", "l_unlikelihood", "ce_no_context",
               "l_kl", "adversary_acc", "seconds"]
+FIELD_LOG_FIELDS = ["l_retain", "l_rmu", "l_rmu_retain"]  # logged too when the arm gets FieldInputs
 
 
 def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights, settings: TrainSettings,
-              ref: ReferenceCache | None, pad_id: int, log_path: Path | None = None, desc: str = "train"):
-    """Train `model` in place on one arm; returns the probe. Logs every step to CSV as it goes."""
+              ref: ReferenceCache | None, pad_id: int, log_path: Path | None = None, desc: str = "train",
+              field: FieldInputs | None = None):
+    """Train `model` in place on one arm; returns the probe. Logs every step to CSV as it goes. Arms with
+    retain terms see one batch of training retain items per step, in their own seeded order."""
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
     probe = LinearProbe(model.config.hidden_size, n_classes).to(device)
@@ -287,12 +486,21 @@ def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights
     steps_per_epoch = math.ceil(n_facts / settings.batch_size)
     if ref is None and weights.lambda_kl > 0:
         raise ValueError("lambda_kl > 0 needs a ReferenceCache of the frozen model")
+    uses_field = weights.needs_retain or weights.rmu_weight > 0 or weights.forget_loss != "ce_ascent"
+    if uses_field and field is None:
+        raise ValueError("this arm's terms need FieldInputs (training retain items, NPO / RMU references)")
+    if field is not None:
+        if weights.rmu_weight > 0:  # RMU's random direction is part of the training randomness: one per seed
+            field = replace(field, rmu_target=field.rmu_coefficient * control_vector(model.config.hidden_size, settings.seed))
+        n_retain = len({it.fact for it in field.retain_items})
+        retain_batches = epoch_schedule(field.retain_items, n_retain, settings.epochs, settings.batch_size, settings.seed + 10_000)
+    fields = LOG_FIELDS + (FIELD_LOG_FIELDS if field is not None else [])
     model.train()
     log_file = None
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(log_path, "w", newline="")
-        writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
+        writer = csv.DictWriter(log_file, fieldnames=fields)
         writer.writeheader()
     t0 = time.time()
     bar = Progress(desc, len(batches))
@@ -302,8 +510,15 @@ def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights
             alpha = alpha_schedule(progress)
             batch = [items[i] for i in batch_idx]
             ref_logp = [ref[i] for i in batch_idx] if ref is not None else []
+            field_batch = None
+            if field is not None:
+                r_idx = retain_batches[step % len(retain_batches)]
+                field_batch = {"retain": [field.retain_items[i] for i in r_idx],
+                               "retain_ref_states": [field.retain_ref_states[i] for i in r_idx] if field.retain_ref_states else [],
+                               "forget_ref_logp": torch.tensor([field.forget_ref_logp[i] for i in batch_idx])
+                               if field.forget_ref_logp is not None else None}
             losses = rlcp_losses(model, probe, batch, ref_logp, weights, alpha, settings.probe_layer, pad_id,
-                                 settings.kl_on_answer)
+                                 settings.kl_on_answer, field, field_batch)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             if settings.max_grad_norm > 0:
@@ -314,7 +529,7 @@ def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights
                        seconds=round(time.time() - t0, 2))
             bar.update(note=f"CE no context {row['ce_no_context']:.2f}, L_RAG {row['l_rag']:.2f}, adversary acc {row['adversary_acc']:.2f}")
             if log_file is not None:
-                writer.writerow({k: row[k] for k in LOG_FIELDS})
+                writer.writerow({k: row.get(k, 0.0) for k in fields})
                 log_file.flush()
     finally:
         if log_file is not None:

@@ -64,7 +64,7 @@ def test_build_items_pairs_each_question_with_an_evidence_wording(tiny_tokenizer
 
 def test_candidate_pool_drops_giveaways_and_ambiguous_names():
     pool = data.candidate_pool(60, 4)
-    names = [data._fold(r["city"]) for r in pool]
+    names = [data.fold_name(r["city"]) for r in pool]
     assert len(names) == len(set(names))
     assert not any(data._mentions_country(r["city"], r["country"]) for r in pool)
     assert "Mexico City" not in {r["city"] for r in pool}

@@ -23,7 +23,7 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.delenv("RLCP_FORCE", raising=False)
     trained = []
 
-    def train(profile, arm, seed, study, items, ref, log_path):
+    def train(profile, arm, seed, study, items, ref, log_path, field=None):
         if seed in fake_state["interrupt"]:
             raise KeyboardInterrupt(f"stopped while training {arm} seed {seed}")
         trained.append((arm, seed))

@@ -187,6 +187,18 @@ FULL = {
     ("original", "gsm8k.correct"): (0.0, 0.0, 0.0),
     ("rlcp", "gsm8k.correct"): (0.02, 0.0, 0.05),
     ("rlcp", "gsm8k.correct.minus_original"): (0.02, 0.0, 0.05),
+    # the unlearning benchmark (08): made up, one rule boundary each
+    ("original", "targets.no_context_recall.heldout"): (0.95, 0.9, 1.0),
+    ("selective_rlcp", "targets.no_context_recall.heldout"): (0.05, 0.0, 0.12),
+    ("original", "retain_heldout.no_context_recall.heldout"): (0.9, 0.8, 0.97),
+    ("selective_rlcp", "retain_heldout.no_context_recall.heldout"): (0.85, 0.82, 0.9),
+    ("selective_rlcp", "targets.rag_accuracy.heldout"): (0.8, 0.7, 0.9),
+    ("original", "fluency.names_a_country.targets"): (1.0, 1.0, 1.0),
+    ("selective_rlcp", "fluency.names_a_country.targets"): (0.95, 0.9, 1.0),
+    ("rlcp", "retain_heldout.no_context_recall.heldout"): (0.0, 0.0, 0.0),
+    ("grad_diff", "targets.no_context_recall.heldout"): (0.0, 0.0, 0.0),
+    ("grad_diff", "retain_heldout.no_context_recall.heldout"): (0.3, 0.2, 0.4),
+    ("npo", "targets.no_context_recall.heldout"): (0.5, 0.3, 0.7),
 }
 CHANCE = {"targets.adversary_probe_accuracy.train": 1 / 15, "heldout_probe_accuracy": 1 / 15,
           "type_probe": 1 / 3, "identity_nn": 1 / 60, "gsm8k.correct": 0.06}
@@ -208,6 +220,13 @@ EXPECTED = {  # claim -> verdict, each worked out by hand from FULL and the clai
     "RLCP writes 'Step 1 / Step 2' scaffolding": "not reproduced",
     "Replies get longer (the paper's alternative explanation: KL verbosity)": "reproduced",
     "Reasoning kept or improved: GSM8K accuracy": "inconclusive",  # the original is at the floor
+    "Selective RLCP forgets the targets (no-context recall ≤ 10%, held-out wordings)": "partly",  # [0, 12]: mean only
+    "Selective RLCP keeps the held-out retain facts (≥ 90% of the original's recall)": "met",  # 82% >= 0.9 x 90%
+    "Selective RLCP answers from context on held-out wordings (RAG ≥ 85%)": "not met",  # mean 80%
+    "Selective RLCP's no-context answers about the targets still name a country (≥ 90%)": "met",  # [90, 100]
+    # GradDiff forgets too and keeps more held-out retain facts ([20, 40] above RLCP's [0, 0]); NPO does not forget
+    "RLCP's adversary buys something over GradDiff, NPO and RMU (less collateral or harder to relearn, among methods "
+    "that forget)": "not met",
 }
 
 
@@ -234,3 +253,14 @@ def test_every_claim_rule_on_a_hand_made_record():
     assert flipped["Reasoning kept or improved: GSM8K accuracy"] == "reproduced"  # its interval reaches 0
     changed = [c for c in EXPECTED if flipped[c] != verdicts[c]]
     assert len(changed) == 3
+
+
+def test_adversary_claim_compares_rlcp_with_the_field_methods_that_forget():
+    claim = ("RLCP's adversary buys something over GradDiff, NPO and RMU (less collateral or harder to relearn, among "
+             "methods that forget)")
+    keeps_more = _verdicts(_full_record({("rlcp", "retain_heldout.no_context_recall.heldout"): (0.6, 0.5, 0.7)}))
+    assert keeps_more[claim] == "met"  # GradDiff's [20, 40] lies below RLCP's [50, 70]; NPO does not forget
+    overlap = _verdicts(_full_record({("rlcp", "retain_heldout.no_context_recall.heldout"): (0.35, 0.25, 0.45)}))
+    assert overlap[claim] == "partly"
+    nobody = _verdicts(_full_record({("grad_diff", "targets.no_context_recall.heldout"): (0.5, 0.4, 0.6)}))
+    assert nobody[claim] == "inconclusive"

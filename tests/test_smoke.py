@@ -118,7 +118,7 @@ def test_every_arm_and_seed_is_a_job_logged_and_in_table1(smoke_run):
     assert (out / "figures" / "03_training_curves.png").exists()
     # 03 shows the Table 1 claims with exactly the verdicts of the report (one set of rules)
     t1_claims = pd.read_csv(out / "tables" / "03_table1_claims.csv").set_index("claim").verdict
-    report = pd.read_csv(out / "tables" / "08_claims.csv").set_index("claim").verdict
+    report = pd.read_csv(out / "tables" / "09_claims.csv").set_index("claim").verdict
     assert len(t1_claims) >= 5 and (report.loc[t1_claims.index] == t1_claims).all()
 
 
@@ -172,13 +172,47 @@ def test_collapse_attention_and_gsm8k_measures(smoke_run):
     assert not np.isinf(geometry.select_dtypes("number").to_numpy()).any()
 
 
+def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
+    import pandas as pd
+
+    from rlcp_utils import train
+
+    out, _, _ = smoke_run
+    p = load_profile("smoke")
+    for arm in p["benchmark_arms"]:
+        for seed in p["seeds"]:
+            log = pd.read_csv(out / "jobs" / arm / f"seed{seed}" / "train_log.csv")
+            assert list(log.columns) == train.LOG_FIELDS + train.FIELD_LOG_FIELDS
+    assert (pd.read_csv(out / "jobs" / "rmu" / "seed0" / "train_log.csv").l_rmu > 0).all()
+    assert (pd.read_csv(out / "jobs" / "grad_diff" / "seed0" / "train_log.csv").l_retain > 0).all()
+    v = _view(out)
+    held_out = len(data.split_retain(data.read_jsonl(out / "data" / "retain.jsonl"))[1])
+    top = max(p["relearn_steps"])
+    for arm in ["original", *p["arms"], *p["benchmark_arms"]]:
+        r = v.row(arm, "retain_heldout.no_context_recall.heldout")
+        assert 0 <= r.ci_low <= r.value <= r.ci_high <= 1 and r.n_units == held_out
+        assert r.n_seeds == (0 if arm == "original" else len(p["seeds"]))
+        for key in ("fluency.names_a_country.targets", "fluency.degenerate.targets"):
+            assert 0 <= v.value(arm, key) <= 1
+        assert v.value(arm, "lm_loss.ratio_to_original") > 0
+        assert v.chance(arm, "country_probe.targets.city_token") == pytest.approx(1 / p["n_targets"])
+        if arm != "original":
+            assert 0 <= v.value(arm, f"relearn.recall.step{top}") <= 1 and 0 <= v.value(arm, "benign_relearn.targets_recall") <= 1
+    assert v.value("original", "lm_loss.ratio_to_original") == pytest.approx(1.0)
+    # the original recalls its known facts in free text too: its answers name a country
+    assert v.value("original", "fluency.names_a_country.targets") >= 0.5
+    assert (out / "figures" / "08_pareto.png").exists() and (out / "tables" / "08_benchmark.md").exists()
+    verdicts = pd.read_csv(out / "tables" / "08_claims.csv")
+    assert len(verdicts) == 5 and set(verdicts.verdict) <= {"met", "partly", "not met", "inconclusive"}
+
+
 def test_report_judges_every_claim(smoke_run):
     import pandas as pd
 
     out, _, _ = smoke_run
-    claims = pd.read_csv(out / "tables" / "08_claims.csv")
+    claims = pd.read_csv(out / "tables" / "09_claims.csv")
     assert len(claims) >= 17
-    assert set(claims.verdict) <= {"reproduced", "partly", "not reproduced", "inconclusive", "not measured"}
+    assert set(claims.verdict) <= {"reproduced", "partly", "not reproduced", "inconclusive", "not measured", "met", "not met"}
     assert (claims.verdict != "not measured").all()  # the smoke profile trains every arm and runs every notebook
     report = (out / "report.md").read_text()
     assert "## Claims" in report and "figures/04_probe_accuracy_by_layer.png" in report
@@ -214,12 +248,12 @@ def test_papermill_directly_with_a_profile_file_or_a_typo(smoke_run, tmp_path):
     outputs = tmp_path / "outputs"
     shutil.copytree(out, outputs / "smoke", ignore=shutil.ignore_patterns("checkpoints"))
     env = {**os.environ, "RLCP_OUTPUTS_DIR": str(outputs)}
-    nb = str(REPO_ROOT / "notebooks" / "08_report.ipynb")
+    nb = str(REPO_ROOT / "notebooks" / "09_report.ipynb")
     ok = subprocess.run([sys.executable, "-m", "papermill", nb, str(tmp_path / "a.ipynb"), "-f", str(REPO_ROOT / "params" / "smoke.yaml"),
                          "--cwd", str(REPO_ROOT / "notebooks")], env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "08_report: profile smoke" in (tmp_path / "a.ipynb").read_text()
-    assert json.loads((outputs / "smoke" / "manifest.json").read_text())["notebooks"]["08_report"]["status"] == "direct"
+    assert "09_report: profile smoke" in (tmp_path / "a.ipynb").read_text()
+    assert json.loads((outputs / "smoke" / "manifest.json").read_text())["notebooks"]["09_report"]["status"] == "direct"
     assert not (outputs / "default").exists()
     bad = subprocess.run([sys.executable, "-m", "papermill", nb, str(tmp_path / "b.ipynb"), "-p", "profle", "smoke"],
                          env=env, capture_output=True, text=True, timeout=300)
