@@ -93,6 +93,22 @@ def plan(profile, notebooks: list[Path], force: bool = False) -> dict[str, str |
     return out
 
 
+def forget_removed_notebooks(profile) -> list[str]:
+    """Drop the manifest entries and executed copies of notebooks that no longer exist (renamed or removed),
+    so the manifest describes only what the current notebooks made. Returns their names."""
+    from .outputs import write_json
+
+    manifest = _manifest(profile)
+    current = {nb.stem for nb in study_notebooks()}
+    gone = sorted(set(manifest.get("notebooks", {})) - current)
+    for name in gone:
+        del manifest["notebooks"][name]
+        (profile.output_dir / "notebooks" / f"{name}.ipynb").unlink(missing_ok=True)
+    if gone:
+        write_json(profile.output_dir / "manifest.json", manifest)
+    return gone
+
+
 def is_done(profile, notebook: Path) -> bool:
     return why_stale(profile, notebook, _manifest(profile)) is None
 
@@ -204,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     notebooks = study_notebooks()
+    for name in forget_removed_notebooks(profile):
+        print(f"{name}: no such notebook any more; its manifest entry and executed copy are removed")
     if args.only:
         unknown = set(args.only) - {nb.stem for nb in notebooks}
         if unknown:

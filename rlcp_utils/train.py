@@ -368,19 +368,49 @@ def field_inputs(reference, forget_items: list[TrainItem], retain_items: list[Tr
                        retain_ref_states=reference_states(reference, retain_items, layer, pad_id))
 
 
-def field_terms(model, out, ids: torch.Tensor, batch: list[TrainItem], retain_batch: list[TrainItem],
+@dataclass
+class NoContextPass:
+    """The forward pass of x_no as the loss terms read it: hidden states of every layer, and logits with the
+    token ids and prompt lengths that index them (answer_ce / answer_token_logp read both forms alike)."""
+    hidden_states: tuple
+    logits: torch.Tensor
+    ids: torch.Tensor
+    prompt_lens: list[int]
+
+
+def no_context_pass(model, ids: torch.Tensor, mask: torch.Tensor, batch: list[TrainItem], full_logits: bool) -> NoContextPass:
+    """x_no through the model. full_logits: the vocabulary projection at every position (the KL needs them).
+    Otherwise only at the positions that predict the answer, returned as [b, longest answer, vocab] with ids
+    re-indexed to match: the same numbers without the lm_head over every prompt position (tested)."""
+    with autocast(model):
+        if full_logits:
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            return NoContextPass(out.hidden_states, out.logits, ids, [it.no_prompt_len for it in batch])
+        base = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        width = max(it.answer_len for it in batch)
+        cols = torch.tensor([[min(it.no_prompt_len - 1 + k, ids.shape[1] - 1) for k in range(width)] for it in batch],
+                            device=ids.device)
+        hidden = base.last_hidden_state
+        logits = model.lm_head(hidden.gather(1, cols[..., None].expand(-1, -1, hidden.shape[-1])))
+    answer_ids = torch.zeros(len(batch), width + 1, dtype=ids.dtype, device=ids.device)
+    for j, it in enumerate(batch):  # position 0 stands for the last prompt token: the answer starts at 1
+        answer_ids[j, 1: 1 + it.answer_len] = ids[j, it.no_prompt_len: it.no_prompt_len + it.answer_len]
+    return NoContextPass(base.hidden_states, logits, answer_ids, [1] * len(batch))
+
+
+def field_terms(model, out: NoContextPass, ids: torch.Tensor, batch: list[TrainItem], retain_batch: list[TrainItem],
                 retain_ref_states: list[torch.Tensor], forget_ref_logp: torch.Tensor | None, weights: ArmWeights,
                 field: FieldInputs, pad_id: int) -> dict:
     """The benchmark's terms for one step (zero where the arm does not use them): the forget term when it is
-    'bounded' or 'npo', the retain CE and RMU's two state distances. `out` is the forward pass of x_no."""
+    'bounded' or 'npo', the retain CE and RMU's two state distances. `out` is the pass of x_no, `ids` its tokens."""
     device = ids.device
     zero = torch.zeros((), device=device)
     terms = {"l_forget": zero, "l_retain": zero, "l_rmu": zero, "l_rmu_retain": zero}
-    pls, als = [it.no_prompt_len for it in batch], [it.answer_len for it in batch]
+    als = [it.answer_len for it in batch]
     if weights.unlikelihood_weight > 0 and weights.forget_loss == "bounded":
-        terms["l_forget"] = bounded_unlikelihood(answer_token_logp(out.logits, ids, pls, als))
+        terms["l_forget"] = bounded_unlikelihood(answer_token_logp(out.logits, out.ids, out.prompt_lens, als))
     elif weights.unlikelihood_weight > 0 and weights.forget_loss == "npo":
-        logp = torch.stack([lp.sum() for lp in answer_token_logp(out.logits, ids, pls, als)])
+        logp = torch.stack([lp.sum() for lp in answer_token_logp(out.logits, out.ids, out.prompt_lens, als)])
         terms["l_forget"] = npo_loss(logp, forget_ref_logp.to(device), weights.npo_beta)
     if weights.rmu_weight > 0:
         h = out.hidden_states[field.rmu_layer]
@@ -408,8 +438,8 @@ def rlcp_losses(model, probe: torch.nn.Module, batch: list[TrainItem], ref_logp:
     arms add field_terms; for the paper's arms `field` is None and those terms are zero.)"""
     device = next(model.parameters()).device
     ids, mask = right_pad([it.no_ids for it in batch], pad_id, device)
-    with autocast(model):
-        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    # an arm without the KL needs the vocabulary only where the answer is predicted
+    out = no_context_pass(model, ids, mask, batch, full_logits=weights.lambda_kl > 0)
     # the probe reads the hidden state at the last prompt token: the position that predicts the answer
     last = torch.tensor([it.no_prompt_len - 1 for it in batch], device=device)
     h = out.hidden_states[probe_layer][torch.arange(len(batch), device=device), last]
@@ -421,7 +451,7 @@ def rlcp_losses(model, probe: torch.nn.Module, batch: list[TrainItem], ref_logp:
         probe_logits = probe(h.detach())
         probe_term = F.cross_entropy(probe_logits, labels)
     l_probe = F.cross_entropy(probe_logits.detach(), labels)
-    ce_no = answer_ce(out.logits, ids, [it.no_prompt_len for it in batch], [it.answer_len for it in batch])
+    ce_no = answer_ce(out.logits, out.ids, out.prompt_lens, [it.answer_len for it in batch])
     total = probe_term
     l_l = -weights.unlikelihood_weight * ce_no
     if weights.unlikelihood_weight > 0 and weights.forget_loss == "ce_ascent":

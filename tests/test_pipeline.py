@@ -112,3 +112,18 @@ def test_force_reaches_the_kernel_and_figures_are_inline(study):
     outs = executed.cells[-1].outputs
     assert any("force 1" in o.get("text", "") for o in outs)
     assert any("image/png" in o.get("data", {}) for o in outs)
+
+
+def test_a_renamed_notebook_leaves_no_stale_entry(study, capsys):
+    notebooks, out = study
+    _notebook(notebooks / "01_data.ipynb", "print('data')")
+    _notebook(notebooks / "02_report.ipynb", "print('report')", reads="01_data")
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    (notebooks / "02_report.ipynb").rename(notebooks / "03_report.ipynb")
+    capsys.readouterr()
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    log = capsys.readouterr().out
+    assert "02_report: no such notebook any more" in log and "03_report: running (never ran)" in log
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["notebooks"]) == {"01_data", "03_report"}
+    assert not (out / "notebooks" / "02_report.ipynb").exists() and (out / "notebooks" / "03_report.ipynb").exists()

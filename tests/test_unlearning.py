@@ -227,3 +227,18 @@ def test_benchmark_job_keys_follow_their_own_weights_and_leave_the_papers_alone(
     steps = load_profile("smoke", {"precision": "fp32", "relearn_steps": [0, 5]})  # an attack setting: analysis only
     assert jobs.job_key(p, "npo", 0, study) == jobs.job_key(steps, "npo", 0, study)
     assert jobs.train_notebook("npo") == "08_unlearning" and jobs.train_notebook("rlcp") == "03_rlcp_training"
+
+
+def test_answer_only_logits_give_the_terms_of_the_full_pass(tiny_model, tiny_tokenizer):
+    """Arms without the KL project onto the vocabulary only where the answer is predicted: same numbers."""
+    items = [_items(tiny_tokenizer)[i] for i in (0, 8, 15, 27)]  # different facts and templates: ragged lengths
+    ids, mask = batching.right_pad([it.no_ids for it in items], tiny_tokenizer.pad_token_id)
+    full = train.no_context_pass(tiny_model, ids, mask, items, full_logits=True)
+    part = train.no_context_pass(tiny_model, ids, mask, items, full_logits=False)
+    als = [it.answer_len for it in items]
+    torch.testing.assert_close(train.answer_ce(part.logits, part.ids, part.prompt_lens, als),
+                               train.answer_ce(full.logits, full.ids, full.prompt_lens, als), atol=1e-5, rtol=1e-5)
+    for a, b in zip(train.answer_token_logp(part.logits, part.ids, part.prompt_lens, als),
+                    train.answer_token_logp(full.logits, full.ids, full.prompt_lens, als)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(part.hidden_states, full.hidden_states))
