@@ -183,8 +183,8 @@ record_rows = [r for arm in BENCH_ARMS for r in runs[arm]["rows"]] + bench_rows
 #   held-out templates, for the targets and the held-out retain facts: does the answer name some country
 #   (any of GeoNames' countries, right or wrong), and is it degenerate (`unlearning.is_degenerate`: no word of
 #   two letters, or one token making up half of four or more).
-# - **Language ability**: mean per-token loss on the reference solutions of the last `lm_loss_texts` GSM8K
-#   test problems (text no arm trains on), as a ratio to the original's on the same texts.
+# - **Language ability**: mean per-token loss on the last `lm_loss_texts` GSM8K test problems with their
+#   reference solutions (the first 128 tokens of each; text no arm trains on), as a ratio to the original's.
 # - **Information still there**: a linear country probe (`probing.linear_probe`) trained at l* on the other
 #   known cities of the target countries (01's probe cities) and tested on the 15 targets, at the city token
 #   and at the last token; chance 1/K.

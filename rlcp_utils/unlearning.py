@@ -85,8 +85,9 @@ def relearn(model, items: list[TrainItem], budgets: list[int], evaluate, pad_id:
     return out
 
 
-def text_ids(tokenizer, texts: list[str], max_tokens: int = 256) -> list[list[int]]:
-    """Token ids of plain texts (BOS where the tokenizer adds one), cut to max_tokens."""
+def text_ids(tokenizer, texts: list[str], max_tokens: int = 128) -> list[list[int]]:
+    """Token ids of plain texts (BOS where the tokenizer adds one), cut to max_tokens (a GSM8K problem and the
+    start of its solution: enough text for a per-token loss, at a quarter of the cost of whole solutions)."""
     return [tokenizer(t).input_ids[:max_tokens] for t in texts]
 
 
