@@ -325,15 +325,20 @@ def control_vector(hidden_size: int, seed: int) -> torch.Tensor:
     return u / u.norm()
 
 
+def _x_no_batches(model, items: list[TrainItem], pad_id: int, batch_size: int):
+    """(batch, ids, mask) of the items' x_no, right-padded as in training, on the model's device."""
+    device = next(model.parameters()).device
+    for k in range(0, len(items), batch_size):
+        batch = items[k:k + batch_size]
+        yield (batch, *right_pad([it.no_ids for it in batch], pad_id, device))
+
+
 @torch.no_grad()
 def reference_answer_logp(model, items: list[TrainItem], pad_id: int, batch_size: int = 16) -> list[float]:
     """The frozen model's log P(answer | x_no), summed over the answer's tokens, per item (NPO's P_ref), with
     the same padding and precision as the training forward pass."""
-    device = next(model.parameters()).device
     out = []
-    for k in range(0, len(items), batch_size):
-        batch = items[k:k + batch_size]
-        ids, mask = right_pad([it.no_ids for it in batch], pad_id, device)
+    for batch, ids, mask in _x_no_batches(model, items, pad_id, batch_size):
         with autocast(model):
             logits = model(input_ids=ids, attention_mask=mask).logits
         out += [float(lp.sum()) for lp in answer_token_logp(logits, ids, [it.no_prompt_len for it in batch], [it.answer_len for it in batch])]
@@ -343,11 +348,8 @@ def reference_answer_logp(model, items: list[TrainItem], pad_id: int, batch_size
 @torch.no_grad()
 def reference_states(model, items: list[TrainItem], layer: int, pad_id: int, batch_size: int = 16) -> list[torch.Tensor]:
     """The frozen model's hidden_states[layer] on each item's x_no (all its positions), float32 on the CPU."""
-    device = next(model.parameters()).device
     out = []
-    for k in range(0, len(items), batch_size):
-        batch = items[k:k + batch_size]
-        ids, mask = right_pad([it.no_ids for it in batch], pad_id, device)
+    for batch, ids, mask in _x_no_batches(model, items, pad_id, batch_size):
         with autocast(model):
             h = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
         out += [h[j, : len(it.no_ids)].float().cpu() for j, it in enumerate(batch)]
