@@ -1,0 +1,92 @@
+"""Gradient geometry for the paper's Assumption 3.1 and Proposition 3.2 (the open-questions issue).
+
+The paper assumes the gradient of the fact loss is nearly orthogonal to the gradient of the reasoning loss,
+delta = |cos(grad L_fact, grad L_logic)| small, so that a step that removes a fact moves the reasoning loss by
+at most (first order) eta * delta * |grad L_fact| * |grad L_logic|. This module measures both sides:
+- `gradient(model, loss_fn)`: the gradient of a scalar loss, one flat vector per parameter group
+  (embeddings, attention and MLP of each block, norms), so cosines can be read per group and for the whole model;
+- `cosines(a, b)`: the cosine per group and over all parameters ("all");
+- `first_order_step(...)`: one plain gradient step along -grad L_fact of size eta, the measured change of
+  L_logic, its first-order prediction -eta * <grad L_fact, grad L_logic> and the proposition's bound.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+_BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.(self_attn|mlp)\.")
+
+
+def parameter_group(name: str) -> str:
+    """The group of a parameter by its name: 'embeddings', 'attention.<layer>', 'mlp.<layer>' or 'other'
+    (norms, and an untied output head)."""
+    if "embed_tokens" in name:
+        return "embeddings"
+    m = _BLOCK.search(name)
+    if m:
+        return f"{'attention' if m.group(2) == 'self_attn' else 'mlp'}.{int(m.group(1))}"
+    return "other"
+
+
+def gradient(model, loss_fn) -> dict[str, torch.Tensor]:
+    """Gradient of loss_fn(model) (a scalar) with respect to every trainable parameter, concatenated per
+    parameter group (float32, on the CPU). The model's .grad fields are left as they were (None)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    loss = loss_fn(model)
+    grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+    groups: dict[str, list[torch.Tensor]] = {}
+    for (name, p), g in zip(params, grads):
+        g = torch.zeros_like(p) if g is None else g
+        groups.setdefault(parameter_group(name), []).append(g.detach().float().reshape(-1).cpu())
+    return {k: torch.cat(v) for k, v in groups.items()}
+
+
+def cosines(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Cosine of two grouped gradients per group, and over all parameters ('all'). A group where either
+    gradient is zero has no direction: NaN."""
+    out = {}
+    for k in a:
+        na, nb = a[k].norm(), b[k].norm()
+        out[k] = float(a[k] @ b[k] / (na * nb)) if na > 0 and nb > 0 else float("nan")
+    dot = sum(float(a[k] @ b[k]) for k in a)
+    na = sum(float(a[k] @ a[k]) for k in a) ** 0.5
+    nb = sum(float(b[k] @ b[k]) for k in b) ** 0.5
+    out["all"] = dot / (na * nb) if na > 0 and nb > 0 else float("nan")
+    return out
+
+
+def norm(g: dict[str, torch.Tensor]) -> float:
+    return sum(float(v @ v) for v in g.values()) ** 0.5
+
+
+@torch.no_grad()
+def _step(model, g: dict[str, torch.Tensor], eta: float) -> None:
+    """p -= eta * g for every trainable parameter, g in the grouped layout of `gradient`."""
+    offsets: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        k = parameter_group(name)
+        start = offsets.get(k, 0)
+        p -= eta * g[k][start:start + p.numel()].view_as(p).to(p.device, p.dtype)
+        offsets[k] = start + p.numel()
+
+
+def first_order_step(model, fact_loss, logic_loss, eta: float) -> dict[str, float]:
+    """Take one gradient-descent step of size eta on the fact loss (on a copy of the model) and compare the
+    measured change of the logic loss with its first-order prediction and with Proposition 3.2's bound."""
+    import copy
+
+    g_fact, g_logic = gradient(model, fact_loss), gradient(model, logic_loss)
+    dot = sum(float(g_fact[k] @ g_logic[k]) for k in g_fact)
+    delta = abs(cosines(g_fact, g_logic)["all"])
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        before = float(logic_loss(model))
+        _step(moved, g_fact, eta)
+        after = float(logic_loss(moved))
+    del moved
+    return {"measured_change": after - before, "first_order_prediction": -eta * dot,
+            "bound": eta * delta * norm(g_fact) * norm(g_logic), "delta": delta}

@@ -1,0 +1,68 @@
+"""Gradient cosines and the first-order prediction of Proposition 3.2, on tiny random models."""
+
+import math
+
+import pytest
+import torch
+
+from rlcp_utils import batching, data, gradients, train
+
+FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
+         enumerate([("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru")])]
+
+
+def _loss(tok, facts):
+    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
+    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
+    items = train.make_train_items(tok, facts, qs, es, "plain")[:6]
+
+    def loss(model):  # the answers' mean CE in the model's own dtype (float64 where the test needs it)
+        ids, mask = batching.right_pad([it.no_ids for it in items], tok.pad_token_id)
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits, -1)
+        return -torch.stack([logp[j, it.no_prompt_len - 1 + k, ids[j, it.no_prompt_len + k]]
+                             for j, it in enumerate(items) for k in range(it.answer_len)]).mean()
+    return loss
+
+
+def test_parameter_groups_by_name():
+    assert gradients.parameter_group("model.embed_tokens.weight") == "embeddings"
+    assert gradients.parameter_group("model.layers.3.self_attn.q_proj.weight") == "attention.3"
+    assert gradients.parameter_group("model.layers.12.mlp.down_proj.weight") == "mlp.12"
+    assert gradients.parameter_group("model.layers.0.input_layernorm.weight") == "other"
+    assert gradients.parameter_group("model.norm.weight") == "other"
+
+
+def test_cosine_of_a_loss_with_itself_is_one_and_with_its_negative_minus_one(tiny_model, tiny_tokenizer):
+    loss = _loss(tiny_tokenizer, FACTS[:2])
+    g = gradients.gradient(tiny_model, loss)
+    neg = gradients.gradient(tiny_model, lambda m: -loss(m))
+    same = gradients.cosines(g, g)
+    opposite = gradients.cosines(g, neg)
+    assert same["all"] == pytest.approx(1.0, abs=1e-6) and opposite["all"] == pytest.approx(-1.0, abs=1e-6)
+    for k in g:
+        if g[k].norm() > 0:
+            assert same[k] == pytest.approx(1.0, abs=1e-5) and opposite[k] == pytest.approx(-1.0, abs=1e-5)
+    assert {"embeddings", "attention.0", "mlp.0"} <= set(g)
+    assert all(p.grad is None for p in tiny_model.parameters())  # the model is left as it was
+
+
+def test_cosine_on_a_hand_computed_case():
+    a = {"x": torch.tensor([1.0, 0.0]), "y": torch.tensor([0.0, 0.0])}
+    b = {"x": torch.tensor([1.0, 1.0]), "y": torch.tensor([0.0, 2.0])}
+    c = gradients.cosines(a, b)
+    assert c["x"] == pytest.approx(1 / math.sqrt(2)) and math.isnan(c["y"])
+    assert c["all"] == pytest.approx(1 / math.sqrt(6))  # (1) / (1 * sqrt(1 + 1 + 4))
+
+
+def test_first_order_prediction_matches_a_small_step(tiny_model, tiny_tokenizer):
+    import copy
+
+    model = copy.deepcopy(tiny_model).double()  # float64: a small step's loss change is far above rounding
+    fact, logic = _loss(tiny_tokenizer, FACTS[:2]), _loss(tiny_tokenizer, FACTS[2:])
+    out = gradients.first_order_step(model, fact, logic, eta=1e-4)
+    assert out["bound"] == pytest.approx(abs(out["first_order_prediction"]), rel=1e-6)  # at first order, equality
+    assert out["measured_change"] == pytest.approx(out["first_order_prediction"], rel=0.02)
+    assert 0 <= out["delta"] <= 1
+    # a step on the logic loss itself lowers it by about eta * |grad|^2
+    own = gradients.first_order_step(model, logic, logic, eta=1e-4)
+    assert own["measured_change"] < 0 and own["delta"] == pytest.approx(1.0, abs=1e-6)
