@@ -14,6 +14,8 @@ from rlcp_utils.config import REPO_ROOT, load_profile
 from rlcp_utils.pipeline import study_notebooks
 
 pytestmark = pytest.mark.smoke
+# The unlearning benchmark runs in the pipeline once it is a numbered notebook (drafts/ until its default run lands)
+BENCHMARK = any(nb.stem == "08_unlearning" for nb in study_notebooks())
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +174,7 @@ def test_collapse_attention_and_gsm8k_measures(smoke_run):
     assert not np.isinf(geometry.select_dtypes("number").to_numpy()).any()
 
 
+@pytest.mark.skipif(not BENCHMARK, reason="08_unlearning is in drafts/ until its default-profile run is committed")
 def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
     import pandas as pd
 
@@ -213,7 +216,8 @@ def test_report_judges_every_claim(smoke_run):
     claims = pd.read_csv(out / "tables" / "09_claims.csv")
     assert len(claims) >= 17
     assert set(claims.verdict) <= {"reproduced", "partly", "not reproduced", "inconclusive", "not measured", "met", "not met"}
-    assert (claims.verdict != "not measured").all()  # the smoke profile trains every arm and runs every notebook
+    judged = claims if BENCHMARK else claims[claims.section != "Unlearning benchmark (08)"]
+    assert (judged.verdict != "not measured").all()  # the smoke profile trains every arm and runs every notebook
     report = (out / "report.md").read_text()
     assert "## Claims" in report and "figures/04_probe_accuracy_by_layer.png" in report
 
