@@ -55,6 +55,11 @@ def _choice(help, *choices):
 
 NUMBER = (int, float)
 
+
+def _seed_list(help, stage=9):
+    return Parameter(list, help, lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+                     and len(set(v)) == len(v), "a non-empty list of distinct integers >= 0", stage)
+
 # One schema for every profile. Notebooks read only keys listed here.
 PARAMETERS: dict[str, Parameter] = {
     "description": Parameter(str, "one line saying what the profile is for"),
@@ -115,6 +120,24 @@ PARAMETERS: dict[str, Parameter] = {
                                lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
                                and list(v) == sorted(set(v)), "an increasing list of integers >= 0", stage=8),
     "lm_loss_texts": _range(int, "GSM8K reference solutions in the fixed text sample for the per-token loss (and as many for benign relearning)", 1, 600, stage=8),
+    # --- the paper's open questions (09_open_questions): sweeps of RLCP through the same loop ------------
+    "kl_sweep": Parameter(list, "part 1: lambda_KL values RLCP is trained with besides the profile's lambda_kl (03's jobs)",
+                          lambda v: len(v) > 0 and all(isinstance(x, NUMBER) and not isinstance(x, bool) and x >= 0 for x in v),
+                          "a non-empty list of numbers >= 0", stage=9),
+    "kl_sweep_seeds": _seed_list("part 1: training seeds of every KL setting (at least 2 where a difference is claimed)"),
+    "gradient_every": _range(int, "part 2: steps between gradient measurements along the monitored RLCP run", 1, stage=9),
+    "gradient_prompts": _range(int, "part 2: prompts behind each loss whose gradient is measured", 2, 1000, stage=9),
+    "first_order_etas": Parameter(list, "part 2: step sizes of the first-order test of Proposition 3.2",
+                                  lambda v: len(v) > 0 and all(isinstance(x, float) and x > 0 for x in v),
+                                  "a non-empty list of floats > 0", stage=9),
+    "fact_counts": Parameter(list, "part 3: numbers of target facts RLCP forgets besides n_targets (extra facts: the training retain half)",
+                             lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 2 for x in v),
+                             "a non-empty list of integers >= 2", stage=9),
+    "fact_count_seeds": _seed_list("part 3: training seeds of every fact count"),
+    "arith_n_targets": _range(int, "part 4: known multiplication facts that RLCP forgets (the other known ones are held out)", 2, 30, stage=9),
+    "arith_addends": _range(int, "part 4: two-step problems (a x b + c) per fact, distinct addends c in 1..9", 1, 9, stage=9),
+    "arith_seeds": _seed_list("part 4: training seeds of the arithmetic arms (RLCP and Just-RAG)"),
+    "sweep_gsm8k_problems": _range(int, "part 1: GSM8K problems (07's seeded subset, first ones) per KL setting's first-seed model", 1, 1319, stage=9),
     # --- analysis notebooks (04-08): changing these never retrains an arm ------------------------------
     "n_probe_seeds": _range(int, "seeds (train/test resamples and initialisations) of every post-hoc probe", 1, 100, stage=4),
     "tsne_perplexity": _range(NUMBER, "t-SNE perplexity of the collapse figure (same for every arm)", 2.0, 100.0, stage=5),
@@ -275,6 +298,18 @@ def load_profile(profile: str = "default", overrides: dict | None = None) -> Pro
         if same:
             path = PARAMS_DIR / f"{same[0]}.yaml"
     return Profile(name=name, path=path, params=values)
+
+
+def profile_with(profile: Profile, **overrides) -> Profile:
+    """The same profile (same name and outputs folder) with some training parameters changed: a sweep's
+    setting (09). The changed values enter the job keys of what is trained under them, so a sweep job is
+    never taken for the profile's own job of the same arm."""
+    values = dict(profile.params)
+    for key, value in overrides.items():
+        _check_value(key, value, "profile_with")
+        values[key] = float(value) if PARAMETERS[key].type is float else value
+    _cross_checks(values, f"{profile.path} with {overrides}")
+    return Profile(name=profile.name, path=profile.path, params=values)
 
 
 def check_probe_layer(profile: Profile, num_hidden_layers: int) -> None:

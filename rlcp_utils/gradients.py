@@ -7,12 +7,17 @@ at most (first order) eta * delta * |grad L_fact| * |grad L_logic|. This module 
   (embeddings, attention and MLP of each block, norms), so cosines can be read per group and for the whole model;
 - `cosines(a, b)`: the cosine per group and over all parameters ("all");
 - `first_order_step(...)`: one plain gradient step along -grad L_fact of size eta, the measured change of
-  L_logic, its first-order prediction -eta * <grad L_fact, grad L_logic> and the proposition's bound.
+  L_logic, its first-order prediction -eta * <grad L_fact, grad L_logic> and the proposition's bound;
+- `answer_loss`, `text_loss`: the losses measured (answer CE given a prompt; per-token language-model loss);
+- `monitor(...)`: cosines and norms of several losses' gradients every few steps along training, as rows
+  (`jobs.run_job(monitor=...)` saves them with the job).
 """
 
 from __future__ import annotations
 
 import re
+
+import math
 
 import torch
 
@@ -90,3 +95,36 @@ def first_order_step(model, fact_loss, logic_loss, eta: float) -> dict[str, floa
     del moved
     return {"measured_change": after - before, "first_order_prediction": -eta * dot,
             "bound": eta * delta * norm(g_fact) * norm(g_logic), "delta": delta}
+
+
+def answer_loss(prompt_ids: list[list[int]], answer_ids: list[list[int]], pad_id: int):
+    """L(model): mean cross-entropy of each answer given its prompt (teacher forcing, one batch), as in training."""
+    from .batching import right_pad
+    from .train import answer_ce_only
+
+    def loss(model):
+        ids, mask = right_pad([p + a for p, a in zip(prompt_ids, answer_ids)], pad_id, next(model.parameters()).device)
+        return answer_ce_only(model, ids, mask, [len(p) for p in prompt_ids], [len(a) for a in answer_ids])
+    return loss
+
+
+def text_loss(ids_list: list[list[int]], pad_id: int):
+    """L(model): mean over texts of the per-token language-model loss (unlearning.text_loss)."""
+    from .unlearning import text_loss as per_text
+
+    return lambda model: per_text(model, ids_list, pad_id).mean()
+
+
+def monitor(losses: dict, pairs: dict[str, tuple[str, str]], every: int):
+    """A measurement along training (train.train_arm's on_step): at every `every`-th step, the gradient of
+    each loss in `losses` (name -> L(model)), the cosine of each named pair per parameter group and overall,
+    and each gradient's norm. Rows: step, measure ('cosine' or 'norm'), of (pair or loss name), group, value."""
+    def measure(step: int, model) -> list[dict]:
+        if step % every:
+            return []
+        grads = {name: gradient(model, fn) for name, fn in losses.items()}
+        rows = [{"step": step, "measure": "cosine", "of": pair, "group": group, "value": c}
+                for pair, (a, b) in pairs.items() for group, c in cosines(grads[a], grads[b]).items()]
+        rows += [{"step": step, "measure": "norm", "of": name, "group": "all", "value": norm(g)} for name, g in grads.items()]
+        return [r for r in rows if not (isinstance(r["value"], float) and math.isnan(r["value"]) and r["group"] != "all")]
+    return measure

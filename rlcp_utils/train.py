@@ -503,9 +503,11 @@ FIELD_LOG_FIELDS = ["l_retain", "l_rmu", "l_rmu_retain"]  # logged too when the 
 
 def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights, settings: TrainSettings,
               ref: ReferenceCache | None, pad_id: int, log_path: Path | None = None, desc: str = "train",
-              field: FieldInputs | None = None):
+              field: FieldInputs | None = None, on_step=None):
     """Train `model` in place on one arm; returns the probe. Logs every step to CSV as it goes. Arms with
-    retain terms see one batch of training retain items per step, in their own seeded order."""
+    retain terms see one batch of training retain items per step, in their own seeded order.
+    `on_step(step, model)`, if given, is called before each update (step 0 sees the original model) and once
+    after the last (step = number of steps): a measurement along training (09's gradient geometry)."""
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
     probe = LinearProbe(model.config.hidden_size, n_classes).to(device)
@@ -538,6 +540,8 @@ def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights
     bar = Progress(desc, len(batches))
     try:
         for step, batch_idx in enumerate(batches):
+            if on_step is not None:
+                on_step(step, model)
             progress = step / len(batches)
             alpha = alpha_schedule(progress)
             batch = [items[i] for i in batch_idx]
@@ -563,6 +567,8 @@ def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights
             if log_file is not None:
                 writer.writerow({k: row.get(k, 0.0) for k in fields})
                 log_file.flush()
+        if on_step is not None:
+            on_step(len(batches), model)
     finally:
         if log_file is not None:
             log_file.close()

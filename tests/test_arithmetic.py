@@ -1,39 +1,36 @@
 """The arithmetic task's facts, prompts and scoring on hand-made strings."""
 
-import pytest
-
-from rlcp_utils import arithmetic
+from rlcp_utils import arithmetic, data
 
 
-def test_multiplication_facts_are_unordered_pairs():
+def test_multiplication_facts_are_unordered_pairs_cast_as_study_facts():
     facts = arithmetic.multiplication_facts(2, 9)
     assert len(facts) == 8 * 9 // 2 and all(f["a"] <= f["b"] and f["answer"] == f["a"] * f["b"] for f in facts)
+    seven_eight = next(f for f in facts if (f["a"], f["b"]) == (7, 8))
+    assert seven_eight["city"] == "7 x 8" and seven_eight["country"] == "56"
 
 
-def test_additions_are_distinct_and_seeded():
-    a, b = arithmetic.addition_facts(20, 0), arithmetic.addition_facts(20, 0)
-    assert a == b and len({(f["a"], f["b"]) for f in a}) == 20
-    assert all(10 <= f["a"] <= 99 and f["answer"] == f["a"] + f["b"] for f in a)
-    assert a != arithmetic.addition_facts(20, 1)
+def test_templates_render_the_fact_and_hold_out_the_last_wordings():
+    questions, evidences = arithmetic.templates()
+    assert [q.split for q in questions].count("heldout") == arithmetic.N_HELDOUT_QUESTIONS
+    assert [e.split for e in evidences][-1] == "heldout"
+    assert data.question(questions[0], "7 x 8") == "7 x 8 ="
+    assert data.evidence(evidences[0], "7 x 8", "56") == "7 x 8 = 56."
 
 
 def test_scoring_reads_the_first_number():
     assert arithmetic.first_number(" 56") == 56 and arithmetic.first_number("It is 1,024.") == 1024
     assert arithmetic.first_number("no idea") is None and arithmetic.first_number(" -3 apples") == -3
-    assert arithmetic.is_correct(" 56, because 7 times 8 is 56", 56)
-    assert not arithmetic.is_correct(" 54? No, 56", 56)  # the first number counts, not a later correction
-    assert not arithmetic.is_correct("", 56)
 
 
-def test_prompts_and_two_step_problems():
-    fact = {"a": 7, "b": 8, "op": "x", "answer": 56}
-    assert arithmetic.question(fact) == "Q: What is 7 times 8?\nA:"
+def test_two_step_problems_need_the_fact_and_score_both_steps():
+    fact = arithmetic.multiplication_facts(7, 8)[1]  # 7 x 8
     p = arithmetic.two_step(fact, 5)
-    assert p["answer"] == 61 and "7 times 8, plus 5" in p["question"]
-    with pytest.raises(ValueError):
-        arithmetic.two_step({"a": 1, "b": 2, "op": "+", "answer": 3}, 5)
-
-
-def test_chance_level_is_the_most_common_answer():
-    facts = [{"answer": 12}, {"answer": 12}, {"answer": 6}, {"answer": 8}]
-    assert arithmetic.chance_level(facts) == 0.5
+    assert p["answer"] == 61 and p["product"] == 56 and p["question"].endswith("First, 7 x 8 =")
+    assert arithmetic.score_two_step(" 56, then 56 + 5 = 61.\nSo", p) == {"product_right": True, "answer_right": True}
+    assert arithmetic.score_two_step(" 54, then 54 + 5 = 59.", p) == {"product_right": False, "answer_right": False}
+    assert arithmetic.score_two_step(" 56, then 56 + 5 = 60.\n61", p) == {"product_right": True, "answer_right": False}
+    assert arithmetic.score_two_step(" no", p) == {"product_right": False, "answer_right": False}
+    problems = arithmetic.two_step_problems([fact], 3, seed=0)
+    assert len(problems) == 3 and len({q["addend"] for q in problems}) == 3
+    assert problems == arithmetic.two_step_problems([fact], 3, seed=0)

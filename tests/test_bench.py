@@ -80,3 +80,20 @@ def test_precision_comparison_sets_each_difference_against_the_seed_range(tmp_pa
     assert rlcp.bf16_minus_fp32 == pytest.approx(0.18) and rlcp.seed_range_bf16 == pytest.approx(0.06)
     assert not rlcp.within_seed_range  # 18 points apart, seeds 6 points apart
     assert table.loc["original"].bf16_minus_fp32 == 0 and table.loc["original"].within_seed_range is None
+
+
+def test_precision_comparison_of_seed_means_uses_the_wider_seed_range(tmp_path, monkeypatch):
+    from rlcp_utils import results
+    from rlcp_utils.config import load_profile
+
+    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
+    key = "targets.rag_accuracy.heldout"
+    row = lambda seed, v: {"arm": "rlcp", "seed": seed, "metric": key, "value": v, "n_seeds": 1}  # noqa: E731
+    results.write(load_profile("default"), "03_rlcp_training", [row("0", 0.82), row("1", 0.80), row("2", 0.86)])
+    results.write(load_profile("fp32-check"), "03_rlcp_training", [row("0", 0.64), row("1", 0.87), row("2", 0.89)])
+    table = bench.precision_comparison()
+    means = table[table.seed.str.startswith("mean")].iloc[0]
+    assert means.fp32 == pytest.approx(0.80) and means.bf16 == pytest.approx(0.8266667)
+    assert means.seed_range_fp32 == pytest.approx(0.25) and means.within_seed_range  # 2.7 points apart, fp32 seeds 25 apart
+    first = table[table.seed == "0"].iloc[0]
+    assert not first.within_seed_range  # the first seed alone: 18 points against a bf16 range of 6

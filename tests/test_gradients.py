@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlcp_utils import batching, data, gradients, train
+from rlcp_utils import batching, data, evaluate, gradients, train
 
 FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
          enumerate([("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru")])]
@@ -66,3 +66,23 @@ def test_first_order_prediction_matches_a_small_step(tiny_model, tiny_tokenizer)
     # a step on the logic loss itself lowers it by about eta * |grad|^2
     own = gradients.first_order_step(model, logic, logic, eta=1e-4)
     assert own["measured_change"] < 0 and own["delta"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_answer_loss_is_the_training_loss_and_the_monitor_measures_every_kth_step(tiny_model, tiny_tokenizer):
+    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
+    items = data.build_items(tiny_tokenizer, FACTS, [q for q in qs if q.split == "train"][:1], "plain")
+    loss = gradients.answer_loss([i["prompt_ids"] for i in items], [i["answer_ids"] for i in items], tiny_tokenizer.pad_token_id)
+    logp = evaluate.score_answers(tiny_model, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items])
+    n_tokens = [len(i["answer_ids"]) for i in items]
+    expected = sum(-lp / n for lp, n in zip(logp["answer_logprob"], n_tokens)) / len(items)
+    assert float(loss(tiny_model).detach()) == pytest.approx(expected, rel=1e-4)
+    half = gradients.answer_loss([i["prompt_ids"] for i in items[:2]], [i["answer_ids"] for i in items[:2]], tiny_tokenizer.pad_token_id)
+    measure = gradients.monitor({"all": loss, "half": half, "neg": lambda m: -loss(m)},
+                                {"all vs half": ("all", "half"), "all vs neg": ("all", "neg")}, every=2)
+    assert measure(1, tiny_model) == []
+    rows = measure(2, tiny_model)
+    overall = {r["of"]: r["value"] for r in rows if r["measure"] == "cosine" and r["group"] == "all"}
+    assert overall["all vs neg"] == pytest.approx(-1.0, abs=1e-5) and -1 <= overall["all vs half"] <= 1
+    norms = {r["of"]: r["value"] for r in rows if r["measure"] == "norm"}
+    assert norms["all"] == pytest.approx(norms["neg"], rel=1e-6) and norms["all"] > 0
+    assert {r["step"] for r in rows} == {2}

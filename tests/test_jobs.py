@@ -23,10 +23,13 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.delenv("RLCP_FORCE", raising=False)
     trained = []
 
-    def train(profile, arm, seed, study, items, ref, log_path, field=None):
+    def train(profile, arm, seed, study, items, ref, log_path, field=None, name=None, on_step=None):
         if seed in fake_state["interrupt"]:
             raise KeyboardInterrupt(f"stopped while training {arm} seed {seed}")
-        trained.append((arm, seed))
+        trained.append((name or arm, seed))
+        if on_step is not None:
+            for step in range(3):
+                on_step(step, None)
         pd.DataFrame({"step": [0], "total": [float(seed)]}).to_csv(log_path, index=False)
         return None, None, None, 1.0
 
@@ -111,3 +114,28 @@ def test_autocast_follows_the_models_precision(tiny_model):
         tiny_model.rlcp_precision = "fp32"
     with batching.autocast(tiny_model):
         assert tiny_model(input_ids=ids).logits.dtype == torch.float32
+
+
+def test_a_sweep_job_keeps_its_own_name_key_and_monitor(fake):
+    from rlcp_utils import config
+
+    profile = load_profile("smoke", {"precision": "fp32", "seeds": [0]})
+    jobs.run_arm(profile, "rlcp", STUDY, [], None)
+    sweep = config.profile_with(profile, lambda_kl=0.0)
+    assert sweep.name == profile.name and sweep["lambda_kl"] == 0.0 and profile["lambda_kl"] != 0.0
+    monitor = lambda step, model: [{"step": step, "value": step * 2}] if step % 2 == 0 else []
+    first = jobs.run_job(sweep, "rlcp", 0, STUDY, [], None, name="rlcp_kl0", notebook="09_open_questions",
+                         monitor=monitor, key_extra={"every": 2})
+    assert fake["trained"] == [("rlcp", 0), ("rlcp_kl0", 0)] and first["trained"]
+    assert list(first["monitor"].step) == [0, 2]
+    again = jobs.run_job(sweep, "rlcp", 0, STUDY, [], None, name="rlcp_kl0", notebook="09_open_questions",
+                         monitor=monitor, key_extra={"every": 2})
+    assert not again["trained"] and again["monitor"].equals(first["monitor"])  # loaded from monitor.csv
+    assert set(again["rows"][0]) >= {"notebook"} and again["rows"][0]["notebook"] == "09_open_questions"
+    # another monitor setting is another job; the arm's own job was never touched
+    jobs.run_job(sweep, "rlcp", 0, STUDY, [], None, name="rlcp_kl0", monitor=monitor, key_extra={"every": 3})
+    assert fake["trained"][-1] == ("rlcp_kl0", 0) and len(fake["trained"]) == 3
+    info = json.loads((jobs.job_dir(profile, "rlcp", 0) / "job.json").read_text())
+    assert info["job_key"] == jobs.job_key(profile, "rlcp", 0, STUDY) != jobs.job_key(sweep, "rlcp", 0, STUDY)
+    with pytest.raises(config.ParameterError):
+        config.profile_with(profile, lambda_kl=-1.0)
