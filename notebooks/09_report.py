@@ -25,7 +25,7 @@
 # of the seed means follows it; the analyses of 04–07 use the first seed only (their rows say n = 1 seed).
 # Nothing here is typed by hand: rerun the pipeline and the report follows the numbers.
 #
-# Reads: 01_data, 02_baselines, 03_rlcp_training, 04_probing, 05_collapse, 06_attention, 07_gsm8k
+# Reads: 01_data, 02_baselines, 03_rlcp_training, 04_probing, 05_collapse, 06_attention, 07_gsm8k, 08_unlearning
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
