@@ -212,14 +212,17 @@ def _forgets(v: View, arm: str) -> bool:
 
 def _adversary_buys(v: View) -> str:
     """RLCP against the field's methods that also forget: less collateral (its held-out retain interval above
-    theirs) or harder to relearn (its recovery interval below theirs)."""
+    theirs) or harder to relearn (its recovery interval below theirs). Worse on either (its retain interval
+    below some such method's, or its recovery interval above some such method's) makes it 'not met' unless it
+    is better on the other."""
     rivals = [a for a in FIELD_ARMS if _has(v, a, NO_CTX_HO) and _forgets(v, a)]
     if not _forgets(v, "rlcp") or not rivals:
         return "not met" if rivals else "inconclusive"
     rec = "relearn.recovery"
     less_damage = all(v.interval_below(a, "rlcp", RETAIN_HO) for a in rivals)
     harder = _has(v, "rlcp", rec) and all(_has(v, a, rec) and v.interval_below("rlcp", a, rec) for a in rivals)
-    worse = any(v.interval_below("rlcp", a, RETAIN_HO) for a in rivals)
+    worse = (any(v.interval_below("rlcp", a, RETAIN_HO) for a in rivals)
+             or (_has(v, "rlcp", rec) and any(_has(v, a, rec) and v.interval_below(a, "rlcp", rec) for a in rivals)))
     return goal(less_damage or harder, not worse)
 
 
@@ -254,7 +257,8 @@ CLAIMS += [
           "among methods that forget)", "(implied: RLCP's advantage)", "rlcp", RETAIN_HO,
           "RLCP and a field method both forget (held-out recall interval ≤ 10%); met: RLCP's held-out retain interval "
           "above every such method's, or its relearning recovery interval below; not met: some such method's retain "
-          "interval above RLCP's, or RLCP does not forget; partly otherwise; inconclusive: no field method forgets",
+          "interval above RLCP's or recovery interval below RLCP's (and neither advantage), or RLCP does not forget; "
+          "partly otherwise; inconclusive: no field method forgets",
           _adversary_buys),
 ]
 

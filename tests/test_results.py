@@ -262,5 +262,11 @@ def test_adversary_claim_compares_rlcp_with_the_field_methods_that_forget():
     assert keeps_more[claim] == "met"  # GradDiff's [20, 40] lies below RLCP's [50, 70]; NPO does not forget
     overlap = _verdicts(_full_record({("rlcp", "retain_heldout.no_context_recall.heldout"): (0.35, 0.25, 0.45)}))
     assert overlap[claim] == "partly"
+    # same collateral as GradDiff, but the knowledge comes back more easily after RLCP: worse, not 'partly'
+    relearns = {("rlcp", "retain_heldout.no_context_recall.heldout"): (0.3, 0.2, 0.4),
+                ("rlcp", "relearn.recovery"): (0.8, 0.65, 0.9), ("grad_diff", "relearn.recovery"): (0.15, 0.0, 0.3)}
+    assert _verdicts(_full_record(relearns))[claim] == "not met"
+    harder = {**relearns, ("rlcp", "relearn.recovery"): (0.05, 0.0, 0.1), ("grad_diff", "relearn.recovery"): (0.5, 0.3, 0.7)}
+    assert _verdicts(_full_record(harder))[claim] == "met"
     nobody = _verdicts(_full_record({("grad_diff", "targets.no_context_recall.heldout"): (0.5, 0.4, 0.6)}))
     assert nobody[claim] == "inconclusive"
