@@ -155,14 +155,13 @@ for name, overrides in KL_SETTINGS.items():
 GSM_MEASURES = {"n_tokens": "reply length (tokens)", "repeats_itself": "reply repeats itself", "any_scaffolding": "reply has scaffolding",
                 "correct": "GSM8K accuracy"}
 mode_rate = pd.Series([p["answer"] for p in problems]).value_counts(normalize=True).iloc[0]
-for arm, d in replies.items():
-    if arm in ("original", "rlcp"):
-        continue  # 07's rows (100 problems) are in the record already
+for arm, d in replies.items():  # every setting on the same problems (07's own rows cover 07's 100 problems)
+    seed, n_seeds = ("all", 0) if arm == "original" else (str(FIRST if arm == "rlcp" else P["kl_sweep_seeds"][0]), 1)
     for m in GSM_MEASURES:
         mean, lo, hi = evaluate.bootstrap_ci(d[m].to_numpy(float), P["n_bootstrap"], P["seed"])
-        record_rows.append({"arm": arm, "seed": str(P["kl_sweep_seeds"][0]), "metric": f"gsm8k.{m}", "value": mean, "ci_low": lo, "ci_high": hi,
+        record_rows.append({"arm": arm, "seed": seed, "metric": f"kl_sweep.gsm8k.{m}", "value": mean, "ci_low": lo, "ci_high": hi,
                             "interval": "95% bootstrap over problems", "chance": mode_rate if m == "correct" else np.nan,
-                            "unit": "problems", "n_units": len(d), "n_prompts": len(d), "n_seeds": 1})
+                            "unit": "problems", "n_units": len(d), "n_prompts": len(d), "n_seeds": n_seeds})
 
 
 def final_ce(name: str, seed: int) -> float:
@@ -361,12 +360,11 @@ for ax, step in zip(axes[1:], [steps[0], steps[-1]]):
 fig.tight_layout()
 outputs.save_figure(P, fig, "09_gradients")
 plt.show()
-for pair in PAIRS:
-    for step in [steps[0], steps[-1]]:
-        record_rows.append({"arm": "original" if step == 0 else "rlcp_gradients", "seed": "all" if step == 0 else str(FIRST),
-                            "metric": f"gradients.cosine.{pair.split(' (')[0].replace(' ', '_')}.step{step}",
-                            "value": float(cos_all.loc[step, pair]), "unit": "parameters", "n_units": None,
-                            "n_prompts": n_g, "n_seeds": 0 if step == 0 else 1})
+for pair in PAIRS:  # the start (the original model) and the end of the monitored run
+    for when, arm, step in [("start", "original", steps[0]), ("end", "rlcp_gradients", steps[-1])]:
+        record_rows.append({"arm": arm, "seed": "all" if arm == "original" else str(FIRST),
+                            "metric": f"gradients.cosine.{pair.split(' (')[0].replace(' ', '_')}.{when}",
+                            "value": float(cos_all.loc[step, pair]), "n_prompts": n_g, "n_seeds": 0 if arm == "original" else 1})
 
 # %% [markdown]
 # **Proposition 3.2, tested directly.** On the original model, in fp32: one plain gradient step of size η on
@@ -380,13 +378,16 @@ for eta in P["first_order_etas"]:
     for logic in ["logic", "gsm8k", "fact"]:
         out = gradients.first_order_step(fp32_model, LOSSES["fact"], LOSSES[logic], eta)
         first_order.append({"η": eta, "L moved": logic, **out,
-                            "measured ÷ bound": out["measured_change"] / out["bound"] if out["bound"] else np.nan})
+                            "|measured| ÷ bound": abs(out["measured_change"]) / out["bound"] if out["bound"] else np.nan})
 first_order = pd.DataFrame(first_order)
 del fp32_model
 outputs.write_table(P, "09_first_order", first_order)
-for r in first_order.to_dict("records"):
-    record_rows.append({"arm": "original", "seed": "all", "metric": f"gradients.first_order.{r['L moved']}.eta{r['η']:g}.measured_over_bound",
-                        "value": float(r["measured ÷ bound"]), "n_seeds": 0})
+for moved, d in first_order[first_order["L moved"] != "fact"].groupby("L moved"):
+    ratio = (d.measured_change.abs() / d.bound).to_numpy()
+    record_rows += [{"arm": "original", "seed": "all", "metric": f"gradients.first_order.{moved}.worst_ratio", "value": float(ratio.max()),
+                     "unit": "step sizes", "n_units": len(d), "n_seeds": 0},
+                    {"arm": "original", "seed": "all", "metric": f"gradients.first_order.{moved}.smallest_eta_ratio",
+                     "value": float(ratio[d["η"].to_numpy().argmin()]), "n_seeds": 0}]
 first_order
 
 # %% [markdown]

@@ -10,6 +10,7 @@ the whole interval on the other side (or the rule's own fallback); 'partly' is i
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -92,7 +93,7 @@ class Claim:
     section: str
     claim: str
     paper: str
-    arm: str
+    arm: str | Callable[["View"], str]  # a name, or a function of the record (a sweep's setting named by its parameters)
     key: str
     rule: str  # the rule, in words (shown in the report)
     judge: Callable[[View], str]
@@ -263,6 +264,82 @@ CLAIMS += [
 ]
 
 
+# --- the paper's open questions (09): its limitations 1-4 as testable statements ------------------------------
+
+OPEN = "Open questions (09)"
+
+
+def most_facts(v: View) -> str:
+    """The fact-count setting with the most target facts (09, part 3: arms rlcp_<n>facts)."""
+    counts = {int(m.group(1)): arm for arm in v.table.index.get_level_values("arm").unique()
+              if (m := re.fullmatch(r"rlcp_(\d+)facts", arm))}
+    if not counts:
+        raise Missing("rlcp_<n>facts")
+    return counts[max(counts)]
+
+
+def _fact_counts(v: View) -> list[str]:
+    return [a for a in v.table.index.get_level_values("arm").unique() if re.fullmatch(r"rlcp_\d+facts", a)] + ["rlcp"]
+
+
+def _scales(v: View) -> str:
+    arms = _fact_counts(v)
+    most_facts(v)  # Missing when part 3 did not run
+    forgets = [v.ci(a, NO_CTX_HO)[1] <= 0.10 for a in arms]
+    rag = [v.at_least(a, "targets.rag_accuracy.heldout", 0.85) for a in arms]
+    return verdict(all(forgets) and all(rag), all(forgets) or all(rag))
+
+
+def _orthogonal(v: View) -> str:
+    """delta below both reference cosines (two halves of the fact loss; the fact loss and other facts), at the start
+    and at the end of the monitored run."""
+    def small(arm, when):
+        d = abs(v.value(arm, f"gradients.cosine.fact_vs_logic.{when}"))
+        return all(d < abs(v.value(arm, f"gradients.cosine.{ref}.{when}"))
+                   for ref in ["fact_vs_other_half_of_the_targets", "fact_vs_other_facts"])
+    start, end = small("original", "start"), small("rlcp_gradients", "end")
+    return verdict(start and end, start or end)
+
+
+def _in_domain(v: View) -> str:
+    key = "two_step.targeted.answer_right"
+    if v.ci("arith_rlcp", NO_CTX_HO)[1] > 0.10 or v.at_chance("arith_original", key):
+        return "inconclusive"  # the facts were not forgotten, or the original cannot do the problems
+    return verdict(v.ci("arith_rlcp", key)[1] >= v.value("arith_original", key),
+                   not v.interval_below("arith_rlcp", "arith_original", key))
+
+
+CLAIMS += [
+    Claim(OPEN, "Limitation 3: without the KL term (λ_KL = 0) GSM8K replies are shorter", "suggested (verbosity from the KL)",
+          "rlcp_kl0", "kl_sweep.gsm8k.n_tokens", "λ_KL = 0's interval below the paper's λ_KL's, same problems, first seed "
+          "(partly: lower mean)",
+          lambda v: verdict(v.interval_below("rlcp_kl0", "rlcp", "kl_sweep.gsm8k.n_tokens"),
+                            v.value("rlcp_kl0", "kl_sweep.gsm8k.n_tokens") < v.value("rlcp", "kl_sweep.gsm8k.n_tokens")),
+          pct=False, compare_to="rlcp"),
+    Claim(OPEN, "Limitation 3: … and loop less", "suggested", "rlcp_kl0", "kl_sweep.gsm8k.repeats_itself",
+          "λ_KL = 0's interval below the paper's λ_KL's (partly: lower mean)",
+          lambda v: verdict(v.interval_below("rlcp_kl0", "rlcp", "kl_sweep.gsm8k.repeats_itself"),
+                            v.value("rlcp_kl0", "kl_sweep.gsm8k.repeats_itself") < v.value("rlcp", "kl_sweep.gsm8k.repeats_itself")),
+          compare_to="rlcp"),
+    Claim(OPEN, "Assumption 3.1: fact and reasoning gradients nearly orthogonal, δ = |cos(∇L_fact, ∇L_logic)|", "assumed small",
+          "original", "gradients.cosine.fact_vs_logic.start",
+          "δ below the cosine between two halves of the fact loss and between the fact loss and other facts, on the "
+          "original and at the end of RLCP (partly: at one of the two)", _orthogonal, pct=False),
+    Claim(OPEN, "Proposition 3.2: a fact step moves the reasoning loss by at most η·δ·‖∇L_fact‖·‖∇L_logic‖",
+          "bound (first order)", "original", "gradients.first_order.logic.worst_ratio",
+          "|measured change| ÷ bound ≤ 1 at every step size η (partly: at the smallest η)",
+          lambda v: verdict(v.value("original", "gradients.first_order.logic.worst_ratio") <= 1,
+                            v.value("original", "gradients.first_order.logic.smallest_eta_ratio") <= 1), pct=False),
+    Claim(OPEN, "Limitation 2: RLCP forgets more facts and still answers from context", "untested", most_facts,
+          NO_CTX_HO, "at every fact count: held-out no-context recall interval ≤ 10% and RAG (held-out) interval ≥ 85% "
+          "(partly: one of the two)", _scales),
+    Claim(OPEN, "Limitation 1: reasoning survives forgetting its own facts (two-step problems on forgotten "
+          "multiplication facts)", "untested (orthogonality argument)", "arith_rlcp", "two_step.targeted.answer_right",
+          "RLCP's interval reaches the original's accuracy (partly: overlaps its interval); inconclusive when the facts "
+          "are not forgotten (≤ 10%) or the original is at chance", _in_domain, compare_to="arith_original"),
+]
+
+
 def judge(record: pd.DataFrame, section: str | None = None, claims: list[Claim] | None = None) -> pd.DataFrame:
     """Every claim (or those whose section starts with `section`) with our numbers, chance, n and verdict."""
     v = View(record)
@@ -271,12 +348,13 @@ def judge(record: pd.DataFrame, section: str | None = None, claims: list[Claim] 
         if section is not None and not c.section.startswith(section):
             continue
         try:
-            ours = f"{v.shown(c.arm, c.key, c.pct)} ({c.arm})"
+            arm = c.arm(v) if callable(c.arm) else c.arm
+            ours = f"{v.shown(arm, c.key, c.pct)} ({arm})"
             if c.compare_to:
                 ours = f"{v.shown(c.compare_to, c.key, c.pct)} ({c.compare_to}) → {ours}"
-            ch = v.chance(c.arm, c.key)
+            ch = v.chance(arm, c.key)
             ch = "–" if math.isnan(ch) else (f"{ch:.1%}" if c.pct else f"{ch:.2f}")
-            n, outcome = v.n(c.arm, c.key), c.judge(v)
+            n, outcome = v.n(arm, c.key), c.judge(v)
         except Missing as err:
             ours, ch, n, outcome = f"not measured ({err.args[0]})", "–", "–", "not measured"
         rows.append({"section": c.section, "claim": c.claim, "paper": c.paper, "ours": ours, "chance": ch, "n": n,

@@ -16,6 +16,8 @@ from rlcp_utils.pipeline import study_notebooks
 pytestmark = pytest.mark.smoke
 # The unlearning benchmark runs in the pipeline once it is a numbered notebook (drafts/ until its default run lands)
 BENCHMARK = any(nb.stem == "08_unlearning" for nb in study_notebooks())
+# The open questions likewise (drafts/09_open_questions until its default run lands): their claims are 'not measured'
+OPEN_QUESTIONS = any(nb.stem.endswith("_open_questions") for nb in study_notebooks())
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +218,8 @@ def test_report_judges_every_claim(smoke_run):
     claims = pd.read_csv(out / "tables" / "09_claims.csv")
     assert len(claims) >= 17
     assert set(claims.verdict) <= {"reproduced", "partly", "not reproduced", "inconclusive", "not measured", "met", "not met"}
-    judged = claims if BENCHMARK else claims[claims.section != "Unlearning benchmark (08)"]
+    drafts = ([] if BENCHMARK else ["Unlearning benchmark (08)"]) + ([] if OPEN_QUESTIONS else ["Open questions (09)"])
+    judged = claims[~claims.section.isin(drafts)]
     assert (judged.verdict != "not measured").all()  # the smoke profile trains every arm and runs every notebook
     report = (out / "report.md").read_text()
     assert "## Claims" in report and "figures/04_probe_accuracy_by_layer.png" in report
