@@ -321,7 +321,7 @@ CLAIMS += [
           lambda v: verdict(v.interval_below("rlcp_kl0", "rlcp", "kl_sweep.gsm8k.repeats_itself"),
                             v.value("rlcp_kl0", "kl_sweep.gsm8k.repeats_itself") < v.value("rlcp", "kl_sweep.gsm8k.repeats_itself")),
           compare_to="rlcp"),
-    Claim(OPEN, "Assumption 3.1: fact and reasoning gradients nearly orthogonal, δ = |cos(∇L_fact, ∇L_logic)|", "assumed small",
+    Claim(OPEN, "Assumption 3.1: fact and reasoning gradients nearly orthogonal (δ, the absolute cosine of ∇L_fact and ∇L_logic, small)", "assumed small",
           "original", "gradients.cosine.fact_vs_logic.start",
           "δ below the cosine between two halves of the fact loss and between the fact loss and other facts, on the "
           "original and at the end of RLCP (partly: at one of the two)", _orthogonal, pct=False),

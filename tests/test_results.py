@@ -246,7 +246,7 @@ EXPECTED = {  # claim -> verdict, each worked out by hand from FULL and the clai
     "Limitation 3: without the KL term (λ_KL = 0) GSM8K replies are shorter": "reproduced",  # [130, 170] < [230, 250]
     "Limitation 3: … and loop less": "partly",  # lower mean, overlapping intervals
     # 0.02 below |0.3| and |-0.1| at both ends
-    "Assumption 3.1: fact and reasoning gradients nearly orthogonal, δ = |cos(∇L_fact, ∇L_logic)|": "reproduced",
+    "Assumption 3.1: fact and reasoning gradients nearly orthogonal (δ, the absolute cosine of ∇L_fact and ∇L_logic, small)": "reproduced",
     "Proposition 3.2: a fact step moves the reasoning loss by at most η·δ·‖∇L_fact‖·‖∇L_logic‖": "partly",  # 0.8 at the smallest η
     # RLCP's 15-fact row (RAG [58, 71]) misses 85%, every count forgets
     "Limitation 2: RLCP forgets more facts and still answers from context": "partly",
