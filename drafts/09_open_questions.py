@@ -64,8 +64,8 @@ from IPython.display import Markdown, display
 
 from rlcp_utils import arithmetic, config, data, evaluate, gradients, gsm8k, jobs, model, notebook, outputs, plots, probing, results, train
 
+P = notebook.start("09_open_questions", globals())
 NB = "09_open_questions"
-P = notebook.start(NB, globals())
 study = data.load_study_data(P)
 retain_train, retain_heldout = data.split_retain(study.retain)
 K = len(study.targets)
