@@ -336,7 +336,6 @@ grad_rows = grad_job["monitor"]
 same = pd.DataFrame(grad_job["rows"]).set_index("metric").value.sub(pd.DataFrame(kl_runs["rlcp"][FIRST]["rows"]).set_index("metric").value)
 print(f"monitored run vs 03's seed {FIRST}: largest difference over {len(same)} Table 1 metrics = {same.abs().max():.4f}")
 cos_all = grad_rows[(grad_rows.measure == "cosine") & (grad_rows.group == "all")].pivot(index="step", columns="of", values="value")
-norms = grad_rows[grad_rows.measure == "norm"].pivot(index="step", columns="of", values="value")
 display(Markdown("Cosines over all parameters along training (step 0: the original model); chance-free, but compare "
                  "with the two reference rows:"))
 cos_all[list(PAIRS)].round(4)

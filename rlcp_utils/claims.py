@@ -269,22 +269,23 @@ CLAIMS += [
 OPEN = "Open questions (09)"
 
 
+def _fact_count_arms(v: View) -> dict[int, str]:
+    """The fact-count settings of 09, part 3 (arms rlcp_<n>facts), by their number of target facts."""
+    return {int(m.group(1)): arm for arm in v.table.index.get_level_values("arm").unique()
+            if (m := re.fullmatch(r"rlcp_(\d+)facts", arm))}
+
+
 def most_facts(v: View) -> str:
-    """The fact-count setting with the most target facts (09, part 3: arms rlcp_<n>facts)."""
-    counts = {int(m.group(1)): arm for arm in v.table.index.get_level_values("arm").unique()
-              if (m := re.fullmatch(r"rlcp_(\d+)facts", arm))}
+    """The fact-count setting with the most target facts."""
+    counts = _fact_count_arms(v)
     if not counts:
         raise Missing("rlcp_<n>facts")
     return counts[max(counts)]
 
 
-def _fact_counts(v: View) -> list[str]:
-    return [a for a in v.table.index.get_level_values("arm").unique() if re.fullmatch(r"rlcp_\d+facts", a)] + ["rlcp"]
-
-
 def _scales(v: View) -> str:
-    arms = _fact_counts(v)
     most_facts(v)  # Missing when part 3 did not run
+    arms = [*_fact_count_arms(v).values(), "rlcp"]
     forgets = [v.ci(a, NO_CTX_HO)[1] <= 0.10 for a in arms]
     rag = [v.at_least(a, "targets.rag_accuracy.heldout", 0.85) for a in arms]
     return verdict(all(forgets) and all(rag), all(forgets) or all(rag))

@@ -101,9 +101,7 @@ PARAMETERS: dict[str, Parameter] = {
     "probe_learning_rate": _range(float, "AdamW learning rate of the adversary probe (paper: not stated)", 0.0, 1.0, stage=2),
     "kl_on_answer": Parameter(bool, "KL also at the positions that predict the answer (paper: KL on the logits of x_no)", stage=2),
     "max_grad_norm": _range(float, "gradient clipping of the backbone; 0 = off (paper: not stated)", 0.0, stage=2),
-    "seeds": Parameter(list, "training seeds: each (arm, seed) is one training job; analyses on one model use the first",
-                       lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
-                       and len(set(v)) == len(v), "a non-empty list of distinct integers >= 0", stage=2),
+    "seeds": _seed_list("training seeds: each (arm, seed) is one training job; analyses on one model use the first", stage=2),
     "arms": Parameter(list, "arms to train, in order", lambda v: len(v) > 0 and set(v) <= {"just_rag", "unlikelihood", "rlcp"},
                       "a non-empty list of just_rag, unlikelihood, rlcp", stage=2),
     # --- the unlearning benchmark (08_unlearning): its arms are jobs like the paper's ---------------------

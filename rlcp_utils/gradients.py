@@ -8,16 +8,15 @@ at most (first order) eta * delta * |grad L_fact| * |grad L_logic|. This module 
 - `cosines(a, b)`: the cosine per group and over all parameters ("all");
 - `first_order_step(...)`: one plain gradient step along -grad L_fact of size eta, the measured change of
   L_logic, its first-order prediction -eta * <grad L_fact, grad L_logic> and the proposition's bound;
-- `answer_loss`, `text_loss`: the losses measured (answer CE given a prompt; per-token language-model loss);
+- `answer_loss`: the loss measured (answer CE given a prompt, as in training);
 - `monitor(...)`: cosines and norms of several losses' gradients every few steps along training, as rows
   (`jobs.run_job(monitor=...)` saves them with the job).
 """
 
 from __future__ import annotations
 
-import re
-
 import math
+import re
 
 import torch
 
@@ -106,13 +105,6 @@ def answer_loss(prompt_ids: list[list[int]], answer_ids: list[list[int]], pad_id
         ids, mask = right_pad([p + a for p, a in zip(prompt_ids, answer_ids)], pad_id, next(model.parameters()).device)
         return answer_ce_only(model, ids, mask, [len(p) for p in prompt_ids], [len(a) for a in answer_ids])
     return loss
-
-
-def text_loss(ids_list: list[list[int]], pad_id: int):
-    """L(model): mean over texts of the per-token language-model loss (unlearning.text_loss)."""
-    from .unlearning import text_loss as per_text
-
-    return lambda model: per_text(model, ids_list, pad_id).mean()
 
 
 def monitor(losses: dict, pairs: dict[str, tuple[str, str]], every: int):

@@ -91,7 +91,7 @@ def text_ids(tokenizer, texts: list[str], max_tokens: int = 128) -> list[list[in
     return [tokenizer(t).input_ids[:max_tokens] for t in texts]
 
 
-def text_loss(model, ids_list: list[list[int]], pad_id: int) -> torch.Tensor:
+def _text_loss(model, ids_list: list[list[int]], pad_id: int) -> torch.Tensor:
     """Per-text mean next-token cross-entropy, [n]."""
     device = next(model.parameters()).device
     ids, mask = right_pad(ids_list, pad_id, device)
@@ -107,7 +107,7 @@ def mean_token_loss(model, ids_list: list[list[int]], pad_id: int, batch_size: i
     """Mean per-token loss of each text (natural log), one number per text."""
     out = []
     for k in track(list(range(0, len(ids_list), batch_size)), desc):
-        out.append(text_loss(model, ids_list[k:k + batch_size], pad_id).cpu().numpy())
+        out.append(_text_loss(model, ids_list[k:k + batch_size], pad_id).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -116,7 +116,7 @@ def benign_relearn(model, ids_list: list[list[int]], n_steps: int, evaluate, pad
     """Fine-tune a copy of `model` on unrelated texts for n_steps (language-model loss); evaluate(copy)."""
     tuned = copy.deepcopy(model)
     batches = seeded_batches(len(ids_list), n_steps, batch_size, seed)
-    for _ in _fine_tune_steps(tuned, batches, lambda b: text_loss(tuned, [ids_list[i] for i in b], pad_id).mean(),
+    for _ in _fine_tune_steps(tuned, batches, lambda b: _text_loss(tuned, [ids_list[i] for i in b], pad_id).mean(),
                               learning_rate, max_grad_norm):
         pass
     result = evaluate(tuned)
