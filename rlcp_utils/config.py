@@ -133,6 +133,7 @@ PARAMETERS: dict[str, Parameter] = {
                              "a non-empty list of integers >= 2", stage=9),
     "fact_count_seeds": _seed_list("part 3: training seeds of every fact count"),
     "arith_n_targets": _range(int, "part 4: known multiplication facts that RLCP forgets (the other known ones are held out)", 2, 30, stage=9),
+    "arith_max_factor": _range(int, "part 4: the multiplication facts a x b with 2 <= a <= b <= this", 3, 99, stage=9),
     "arith_addends": _range(int, "part 4: two-step problems (a x b + c) per fact, distinct addends c in 1..9", 1, 9, stage=9),
     "arith_seeds": _seed_list("part 4: training seeds of the arithmetic arms (RLCP and Just-RAG)"),
     "sweep_gsm8k_problems": _range(int, "part 1: GSM8K problems (07's seeded subset, first ones) per KL setting's first-seed model", 1, 1319, stage=9),

@@ -167,7 +167,7 @@ def markdown_table(frame) -> str:
 
 README_BLOCKS = {
     "table1": ("<!-- table1:start (written by the pipeline from outputs/default/tables/table1.md) -->", "<!-- table1:end -->"),
-    "claims": ("<!-- claims:start (written by the pipeline from outputs/default/tables/09_claims.md) -->", "<!-- claims:end -->"),
+    "claims": ("<!-- claims:start (written by the pipeline from outputs/default/tables/10_claims.md) -->", "<!-- claims:end -->"),
     "benchmark": ("<!-- benchmark:start (written by the pipeline from outputs/default/tables/08_benchmark.md) -->", "<!-- benchmark:end -->"),
     "bench": ("<!-- bench:start (written by make bench from outputs/bench/bench.json) -->", "<!-- bench:end -->"),
 }

@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"done in {(time.time() - total) / 60:.1f} min; results in {profile.output_dir}")
     # only the committed default profile, written to the repository's own outputs/, rewrites the README
     if profile.committed and profile.name == "default" and profile.output_dir == REPO_ROOT / "outputs" / "default":
-        for block, name in [("table1", "table1.md"), ("benchmark", "08_benchmark.md"), ("claims", "09_claims.md")]:
+        for block, name in [("table1", "table1.md"), ("benchmark", "08_benchmark.md"), ("claims", "10_claims.md")]:
             table = profile.output_dir / "tables" / name
             if table.exists() and update_readme_table(REPO_ROOT / "README.md", table.read_text(), block):
                 print(f"README.md: {block} block updated from", table.relative_to(REPO_ROOT))

@@ -46,7 +46,7 @@ def test_header_parameters_and_colab(py: Path):
     assert not any("../shared" in c.source for c in nb.cells)
 
 
-@pytest.mark.parametrize("block,name", [("table1", "default/tables/table1.md"), ("claims", "default/tables/09_claims.md"),
+@pytest.mark.parametrize("block,name", [("table1", "default/tables/table1.md"), ("claims", "default/tables/10_claims.md"),
                                         ("benchmark", "default/tables/08_benchmark.md"),
                                         ("bench", "bench/bench.md")])
 def test_readme_tables_are_the_committed_results(block, name):

@@ -14,10 +14,6 @@ from rlcp_utils.config import REPO_ROOT, load_profile
 from rlcp_utils.pipeline import study_notebooks
 
 pytestmark = pytest.mark.smoke
-# The unlearning benchmark runs in the pipeline once it is a numbered notebook (drafts/ until its default run lands)
-BENCHMARK = any(nb.stem == "08_unlearning" for nb in study_notebooks())
-# The open questions likewise (drafts/09_open_questions until its default run lands): their claims are 'not measured'
-OPEN_QUESTIONS = any(nb.stem.endswith("_open_questions") for nb in study_notebooks())
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +118,7 @@ def test_every_arm_and_seed_is_a_job_logged_and_in_table1(smoke_run):
     assert (out / "figures" / "03_training_curves.png").exists()
     # 03 shows the Table 1 claims with exactly the verdicts of the report (one set of rules)
     t1_claims = pd.read_csv(out / "tables" / "03_table1_claims.csv").set_index("claim").verdict
-    report = pd.read_csv(out / "tables" / "09_claims.csv").set_index("claim").verdict
+    report = pd.read_csv(out / "tables" / "10_claims.csv").set_index("claim").verdict
     assert len(t1_claims) >= 5 and (report.loc[t1_claims.index] == t1_claims).all()
 
 
@@ -176,7 +172,6 @@ def test_collapse_attention_and_gsm8k_measures(smoke_run):
     assert not np.isinf(geometry.select_dtypes("number").to_numpy()).any()
 
 
-@pytest.mark.skipif(not BENCHMARK, reason="08_unlearning is in drafts/ until its default-profile run is committed")
 def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
     import pandas as pd
 
@@ -218,12 +213,10 @@ def test_report_judges_every_claim(smoke_run):
     import pandas as pd
 
     out, _, _ = smoke_run
-    claims = pd.read_csv(out / "tables" / "09_claims.csv")
+    claims = pd.read_csv(out / "tables" / "10_claims.csv")
     assert len(claims) >= 17
     assert set(claims.verdict) <= {"reproduced", "partly", "not reproduced", "inconclusive", "not measured", "met", "not met"}
-    drafts = ([] if BENCHMARK else ["Unlearning benchmark (08)"]) + ([] if OPEN_QUESTIONS else ["Open questions (09)"])
-    judged = claims[~claims.section.isin(drafts)]
-    assert (judged.verdict != "not measured").all()  # the smoke profile trains every arm and runs every notebook
+    assert (claims.verdict != "not measured").all()  # the smoke profile trains every arm and runs every notebook
     report = (out / "report.md").read_text()
     assert "## Claims" in report and "figures/04_probe_accuracy_by_layer.png" in report
 
@@ -258,12 +251,12 @@ def test_papermill_directly_with_a_profile_file_or_a_typo(smoke_run, tmp_path):
     outputs = tmp_path / "outputs"
     shutil.copytree(out, outputs / "smoke", ignore=shutil.ignore_patterns("checkpoints"))
     env = {**os.environ, "RLCP_OUTPUTS_DIR": str(outputs)}
-    nb = str(REPO_ROOT / "notebooks" / "09_report.ipynb")
+    nb = str(REPO_ROOT / "notebooks" / "10_report.ipynb")
     ok = subprocess.run([sys.executable, "-m", "papermill", nb, str(tmp_path / "a.ipynb"), "-f", str(REPO_ROOT / "params" / "smoke.yaml"),
                          "--cwd", str(REPO_ROOT / "notebooks")], env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "09_report: profile smoke" in (tmp_path / "a.ipynb").read_text()
-    assert json.loads((outputs / "smoke" / "manifest.json").read_text())["notebooks"]["09_report"]["status"] == "direct"
+    assert "10_report: profile smoke" in (tmp_path / "a.ipynb").read_text()
+    assert json.loads((outputs / "smoke" / "manifest.json").read_text())["notebooks"]["10_report"]["status"] == "direct"
     assert not (outputs / "default").exists()
     bad = subprocess.run([sys.executable, "-m", "papermill", nb, str(tmp_path / "b.ipynb"), "-p", "profle", "smoke"],
                          env=env, capture_output=True, text=True, timeout=300)

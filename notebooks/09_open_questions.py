@@ -235,7 +235,7 @@ plt.show()
 
 # %%
 arith_q, arith_e = arithmetic.templates()
-arith_facts = arithmetic.multiplication_facts(2, 9)
+arith_facts = arithmetic.multiplication_facts(2, P["arith_max_factor"])
 train_aq = [q for q in arith_q if q.split == "train"]
 screen_items = data.build_items(tok, arith_facts, train_aq, study.prompt_format)
 s = evaluate.score_answers(reference, [i["prompt_ids"] for i in screen_items], [i["answer_ids"] for i in screen_items],
@@ -257,7 +257,7 @@ original_two_step = solve_two_step(reference)
 # chance for a two-step answer: the rate at which the final number equals another problem's answer (a derangement)
 wrong = evaluate.derangement([p["answer"] for p in two_step], P["seed"])
 two_step_chance = float(np.mean([arithmetic.numbers(t.split("\n")[0])[-1:] == [w] for t, w in zip(original_two_step.text, wrong)]))
-print(f"multiplication facts 2..9: {len(arith_facts)}; no-context recall on the training wordings {arith_recall.mean():.1%}; "
+print(f"multiplication facts 2..{P['arith_max_factor']}: {len(arith_facts)}; no-context recall on the training wordings {arith_recall.mean():.1%}; "
       f"known (>= {P['known_threshold']:.0%} of the wordings): {len(known)}")
 print(f"two-step problems: {len(two_step)}; the original gets the product right on {original_two_step.product_right.mean():.1%} "
       f"and the final answer on {original_two_step.answer_right.mean():.1%} (chance {two_step_chance:.1%})")
