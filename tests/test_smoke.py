@@ -209,6 +209,38 @@ def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
     assert len(verdicts) == 5 and set(verdicts.verdict) <= {"met", "partly", "not met", "inconclusive"}
 
 
+def test_open_questions_train_their_sweeps_and_measure_each_part(smoke_run):
+    import pandas as pd
+
+    out, _, _ = smoke_run
+    p = load_profile("smoke")
+    # part 1: every KL setting is a job of its own name, next to (not instead of) 03's RLCP jobs
+    kl_names = [f"rlcp_kl{v:g}" for v in p["kl_sweep"] if float(v) != float(p["lambda_kl"])] + ["rlcp_kl_on_answer"]
+    for name in kl_names:
+        for seed in p["kl_sweep_seeds"]:
+            assert (out / "jobs" / name / f"seed{seed}" / "train_log.csv").exists(), name
+    kl = pd.read_csv(out / "tables" / "09_kl_sweep.csv")
+    assert set(kl.setting) == {"rlcp", *kl_names}
+    # part 2: the monitored run measured at step 0 (the original) and after the last step, every pair
+    monitor = pd.read_csv(out / "jobs" / "rlcp_gradients" / f"seed{p['seeds'][0]}" / "monitor.csv")
+    cos = monitor[(monitor.measure == "cosine") & (monitor.group == "all")]
+    assert cos.step.min() == 0 and cos.groupby("step").of.nunique().min() == 5
+    assert ((cos.value >= -1) & (cos.value <= 1)).all()
+    first_order = pd.read_csv(out / "tables" / "09_first_order.csv")
+    assert (first_order.bound > 0).all()
+    # Cauchy-Schwarz: the first-order prediction never exceeds the proposition's bound
+    assert (first_order.first_order_prediction.abs() <= first_order.bound * (1 + 1e-6)).all()
+    # part 3 and 4: one row per fact count (and 03's RLCP), and the arithmetic arms next to the original
+    counts = pd.read_csv(out / "tables" / "09_fact_counts.csv")
+    assert len(counts) == len(p["fact_counts"]) + 1
+    arith = pd.read_csv(out / "tables" / "09_arithmetic.csv")
+    assert list(arith.arm) == ["arith_original", "arith_just_rag", "arith_rlcp"]
+    v = _view(out)
+    assert v.row("arith_rlcp", "targets.no_context_recall.heldout").n_units == p["arith_n_targets"]
+    for fig in ["09_kl_sweep", "09_gradients", "09_fact_counts", "09_arithmetic"]:
+        assert (out / "figures" / f"{fig}.png").exists(), fig
+
+
 def test_report_judges_every_claim(smoke_run):
     import pandas as pd
 
