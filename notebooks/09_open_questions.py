@@ -31,14 +31,15 @@
 # 4. **Facts inside the reasoning domain** (limitation 1): forget multiplication facts and measure
 #    multiplication and two-step problems that need them.
 #
-# **Seeds.** Part 1 trains every setting with `kl_sweep_seeds` and compares it with 03's RLCP (all of its
-# seeds): its numbers are means over seeds and facts with the two-level interval of 02/03. Parts 3 and 4
-# train `fact_count_seeds` and `arith_seeds` (one seed on the default profile, to stay within the budget):
-# their differences are judged only where they exceed the seed range of 03's RLCP. Part 2 measures one
-# monitored run (the first training seed). Analyses that need weights (GSM8K replies, probes, two-step
-# problems) use each setting's first seed, whose weights are kept.
+# **Seeds.** Part 1 trains every setting with `kl_sweep_seeds` and compares it with 03's RLCP on the same
+# seeds (same batch orders): its numbers are means over seeds and facts with the two-level interval of 02/03.
+# Parts 3 and 4 train `fact_count_seeds` and `arith_seeds` (one seed on the default profile, to stay within
+# the budget): their intervals are over facts only, so a difference between settings smaller than the seed
+# range of 03's RLCP (shown in part 3's table) is not evidence. Part 2 measures one monitored run (the first
+# training seed). Analyses that need weights (GSM8K replies, probes, two-step problems) use each setting's
+# first seed, whose weights are kept; the verdicts built on them say n = 1 seed.
 #
-# Reads: 01_data, 03_rlcp_training, 07_gsm8k
+# Reads: 01_data, 03_rlcp_training
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
@@ -101,17 +102,20 @@ print(f"{K} targets, {len(items)} training items; retain facts: {len(retain_trai
 
 # %% [markdown]
 # ## 1 · KL and verbosity (limitation 3)
-# RLCP as in 03, with λ_KL ∈ `kl_sweep` instead of the profile's λ_KL, and with the KL also on the positions
-# that predict the answer (`kl_on_answer` flipped). The profile's setting is 03's RLCP, loaded, not retrained.
+# RLCP as in 03, with λ_KL ∈ `kl_sweep` instead of the profile's λ_KL, and with the KL's positions flipped
+# (`kl_on_answer`: on the default profile the KL is on the prompt only, so the flipped setting adds the positions
+# that predict the answer). The profile's setting is 03's RLCP, loaded, not retrained.
 # Per setting: no-context recall of the targets and of the 30 retain facts, RAG accuracy on held-out wordings,
 # the answer's cross-entropy without context over the last epoch of training, and, for the first seed's
-# model, the GSM8K replies of 07 (the first `sweep_gsm8k_problems` of 07's problems): length in tokens,
+# model, GSM8K replies to the first `sweep_gsm8k_problems` of 07's problems (generated here for every setting,
+# the original and 03's RLCP, in the same batches): length in tokens,
 # how often a reply repeats itself (07's loop measure) and how often it has scaffolding (step headers,
 # numbered lists, "first ... then").
 
 # %%
 KL_SETTINGS = {f"rlcp_kl{v:g}": {"lambda_kl": float(v)} for v in P["kl_sweep"] if float(v) != float(P["lambda_kl"])}
-KL_SETTINGS["rlcp_kl_on_answer"] = {"kl_on_answer": not P["kl_on_answer"]}
+KL_FLIPPED = "rlcp_kl_on_answer" if not P["kl_on_answer"] else "rlcp_kl_off_answer"  # the profile's KL positions, flipped
+KL_SETTINGS[KL_FLIPPED] = {"kl_on_answer": not P["kl_on_answer"]}
 kl_runs, kl_summary = {}, {}
 for name, overrides in KL_SETTINGS.items():
     Pv = sweep_profile(P["kl_sweep_seeds"], **overrides)
@@ -121,7 +125,10 @@ for name, overrides in KL_SETTINGS.items():
     kl_runs[name] = {seed: jobs.run_job(Pv, "rlcp", seed, study, items, ref, name=name, notebook=NB) for seed in Pv["seeds"]}
     rows, kl_summary[name] = job_rows(kl_runs[name])
     record_rows += rows
-kl_runs["rlcp"] = {seed: jobs.run_job(P, "rlcp", seed, study, items, refs[P["kl_on_answer"]]) for seed in P["seeds"]}  # 03's
+# 03's RLCP: all of its seeds (part 3 compares with them), and those the sweep trains (part 1's paired comparison)
+rlcp_runs = {seed: jobs.run_job(P, "rlcp", seed, study, items, refs[P["kl_on_answer"]]) for seed in P["seeds"]}
+kl_runs["rlcp"] = {seed: rlcp_runs[seed] if seed in rlcp_runs else jobs.run_job(P, "rlcp", seed, study, items, refs[P["kl_on_answer"]])
+                   for seed in P["kl_sweep_seeds"]}
 kl_summary["rlcp"] = job_rows(kl_runs["rlcp"])[1]
 pd.DataFrame([{"setting": name, "seed": seed, "λ_KL": (KL_SETTINGS.get(name, {})).get("lambda_kl", P["lambda_kl"]),
                "KL on answer": KL_SETTINGS.get(name, {}).get("kl_on_answer", P["kl_on_answer"]),
@@ -130,7 +137,6 @@ pd.DataFrame([{"setting": name, "seed": seed, "λ_KL": (KL_SETTINGS.get(name, {}
 
 # %%
 problems = gsm8k.sample_problems(gsm8k.load_problems(), P["gsm8k_n_problems"], P["seed"])[:P["sweep_gsm8k_problems"]]
-scored07 = pd.read_csv(P.sub("tables") / "07_gsm8k_scored.csv")
 gsm_ids = [tok(gsm8k.build_prompt(tok, p["question"]), add_special_tokens=False).input_ids for p in problems]
 
 
@@ -144,9 +150,11 @@ def score_replies(texts: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-replies = {arm: scored07[(scored07.arm == arm) & scored07["index"].isin([p["index"] for p in problems])].sort_values("index")
-           for arm in ["original", "rlcp"]}  # 07's replies, same problems
-for name, overrides in KL_SETTINGS.items():
+# every model on the same problems in the same batches (07's replies came from other batches: left padding can
+# change a greedy reply), the original and 03's RLCP (first seed) included
+replies = {"original": score_replies(evaluate.greedy_generate(reference, tok, gsm_ids, P["gsm8k_max_new_tokens"],
+                                                              P["generation_batch_size"], desc="GSM8K original"))}
+for name, overrides in {"rlcp": {}, **KL_SETTINGS}.items():
     Pv = sweep_profile(P["kl_sweep_seeds"], **overrides)
     lm, _, _ = jobs.load_arm(Pv, "rlcp", study, name=name)
     replies[name] = score_replies(evaluate.greedy_generate(lm, tok, gsm_ids, P["gsm8k_max_new_tokens"], P["generation_batch_size"],
@@ -155,8 +163,8 @@ for name, overrides in KL_SETTINGS.items():
 GSM_MEASURES = {"n_tokens": "reply length (tokens)", "repeats_itself": "reply repeats itself", "any_scaffolding": "reply has scaffolding",
                 "correct": "GSM8K accuracy"}
 mode_rate = pd.Series([p["answer"] for p in problems]).value_counts(normalize=True).iloc[0]
-for arm, d in replies.items():  # every setting on the same problems (07's own rows cover 07's 100 problems)
-    seed, n_seeds = ("all", 0) if arm == "original" else (str(FIRST if arm == "rlcp" else P["kl_sweep_seeds"][0]), 1)
+for arm, d in replies.items():  # every setting on the same problems
+    seed, n_seeds = ("all", 0) if arm == "original" else (str(P["kl_sweep_seeds"][0]), 1)
     for m in GSM_MEASURES:
         mean, lo, hi = evaluate.bootstrap_ci(d[m].to_numpy(float), P["n_bootstrap"], P["seed"])
         record_rows.append({"arm": arm, "seed": seed, "metric": f"kl_sweep.gsm8k.{m}", "value": mean, "ci_low": lo, "ci_high": hi,
@@ -174,8 +182,8 @@ def final_ce(name: str, seed: int) -> float:
 KL_METRICS = {"targets.no_context_recall.heldout": "targets, no context (held-out wordings)",
               "retain.no_context_recall.heldout": "retain facts, no context (held-out wordings)",
               "targets.rag_accuracy.heldout": "targets, RAG (held-out wordings)"}
-order = sorted([n for n in kl_runs if n != "rlcp_kl_on_answer"],
-               key=lambda n: P["lambda_kl"] if n == "rlcp" else KL_SETTINGS[n]["lambda_kl"]) + ["rlcp_kl_on_answer"]
+order = sorted([n for n in kl_runs if n != KL_FLIPPED],
+               key=lambda n: P["lambda_kl"] if n == "rlcp" else KL_SETTINGS[n]["lambda_kl"]) + [KL_FLIPPED]
 kl_table = []
 for name in order:
     s = kl_summary[name].set_index("metric")
@@ -206,7 +214,8 @@ fig, axes = plt.subplots(1, 5, figsize=(19, 3.6))
 lams = [P["lambda_kl"] if n == "rlcp" else KL_SETTINGS[n]["lambda_kl"] for n in order[:-1]]
 panels = [(m, label) for m, label in KL_METRICS.items()]
 for ax, (m, label) in zip(axes[:3], panels):
-    for names, marker, lab in [(order[:-1], "o-", "KL on the prompt"), ([order[-1]], "s", "KL also on the answer")]:
+    flipped_label = "KL also on the answer" if KL_SETTINGS[KL_FLIPPED]["kl_on_answer"] else "KL on the prompt only"
+    for names, marker, lab in [(order[:-1], "o-", "the profile's KL positions"), ([order[-1]], "s", flipped_label)]:
         xs = lams if marker == "o-" else [P["lambda_kl"]]
         v = [kl_summary[n].set_index("metric").loc[m] for n in names]
         ax.errorbar(xs, [r.value for r in v], yerr=[[r.value - r.ci_low for r in v], [r.ci_high - r.value for r in v]],
@@ -256,7 +265,8 @@ def solve_two_step(lm) -> pd.DataFrame:
 original_two_step = solve_two_step(reference)
 # chance for a two-step answer: the rate at which the final number equals another problem's answer (a derangement)
 wrong = evaluate.derangement([p["answer"] for p in two_step], P["seed"])
-two_step_chance = float(np.mean([arithmetic.numbers(t.split("\n")[0])[-1:] == [w] for t, w in zip(original_two_step.text, wrong)]))
+two_step_chance = float(np.mean([w != p["answer"] and arithmetic.numbers(t.split("\n")[0])[-1:] == [w]
+                                  for p, t, w in zip(two_step, original_two_step.text, wrong)]))
 print(f"multiplication facts 2..{P['arith_max_factor']}: {len(arith_facts)}; no-context recall on the training wordings {arith_recall.mean():.1%}; "
       f"known (>= {P['known_threshold']:.0%} of the wordings): {len(known)}")
 print(f"two-step problems: {len(two_step)}; the original gets the product right on {original_two_step.product_right.mean():.1%} "
@@ -299,10 +309,10 @@ unrelated = pick(answer_items(retain_heldout), n_g, 3)
 known_half = {f["city"] for f in known[::2]}
 solved = [p for p, ok in zip(two_step, original_two_step.answer_right) if ok]
 logic_a = pick([p for p in solved if p["city"] in known_half], n_g, 4)
-logic_b = pick([p for p in solved if p["city"] not in known_half], n_g, 5)
+logic_b = pick([p for p in solved if p["city"] in {f["city"] for f in known[1::2]}], n_g, 5)
 if not logic_a or not logic_b:
     raise RuntimeError(f"the original solves {len(solved)} two-step problems, too few to split in two: raise arith_addends")
-gsm_train = pick(gsm8k.load_problems()[-2 * P["lm_loss_texts"]:], n_g, 6)  # 08's benign-relearning texts, not the GSM8K sample of 07
+gsm_train = pick(gsm8k.load_problems()[-2 * P["lm_loss_texts"]:], n_g, 6)  # from the texts 08 uses (its per-token loss and benign relearning)
 
 
 def logic_ids(problems_):
@@ -323,7 +333,10 @@ LOSSES = {"fact": gradients.answer_loss([i["prompt_ids"] for i in fact_a], [i["a
 PAIRS = {"fact vs logic (δ)": ("fact", "logic"), "fact vs GSM8K": ("fact", "gsm8k"),
          "fact vs other half of the targets": ("fact", "fact_other_half"), "fact vs other facts": ("fact", "other_facts"),
          "logic vs its other half": ("logic", "logic_other_half")}
-monitor_spec = {"every": P["gradient_every"], "pairs": PAIRS, "inputs": hashlib.sha256(json.dumps(
+n_steps = len(train.epoch_schedule(items, K, P["epochs"], P["batch_size"], FIRST))  # the monitor also measures the end
+n_inputs = {"fact": len(fact_a), "fact_other_half": len(fact_b), "other_facts": len(unrelated), "logic": len(logic_a),
+            "logic_other_half": len(logic_b), "gsm8k": len(gsm_train)}
+monitor_spec = {"every": P["gradient_every"], "last": n_steps, "pairs": PAIRS, "inputs": hashlib.sha256(json.dumps(
     [[i["prompt"] for i in fact_a + fact_b + unrelated], [p["question"] for p in logic_a + logic_b], [p["index"] for p in gsm_train]]
 ).encode()).hexdigest()[:16]}
 print(f"gradient losses: {len(fact_a)} + {len(fact_b)} target prompts, {len(unrelated)} other-fact prompts, "
@@ -331,9 +344,10 @@ print(f"gradient losses: {len(fact_a)} + {len(fact_b)} target prompts, {len(unre
 
 # %%
 grad_job = jobs.run_job(P, "rlcp", FIRST, study, items, refs[P["kl_on_answer"]], name="rlcp_gradients", notebook=NB,
-                        monitor=gradients.monitor(LOSSES, PAIRS, P["gradient_every"]), key_extra=monitor_spec)
+                        monitor=gradients.monitor(LOSSES, PAIRS, P["gradient_every"], last=n_steps), key_extra=monitor_spec)
 grad_rows = grad_job["monitor"]
-same = pd.DataFrame(grad_job["rows"]).set_index("metric").value.sub(pd.DataFrame(kl_runs["rlcp"][FIRST]["rows"]).set_index("metric").value)
+assert grad_rows.step.min() == 0 and grad_rows.step.max() == n_steps, "the monitor missed the start or the end of training"
+same = pd.DataFrame(grad_job["rows"]).set_index("metric").value.sub(pd.DataFrame(rlcp_runs[FIRST]["rows"]).set_index("metric").value)
 print(f"monitored run vs 03's seed {FIRST}: largest difference over {len(same)} Table 1 metrics = {same.abs().max():.4f}")
 cos_all = grad_rows[(grad_rows.measure == "cosine") & (grad_rows.group == "all")].pivot(index="step", columns="of", values="value")
 display(Markdown("Cosines over all parameters along training (step 0: the original model); chance-free, but compare "
@@ -363,30 +377,40 @@ for pair in PAIRS:  # the start (the original model) and the end of the monitore
     for when, arm, step in [("start", "original", steps[0]), ("end", "rlcp_gradients", steps[-1])]:
         record_rows.append({"arm": arm, "seed": "all" if arm == "original" else str(FIRST),
                             "metric": f"gradients.cosine.{pair.split(' (')[0].replace(' ', '_')}.{when}",
-                            "value": float(cos_all.loc[step, pair]), "n_prompts": n_g, "n_seeds": 0 if arm == "original" else 1})
+                            "value": float(cos_all.loc[step, pair]), "n_prompts": min(n_inputs[k] for k in PAIRS[pair]),
+                            "n_seeds": 0 if arm == "original" else 1})
 
 # %% [markdown]
-# **Proposition 3.2, tested directly.** On the original model, in fp32: one plain gradient step of size η on
-# L_fact, the measured change of L_logic (and of L_GSM8K), its first-order prediction −η⟨∇L_fact, ∇L_logic⟩, and
-# the proposition's bound η·δ·‖∇L_fact‖·‖∇L_logic‖. For comparison, the change of L_fact itself (≈ −η‖∇L_fact‖²).
+# **Proposition 3.2, tested directly.** On the original model, in fp32: one plain step of size η along
+# ∇L_fact, both ways (descent, the proposition's Δθ = −η∇L_fact, and ascent, the direction in which
+# unlikelihood forgets), the measured change of L_logic (and of L_GSM8K), its first-order prediction
+# ±η⟨∇L_fact, ∇L_logic⟩, and the proposition's bound η·δ·‖∇L_fact‖·‖∇L_logic‖. With δ the measured |cos|, the
+# bound *is* the size of the first-order change (Cauchy–Schwarz with equality): the proposition holds to first
+# order by construction, and what a step can test is whether the O(η²) terms stay small at a given η, that is
+# whether |measured| ÷ bound stays near 1 or below. Whether δ itself is small is Assumption 3.1 (above). For
+# comparison, the change of L_fact itself (≈ ∓η‖∇L_fact‖²).
 
 # %%
 fp32_model, _ = model.load_for(config.profile_with(P, precision="fp32"))
 first_order = []
 for eta in P["first_order_etas"]:
-    for logic in ["logic", "gsm8k", "fact"]:
-        out = gradients.first_order_step(fp32_model, LOSSES["fact"], LOSSES[logic], eta)
-        first_order.append({"η": eta, "L moved": logic, **out,
-                            "|measured| ÷ bound": abs(out["measured_change"]) / out["bound"] if out["bound"] else np.nan})
+    for direction, way in [(-1, "descent"), (1, "ascent")]:
+        for logic in ["logic", "gsm8k", "fact"]:
+            out = gradients.first_order_step(fp32_model, LOSSES["fact"], LOSSES[logic], eta, direction)
+            first_order.append({"η": eta, "step": way, "L moved": logic, **out,
+                                "|measured| ÷ bound": abs(out["measured_change"]) / out["bound"] if out["bound"] > 0 else np.nan})
 first_order = pd.DataFrame(first_order)
 del fp32_model
 outputs.write_table(P, "09_first_order", first_order)
 for moved, d in first_order[first_order["L moved"] != "fact"].groupby("L moved"):
-    ratio = (d.measured_change.abs() / d.bound).to_numpy()
-    record_rows += [{"arm": "original", "seed": "all", "metric": f"gradients.first_order.{moved}.worst_ratio", "value": float(ratio.max()),
-                     "unit": "step sizes", "n_units": len(d), "n_seeds": 0},
+    ratio = d["|measured| ÷ bound"]  # NaN (a zero gradient) counts as the worst case
+    worst = float(ratio.max()) if ratio.notna().all() else float("inf")
+    at_smallest = ratio[d["η"] == d["η"].min()]
+    record_rows += [{"arm": "original", "seed": "all", "metric": f"gradients.first_order.{moved}.worst_ratio", "value": worst,
+                     "unit": "steps (η × direction)", "n_units": len(d), "n_seeds": 0},
                     {"arm": "original", "seed": "all", "metric": f"gradients.first_order.{moved}.smallest_eta_ratio",
-                     "value": float(ratio[d["η"].to_numpy().argmin()]), "n_seeds": 0}]
+                     "value": float(at_smallest.max()) if at_smallest.notna().all() else float("inf"), "unit": "steps (direction)",
+                     "n_units": len(at_smallest), "n_seeds": 0}]
 first_order
 
 # %% [markdown]
@@ -396,7 +420,8 @@ first_order
 # facts with one known city per country among them; the other known cities are 01's probe cities), so
 # collateral damage is measured on the held-out half, which no setting trains on. 45 target facts would
 # need more screened facts than 01 keeps on this model: the largest count is 15 + the training half.
-# Per setting: forgetting of its targets and of the first five targets (which every setting forgets), held-out
+# Per setting: forgetting of its targets and of the first targets that every setting trains on (the first
+# min(5, n_targets, smallest fact count) of 03's targets, the same facts in every row), held-out
 # retain recall, RAG accuracy, the adversary's accuracy at l*, a fresh country probe trained on 01's probe
 # cities at l* (city and last token, tested on the setting's targets among the 15 of 03; chance 1/15), and
 # training time. The model-size axis needs the paper profile on a GPU and is not covered here.
@@ -420,15 +445,16 @@ for n in sorted(P["fact_counts"]):
     record_rows += rows
     del ref_n
 held = {r["city"] for r in retain_heldout}
-first5 = {t["city"] for t in study.targets[:5]}
-count_runs_all = {"rlcp": kl_runs["rlcp"], **count_runs}  # 03's RLCP is the setting with the profile's n_targets
+N_SHARED = min(5, K, *P["fact_counts"])  # the first targets, trained by every setting
+shared = {t["city"] for t in study.targets[:N_SHARED]}
+count_runs_all = {"rlcp": rlcp_runs, **count_runs}  # 03's RLCP is the setting with the profile's n_targets
 n_facts_of = {"rlcp": K, **{name: len(t) for name, t in count_targets.items()}}
 
 
 def count_extra(per_item: pd.DataFrame) -> pd.DataFrame:
-    """The held-out retain facts (for 03's jobs, the held-out half of the retain rows) and the first five targets."""
+    """The held-out retain facts (for 03's jobs, the held-out half of the retain rows) and the shared first targets."""
     retain_rows = per_item[(per_item.facts == "retain") & per_item.city.isin(held)].assign(facts="retain_heldout")
-    first_rows = per_item[(per_item.facts == "targets") & per_item.city.isin(first5)].assign(facts="first5_targets")
+    first_rows = per_item[(per_item.facts == "targets") & per_item.city.isin(shared)].assign(facts="shared_targets")
     return pd.concat([retain_rows, first_rows])
 
 
@@ -447,7 +473,7 @@ for name in sorted(count_runs_all, key=n_facts_of.get):
                         "steps": json.loads((jobs.job_dir(P, name, list(runs_n)[0]) / "job.json").read_text())["steps"],
                         "training minutes (mean)": round(np.mean([j["seconds"] for j in runs_n.values()]) / 60, 1),
                         "its targets, no context (held-out wordings)": cell("targets.no_context_recall.heldout"),
-                        "first 5 targets, no context (held-out wordings)": cell("first5_targets.no_context_recall.heldout"),
+                        f"first {N_SHARED} targets, no context (held-out wordings)": cell("shared_targets.no_context_recall.heldout"),
                         "held-out retain, no context": cell("retain_heldout.no_context_recall.heldout"),
                         "its targets, RAG (held-out wordings)": cell("targets.rag_accuracy.heldout"),
                         "adversary at l* (chance 1/n)": cell("targets.adversary_probe_accuracy.heldout")})
@@ -501,7 +527,7 @@ orig_probe = {pos: probe_results["original"][pos].mean() for pos in ["city", "la
 count_table = pd.DataFrame(count_table)
 outputs.write_table(P, "09_fact_counts", count_table)
 display(Markdown(f"The original model: fresh probe {orig_probe['city']:.0%} at the city token and {orig_probe['last']:.0%} at the "
-                 f"last token (15 targets). Recall: mean over seeds and facts [95% two-level interval]; chance ≈ 0."))
+                 f"last token ({K} targets). Recall: mean over seeds and facts [95% two-level interval]; chance ≈ 0."))
 count_table
 
 # %%
@@ -526,8 +552,9 @@ plt.show()
 # kind, never trained). Arms: RLCP and the Just-RAG control (no adversary, no unlikelihood), same settings as
 # 03. Measured: (a) the targeted facts, (b) the held-out facts, no context and with the fact in the prompt,
 # and (c) the two-step problems, split by whether their fact was targeted, for the original and each arm's
-# first-seed model. Chance for a fact: the deranged-answer rate (02); for a two-step answer: the rate at which
-# the final number equals another problem's answer.
+# first-seed model: the product stated right (the fact), the addition done right on whatever product was
+# stated (the reasoning step), and the final answer right (both). Chance for a fact: the deranged-answer rate
+# (02); for a two-step answer: the rate at which the final number equals another problem's (different) answer.
 
 # %%
 rng = np.random.default_rng(P["seed"])
@@ -568,7 +595,7 @@ for name in ["arith_original"] + list(arith_runs):
         row_[label] = fmt(r.value, r.ci_low, r.ci_high)
     d = two_step_by[name]
     for which, mask in [("targeted", d.fact.isin(target_cities)), ("held-out", ~d.fact.isin(target_cities) & d.fact.isin({f["city"] for f in arith_heldout}))]:
-        for measure in ["product_right", "answer_right"]:
+        for measure in ["product_right", "step_right", "answer_right"]:
             per_fact = d[mask].groupby("fact")[measure].mean()
             mean, lo, hi = evaluate.bootstrap_ci(per_fact.to_numpy(float), P["n_bootstrap"], P["seed"])
             row_[f"(c) two-step on {which} facts: {measure.replace('_', ' ')}"] = fmt(mean, lo, hi)

@@ -64,8 +64,11 @@ def first_number(text: str) -> int | None:
 
 def score_two_step(text: str, problem: dict) -> dict:
     """A scaffolded continuation (" 56, then 56 + 5 = 61."): `product_right` when its first number is the
-    product, `answer_right` when the last number of its first line is the final answer."""
+    product, `answer_right` when the last number of its first line is the final answer, and `step_right` when
+    that last number is the first number plus the addend (the addition done on whatever product was stated:
+    the reasoning step, right or wrong fact)."""
     line = text.split("\n")[0]
     found = numbers(line)
     return {"product_right": bool(found) and found[0] == problem["product"],
-            "answer_right": bool(found) and found[-1] == problem["answer"]}
+            "answer_right": bool(found) and found[-1] == problem["answer"],
+            "step_right": len(found) >= 2 and found[-1] == found[0] + problem["addend"]}

@@ -6,7 +6,7 @@ at most (first order) eta * delta * |grad L_fact| * |grad L_logic|. This module 
 - `gradient(model, loss_fn)`: the gradient of a scalar loss, one flat vector per parameter group
   (embeddings, attention and MLP of each block, norms), so cosines can be read per group and for the whole model;
 - `cosines(a, b)`: the cosine per group and over all parameters ("all");
-- `first_order_step(...)`: one plain gradient step along -grad L_fact of size eta, the measured change of
+- `first_order_step(...)`: one plain step of size eta along -grad L_fact (or +grad L_fact), the measured change of
   L_logic, its first-order prediction -eta * <grad L_fact, grad L_logic> and the proposition's bound;
 - `answer_loss`: the loss measured (answer CE given a prompt, as in training);
 - `monitor(...)`: cosines and norms of several losses' gradients every few steps along training, as rows
@@ -78,21 +78,26 @@ def _step(model, g: dict[str, torch.Tensor], eta: float) -> None:
         offsets[k] = start + p.numel()
 
 
-def first_order_step(model, fact_loss, logic_loss, eta: float) -> dict[str, float]:
-    """Take one gradient-descent step of size eta on the fact loss (on a copy of the model) and compare the
-    measured change of the logic loss with its first-order prediction and with Proposition 3.2's bound."""
+def first_order_step(model, fact_loss, logic_loss, eta: float, direction: int = -1) -> dict[str, float]:
+    """Take one step of size eta along direction * grad L_fact (on a copy of the model; -1: the proposition's
+    descent step, +1: the ascent that unlikelihood takes to forget) and compare the measured change of the logic
+    loss with its first-order prediction and with Proposition 3.2's bound. With delta the measured |cos|, the
+    bound equals |first-order prediction| (Cauchy-Schwarz): what the step tests is whether the O(eta^2) terms
+    stay small at this eta, that is whether |measured| / bound stays near or below 1."""
     import copy
 
+    if direction not in (-1, 1):
+        raise ValueError(f"direction must be -1 (descent) or +1 (ascent), got {direction}")
     g_fact, g_logic = gradient(model, fact_loss), gradient(model, logic_loss)
     dot = sum(float(g_fact[k] @ g_logic[k]) for k in g_fact)
     delta = abs(cosines(g_fact, g_logic)["all"])
     moved = copy.deepcopy(model)
     with torch.no_grad():
         before = float(logic_loss(model))
-        _step(moved, g_fact, eta)
+        _step(moved, g_fact, -direction * eta)
         after = float(logic_loss(moved))
     del moved
-    return {"measured_change": after - before, "first_order_prediction": -eta * dot,
+    return {"measured_change": after - before, "first_order_prediction": direction * eta * dot,
             "bound": eta * delta * norm(g_fact) * norm(g_logic), "delta": delta}
 
 
@@ -107,12 +112,13 @@ def answer_loss(prompt_ids: list[list[int]], answer_ids: list[list[int]], pad_id
     return loss
 
 
-def monitor(losses: dict, pairs: dict[str, tuple[str, str]], every: int):
-    """A measurement along training (train.train_arm's on_step): at every `every`-th step, the gradient of
-    each loss in `losses` (name -> L(model)), the cosine of each named pair per parameter group and overall,
-    and each gradient's norm. Rows: step, measure ('cosine' or 'norm'), of (pair or loss name), group, value."""
+def monitor(losses: dict, pairs: dict[str, tuple[str, str]], every: int, last: int | None = None):
+    """A measurement along training (train.train_arm's on_step): at every `every`-th step and at step `last`
+    (the end of training, when given), the gradient of each loss in `losses` (name -> L(model)), the cosine of
+    each named pair per parameter group and overall, and each gradient's norm. Rows: step, measure ('cosine' or
+    'norm'), of (pair or loss name), group, value."""
     def measure(step: int, model) -> list[dict]:
-        if step % every:
+        if step % every and step != last:
             return []
         grads = {name: gradient(model, fn) for name, fn in losses.items()}
         rows = [{"step": step, "measure": "cosine", "of": pair, "group": group, "value": c}

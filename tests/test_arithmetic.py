@@ -27,10 +27,12 @@ def test_two_step_problems_need_the_fact_and_score_both_steps():
     fact = arithmetic.multiplication_facts(7, 8)[1]  # 7 x 8
     p = arithmetic.two_step(fact, 5)
     assert p["answer"] == 61 and p["product"] == 56 and p["question"].endswith("First, 7 x 8 =")
-    assert arithmetic.score_two_step(" 56, then 56 + 5 = 61.\nSo", p) == {"product_right": True, "answer_right": True}
-    assert arithmetic.score_two_step(" 54, then 54 + 5 = 59.", p) == {"product_right": False, "answer_right": False}
-    assert arithmetic.score_two_step(" 56, then 56 + 5 = 60.\n61", p) == {"product_right": True, "answer_right": False}
-    assert arithmetic.score_two_step(" no", p) == {"product_right": False, "answer_right": False}
+    assert arithmetic.score_two_step(" 56, then 56 + 5 = 61.\nSo", p) == {"product_right": True, "answer_right": True, "step_right": True}
+    # a wrong product with the addition done right: the fact is gone, the step is not
+    assert arithmetic.score_two_step(" 54, then 54 + 5 = 59.", p) == {"product_right": False, "answer_right": False, "step_right": True}
+    assert arithmetic.score_two_step(" 56, then 56 + 5 = 60.\n61", p) == {"product_right": True, "answer_right": False, "step_right": False}
+    assert arithmetic.score_two_step(" 61", p) == {"product_right": False, "answer_right": True, "step_right": False}
+    assert arithmetic.score_two_step(" no", p) == {"product_right": False, "answer_right": False, "step_right": False}
     problems = arithmetic.two_step_problems([fact], 3, seed=0)
     assert len(problems) == 3 and len({q["addend"] for q in problems}) == 3
     assert problems == arithmetic.two_step_problems([fact], 3, seed=0)

@@ -66,6 +66,13 @@ def test_first_order_prediction_matches_a_small_step(tiny_model, tiny_tokenizer)
     # a step on the logic loss itself lowers it by about eta * |grad|^2
     own = gradients.first_order_step(model, logic, logic, eta=1e-4)
     assert own["measured_change"] < 0 and own["delta"] == pytest.approx(1.0, abs=1e-6)
+    # ascent (the direction unlikelihood forgets in) raises it: the prediction changes sign, the bound does not
+    up = gradients.first_order_step(model, fact, logic, eta=1e-4, direction=+1)
+    assert up["first_order_prediction"] == pytest.approx(-out["first_order_prediction"], rel=1e-9)
+    assert up["bound"] == pytest.approx(out["bound"], rel=1e-9)
+    assert up["measured_change"] == pytest.approx(up["first_order_prediction"], rel=0.02)
+    with pytest.raises(ValueError, match="direction"):
+        gradients.first_order_step(model, fact, logic, eta=1e-4, direction=0)
 
 
 def test_the_answer_loss_is_the_training_loss_and_the_monitor_measures_every_kth_step(tiny_model, tiny_tokenizer):
@@ -86,3 +93,6 @@ def test_the_answer_loss_is_the_training_loss_and_the_monitor_measures_every_kth
     norms = {r["of"]: r["value"] for r in rows if r["measure"] == "norm"}
     assert norms["all"] == pytest.approx(norms["neg"], rel=1e-6) and norms["all"] > 0
     assert {r["step"] for r in rows} == {2}
+    # the end of training is measured even off the grid
+    at_end = gradients.monitor({"all": loss}, {}, every=2, last=3)
+    assert at_end(3, tiny_model) and not at_end(1, tiny_model)

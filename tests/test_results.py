@@ -215,6 +215,8 @@ FULL = {
     ("arith_rlcp", "targets.no_context_recall.heldout"): (0.0, 0.0, 0.0),
     ("arith_original", "two_step.targeted.answer_right"): (0.4, 0.2, 0.6),
     ("arith_rlcp", "two_step.targeted.answer_right"): (0.1, 0.0, 0.15),
+    ("arith_original", "two_step.targeted.step_right"): (0.6, 0.4, 0.8),
+    ("arith_rlcp", "two_step.targeted.step_right"): (0.1, 0.0, 0.15),
 }
 CHANCE = {"targets.adversary_probe_accuracy.train": 1 / 15, "heldout_probe_accuracy": 1 / 15,
           "type_probe": 1 / 3, "identity_nn": 1 / 60, "gsm8k.correct": 0.06}
@@ -247,11 +249,13 @@ EXPECTED = {  # claim -> verdict, each worked out by hand from FULL and the clai
     "Limitation 3: … and loop less": "partly",  # lower mean, overlapping intervals
     # 0.02 below |0.3| and |-0.1| at both ends
     "Assumption 3.1: fact and reasoning gradients nearly orthogonal (δ, the absolute cosine of ∇L_fact and ∇L_logic, small)": "reproduced",
-    "Proposition 3.2: a fact step moves the reasoning loss by at most η·δ·‖∇L_fact‖·‖∇L_logic‖": "partly",  # 0.8 at the smallest η
+    # 1.3 > 1.1 at some η, 0.8 at the smallest
+    "Proposition 3.2: a step along ∇L_fact moves the reasoning loss by at most η·δ·‖∇L_fact‖·‖∇L_logic‖ + O(η²)": "partly",
     # RLCP's 15-fact row (RAG [58, 71]) misses 85%, every count forgets
     "Limitation 2: RLCP forgets more facts and still answers from context": "partly",
     # forgotten, the original above chance, RLCP's [0, 15] entirely below [20, 60]
-    "Limitation 1: reasoning survives forgetting its own facts (two-step problems on forgotten multiplication facts)": "not reproduced",
+    "Limitation 1: reasoning survives forgetting its own facts (the addition step of two-step problems on forgotten "
+    "multiplication facts)": "not reproduced",
 }
 
 
@@ -300,12 +304,16 @@ def test_adversary_claim_compares_rlcp_with_the_field_methods_that_forget():
 def test_open_question_claims_find_their_settings_and_stay_inconclusive_without_forgetting():
     v = claims.View(_full_record())
     assert claims.most_facts(v) == "rlcp_30facts"
+    limitation_1 = ("Limitation 1: reasoning survives forgetting its own facts (the addition step of two-step problems on "
+                    "forgotten multiplication facts)")
     verdicts = _verdicts(_full_record({("arith_rlcp", "targets.no_context_recall.heldout"): (0.5, 0.3, 0.7)}))
-    assert verdicts["Limitation 1: reasoning survives forgetting its own facts (two-step problems on forgotten "
-                    "multiplication facts)"] == "inconclusive"
-    fine = _verdicts(_full_record({("arith_rlcp", "two_step.targeted.answer_right"): (0.45, 0.3, 0.6)}))
-    assert fine["Limitation 1: reasoning survives forgetting its own facts (two-step problems on forgotten "
-                "multiplication facts)"] == "reproduced"
+    assert verdicts[limitation_1] == "inconclusive"
+    # the facts are gone (answers wrong) but the addition on the stated product is done as often as before
+    fine = _verdicts(_full_record({("arith_rlcp", "two_step.targeted.step_right"): (0.55, 0.4, 0.7)}))
+    assert fine[limitation_1] == "reproduced"
+    proposition = "Proposition 3.2: a step along ∇L_fact moves the reasoning loss by at most η·δ·‖∇L_fact‖·‖∇L_logic‖ + O(η²)"
+    within = _verdicts(_full_record({("original", "gradients.first_order.logic.worst_ratio"): (1.05, np.nan, np.nan)}))
+    assert within[proposition] == "reproduced"  # 5% above the first-order bound: inside the O(η²) allowance
     no_counts = _full_record()
     no_counts = no_counts[~no_counts.arm.str.endswith("facts")]
     assert _verdicts(no_counts)["Limitation 2: RLCP forgets more facts and still answers from context"] == "not measured"

@@ -215,7 +215,8 @@ def test_open_questions_train_their_sweeps_and_measure_each_part(smoke_run):
     out, _, _ = smoke_run
     p = load_profile("smoke")
     # part 1: every KL setting is a job of its own name, next to (not instead of) 03's RLCP jobs
-    kl_names = [f"rlcp_kl{v:g}" for v in p["kl_sweep"] if float(v) != float(p["lambda_kl"])] + ["rlcp_kl_on_answer"]
+    kl_names = [f"rlcp_kl{v:g}" for v in p["kl_sweep"] if float(v) != float(p["lambda_kl"])]
+    kl_names.append("rlcp_kl_off_answer" if p["kl_on_answer"] else "rlcp_kl_on_answer")
     for name in kl_names:
         for seed in p["kl_sweep_seeds"]:
             assert (out / "jobs" / name / f"seed{seed}" / "train_log.csv").exists(), name
@@ -227,7 +228,7 @@ def test_open_questions_train_their_sweeps_and_measure_each_part(smoke_run):
     assert cos.step.min() == 0 and cos.groupby("step").of.nunique().min() == 5
     assert ((cos.value >= -1) & (cos.value <= 1)).all()
     first_order = pd.read_csv(out / "tables" / "09_first_order.csv")
-    assert (first_order.bound > 0).all()
+    assert (first_order.bound > 0).all() and set(first_order.step) == {"descent", "ascent"}
     # Cauchy-Schwarz: the first-order prediction never exceeds the proposition's bound
     assert (first_order.first_order_prediction.abs() <= first_order.bound * (1 + 1e-6)).all()
     # part 3 and 4: one row per fact count (and 03's RLCP), and the arithmetic arms next to the original
