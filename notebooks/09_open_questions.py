@@ -393,12 +393,10 @@ for pair in PAIRS:  # the start (the original model) and the end of the monitore
 # %%
 fp32_model, _ = model.load_for(config.profile_with(P, precision="fp32"))
 first_order = []
-for eta in P["first_order_etas"]:
-    for direction, way in [(-1, "descent"), (1, "ascent")]:
-        for logic in ["logic", "gsm8k", "fact"]:
-            out = gradients.first_order_step(fp32_model, LOSSES["fact"], LOSSES[logic], eta, direction)
-            first_order.append({"η": eta, "step": way, "L moved": logic, **out,
-                                "|measured| ÷ bound": abs(out["measured_change"]) / out["bound"] if out["bound"] > 0 else np.nan})
+for logic in ["logic", "gsm8k", "fact"]:
+    for out in gradients.first_order_steps(fp32_model, LOSSES["fact"], LOSSES[logic], P["first_order_etas"], [-1, 1]):
+        first_order.append({"η": out.pop("eta"), "step": {-1: "descent", 1: "ascent"}[out.pop("direction")], "L moved": logic, **out,
+                            "|measured| ÷ bound": abs(out["measured_change"]) / out["bound"] if out["bound"] > 0 else np.nan})
 first_order = pd.DataFrame(first_order)
 del fp32_model
 outputs.write_table(P, "09_first_order", first_order)

@@ -90,7 +90,9 @@ FIGURES = [("01_group_a", "Group A: what the original model knows"), ("03_traini
            ("05_fig1_tsne_cities_fruits", "Figure 1: t-SNE and PCA of cities and fruits"),
            ("05_fig2_type_centroids_pca", "Figure 2: entities and type centroids"), ("05_geometry_by_layer", "Collapse measures per layer"),
            ("06_fig3_attention_heatmap", "Figure 3: attention heatmap"), ("06_fig4_evidence_weight", "Figure 4: evidence weight"),
-           ("07_gsm8k", "GSM8K accuracy, scaffolding and length"), ("08_pareto", "Unlearning benchmark: forgetting vs collateral damage")]
+           ("07_gsm8k", "GSM8K accuracy, scaffolding and length"), ("08_pareto", "Unlearning benchmark: forgetting vs collateral damage"),
+           ("09_kl_sweep", "Open questions 1: what λ_KL drives"), ("09_gradients", "Open questions 2: gradient cosines along RLCP"),
+           ("09_fact_counts", "Open questions 3: more target facts"), ("09_arithmetic", "Open questions 4: forgetting multiplication facts")]
 counts = verdicts.verdict.value_counts().to_dict()
 runs = manifest.get("notebooks", {})
 commits = sorted({v.get("git_commit") or "unknown" for v in runs.values()})

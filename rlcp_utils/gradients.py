@@ -84,21 +84,32 @@ def first_order_step(model, fact_loss, logic_loss, eta: float, direction: int = 
     loss with its first-order prediction and with Proposition 3.2's bound. With delta the measured |cos|, the
     bound equals |first-order prediction| (Cauchy-Schwarz): what the step tests is whether the O(eta^2) terms
     stay small at this eta, that is whether |measured| / bound stays near or below 1."""
+    return first_order_steps(model, fact_loss, logic_loss, [eta], [direction])[0]
+
+
+def first_order_steps(model, fact_loss, logic_loss, etas: list[float], directions: list[int]) -> list[dict[str, float]]:
+    """`first_order_step` for every (eta, direction), the two gradients computed once: rows with eta and direction."""
     import copy
 
-    if direction not in (-1, 1):
-        raise ValueError(f"direction must be -1 (descent) or +1 (ascent), got {direction}")
+    if any(d not in (-1, 1) for d in directions):
+        raise ValueError(f"direction must be -1 (descent) or +1 (ascent), got {directions}")
     g_fact, g_logic = gradient(model, fact_loss), gradient(model, logic_loss)
     dot = sum(float(g_fact[k] @ g_logic[k]) for k in g_fact)
     delta = abs(cosines(g_fact, g_logic)["all"])
-    moved = copy.deepcopy(model)
+    bound_per_eta = delta * norm(g_fact) * norm(g_logic)
     with torch.no_grad():
         before = float(logic_loss(model))
-        _step(moved, g_fact, -direction * eta)
-        after = float(logic_loss(moved))
-    del moved
-    return {"measured_change": after - before, "first_order_prediction": direction * eta * dot,
-            "bound": eta * delta * norm(g_fact) * norm(g_logic), "delta": delta}
+    rows = []
+    for eta in etas:
+        for direction in directions:
+            moved = copy.deepcopy(model)
+            with torch.no_grad():
+                _step(moved, g_fact, -direction * eta)
+                after = float(logic_loss(moved))
+            del moved
+            rows.append({"eta": eta, "direction": direction, "measured_change": after - before,
+                         "first_order_prediction": direction * eta * dot, "bound": eta * bound_per_eta, "delta": delta})
+    return rows
 
 
 def answer_loss(prompt_ids: list[list[int]], answer_ids: list[list[int]], pad_id: int):

@@ -71,6 +71,9 @@ def test_first_order_prediction_matches_a_small_step(tiny_model, tiny_tokenizer)
     assert up["first_order_prediction"] == pytest.approx(-out["first_order_prediction"], rel=1e-9)
     assert up["bound"] == pytest.approx(out["bound"], rel=1e-9)
     assert up["measured_change"] == pytest.approx(up["first_order_prediction"], rel=0.02)
+    # the batched form gives the same rows
+    rows = gradients.first_order_steps(model, fact, logic, [1e-4], [-1, 1])
+    assert [r["measured_change"] for r in rows] == pytest.approx([out["measured_change"], up["measured_change"]], rel=1e-9)
     with pytest.raises(ValueError, match="direction"):
         gradients.first_order_step(model, fact, logic, eta=1e-4, direction=0)
 
