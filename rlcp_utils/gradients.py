@@ -6,7 +6,7 @@ at most (first order) eta * delta * |grad L_fact| * |grad L_logic|. This module 
 - `gradient(model, loss_fn)`: the gradient of a scalar loss, one flat vector per parameter group
   (embeddings, attention and MLP of each block, norms), so cosines can be read per group and for the whole model;
 - `cosines(a, b)`: the cosine per group and over all parameters ("all");
-- `first_order_step(...)`: one plain step of size eta along -grad L_fact (or +grad L_fact), the measured change of
+- `first_order_steps(...)`: plain steps of size eta along -grad L_fact (and +grad L_fact), the measured change of
   L_logic, its first-order prediction -eta * <grad L_fact, grad L_logic> and the proposition's bound;
 - `answer_loss`: the loss measured (answer CE given a prompt, as in training);
 - `monitor(...)`: cosines and norms of several losses' gradients every few steps along training, as rows
@@ -78,17 +78,13 @@ def _step(model, g: dict[str, torch.Tensor], eta: float) -> None:
         offsets[k] = start + p.numel()
 
 
-def first_order_step(model, fact_loss, logic_loss, eta: float, direction: int = -1) -> dict[str, float]:
-    """Take one step of size eta along direction * grad L_fact (on a copy of the model; -1: the proposition's
-    descent step, +1: the ascent that unlikelihood takes to forget) and compare the measured change of the logic
-    loss with its first-order prediction and with Proposition 3.2's bound. With delta the measured |cos|, the
-    bound equals |first-order prediction| (Cauchy-Schwarz): what the step tests is whether the O(eta^2) terms
-    stay small at this eta, that is whether |measured| / bound stays near or below 1."""
-    return first_order_steps(model, fact_loss, logic_loss, [eta], [direction])[0]
-
-
 def first_order_steps(model, fact_loss, logic_loss, etas: list[float], directions: list[int]) -> list[dict[str, float]]:
-    """`first_order_step` for every (eta, direction), the two gradients computed once: rows with eta and direction."""
+    """For every step size eta and direction (-1: the proposition's descent step, +1: the ascent that
+    unlikelihood takes to forget), one step of size eta along direction * grad L_fact on a copy of the model:
+    the measured change of the logic loss, its first-order prediction and Proposition 3.2's bound (the two
+    gradients computed once). With delta the measured |cos|, the bound equals |first-order prediction|
+    (Cauchy-Schwarz): what a step tests is whether the O(eta^2) terms stay small at this eta, that is whether
+    |measured| / bound stays near or below 1. Rows in the order of etas, then directions."""
     import copy
 
     if any(d not in (-1, 1) for d in directions):
