@@ -2,14 +2,17 @@
 
 Left padding (inference) puts every sequence's end at the last position; right padding (training) keeps
 each sequence's positions at 0..len-1, so per-item positions (prompt and answer lengths) index directly.
-`autocast` runs the forward passes in the precision the profile chose for this machine (model.py).
+`SharedPrefixPass` runs a right-padded batch whose rows start alike (the chat template) with the shared
+prefix computed once. `autocast` runs the forward passes in the precision the profile chose for this machine (model.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
+from transformers import DynamicCache
 
 
 def batches(n: int, size: int):
@@ -47,3 +50,69 @@ def autocast(model):
         return contextlib.nullcontext()
     device_type = next(model.parameters()).device.type
     return torch.autocast(device_type, dtype=torch.bfloat16)
+
+
+# --- one forward pass for rows that start alike ---------------------------------------------------------
+
+
+def common_prefix_len(ids: torch.Tensor, mask: torch.Tensor) -> int:
+    """How many leading tokens every row of a right-padded batch shares, leaving each row at least one
+    token of its own (the chat template's system turn and instruction: about 36 of x_no's 50 tokens)."""
+    same = ((ids == ids[:1]) & mask.bool()).all(0)
+    return min(int(same.long().cumprod(0).sum()), int(mask.sum(1).min()) - 1)
+
+
+def _cache_kwarg(model) -> str:
+    """The forward argument that takes a KV cache: 'cache' in recent transformers, 'past_key_values' before."""
+    return "cache" if "cache" in inspect.signature(model.base_model.forward).parameters else "past_key_values"
+
+
+class SharedPrefixPass:
+    """model.base_model on a right-padded batch, with the rows' common prefix run once (batch 1) and the rest
+    of every row attending to the prefix's cached keys and values. The same function of the weights as the
+    plain batched pass (tested: same hidden states, losses and gradients), at about half the tokens for
+    our training batches; gradients flow through the cache into the prefix, summed over the rows as the
+    plain pass sums them over its copies. Every state is returned at full width [b, len, hidden] (the
+    prefix's broadcast to every row), so positions index as in the plain pass."""
+
+    def __init__(self, model, ids: torch.Tensor, mask: torch.Tensor, output_hidden_states: bool = False):
+        self.model, self.batch = model, ids.shape[0]
+        self.prefix_len = common_prefix_len(ids, mask) if self.batch > 1 else 0
+        with autocast(model):
+            if self.prefix_len < 1:
+                self.prefix = None
+                self.rest = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=output_hidden_states)
+                return
+            s, cache = self.prefix_len, DynamicCache(config=model.config)
+            # one embedding lookup for both calls: one dense gradient of the (tied) embedding matrix, not two
+            embeds = model.get_input_embeddings()(torch.cat([ids[0, :s], ids[:, s:].reshape(-1)]))
+            self.prefix = model.base_model(inputs_embeds=embeds[None, :s], use_cache=True,
+                                           output_hidden_states=output_hidden_states, **{_cache_kwarg(model): cache})
+            cache.batch_repeat_interleave(self.batch)  # differentiable: the rows' gradients meet in the prefix
+            self.rest = model.base_model(inputs_embeds=embeds[s:].view(self.batch, -1, embeds.shape[-1]), attention_mask=mask,
+                                         use_cache=True, output_hidden_states=output_hidden_states, **{_cache_kwarg(model): cache})
+
+    def _join(self, prefix_part: torch.Tensor | None, rest_part: torch.Tensor) -> torch.Tensor:
+        if self.prefix is None:
+            return rest_part
+        return torch.cat([prefix_part.expand(self.batch, -1, -1), rest_part], 1)
+
+    @property
+    def last_hidden_state(self) -> torch.Tensor:
+        return self._join(None if self.prefix is None else self.prefix.last_hidden_state, self.rest.last_hidden_state)
+
+    @property
+    def hidden_states(self) -> tuple:
+        if self.prefix is None:
+            return self.rest.hidden_states
+        return tuple(self._join(p, r) for p, r in zip(self.prefix.hidden_states, self.rest.hidden_states))
+
+    def logits(self) -> torch.Tensor:
+        """The vocabulary projection at every position, computed once for the shared prefix (one lm_head call)."""
+        head, rest = self.model.lm_head, self.rest.last_hidden_state
+        with autocast(self.model):
+            if self.prefix is None:
+                return head(rest)
+            s = self.prefix_len
+            out = head(torch.cat([self.prefix.last_hidden_state[0], rest.reshape(-1, rest.shape[-1])]))
+        return self._join(out[None, :s], out[s:].view(self.batch, rest.shape[1], -1))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from .batching import autocast, batches, left_pad
+from .batching import SharedPrefixPass, autocast, batches, left_pad, right_pad
 from .progress import track
 
 
@@ -30,15 +30,19 @@ def score_answers(model, prompt_ids: list[list[int]], answer_ids: list[list[int]
     order = np.argsort([len(p) + len(a) for p, a in zip(prompt_ids, answer_ids)])  # less padding
     for idx in track(list(batches(len(order), batch_size)), desc):
         rows = [order[i] for i in idx]
-        ids, mask = left_pad([prompt_ids[r] + answer_ids[r] for r in rows], pad_id)
-        # Only the positions that predict answer tokens need the (large) vocabulary projection.
-        keep = max(len(answer_ids[r]) for r in rows) + 1
+        ids, mask = right_pad([prompt_ids[r] + answer_ids[r] for r in rows], pad_id, device)
+        # The rows share the chat template's first tokens: run them once (SharedPrefixPass). Only the positions
+        # that predict answer tokens need the (large) vocabulary projection: position t predicts token t+1.
+        hidden = SharedPrefixPass(model, ids, mask).last_hidden_state
+        owner = [j for j, r in enumerate(rows) for _ in answer_ids[r]]
+        cols = [len(prompt_ids[r]) - 1 + k for r in rows for k in range(len(answer_ids[r]))]
         with autocast(model):
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep).logits.float()
-        for j, r in enumerate(rows):
+            logits = model.lm_head(hidden[owner, cols]).float()
+        start = 0
+        for r in rows:
             ans = answer_ids[r]
-            # the logits at position t predict token t+1; the answer fills the last len(ans) positions
-            pred = logits[j, keep - 1 - len(ans): keep - 1]
+            pred = logits[start: start + len(ans)]
+            start += len(ans)
             target = torch.tensor(ans, device=pred.device)
             token_logp = torch.log_softmax(pred, dim=-1).gather(1, target[:, None])[:, 0]
             logprob[r] = token_logp.sum().item()

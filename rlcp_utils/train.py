@@ -11,6 +11,11 @@
 - KL:    KL(P_ref || P_theta) on x_no, P_ref the frozen original model, whose log-probabilities on the fixed
          training inputs are computed once before training (ReferenceCache), not at every step.
 
+Speed without changing the function computed: the rows of a batch start with the same chat-template tokens
+(about 40 of x_no's 50), so each pass runs that prefix once and the rest of every row against its cached keys
+and values (SharedPrefixPass); one bf16 autocast region per step casts each weight once; AdamW is fused.
+Together about 0.8x the wall time of an RLCP step on 2 CPU cores (measured: outputs/bench/).
+
 Arms: just_rag (lambda_adv = 0, no L_L), unlikelihood (no RAG stream, no adversary), rlcp (all terms).
 An arm with lambda_adv = 0 still trains a probe on the detached hidden state ("observer" probe): it does not
 act on the backbone, but gives the probe accuracy the paper reports for its baseline.
@@ -40,7 +45,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .batching import autocast, right_pad
+from .batching import SharedPrefixPass, autocast, right_pad
 from .progress import Progress
 
 # --- the two pieces of the adversarial game --------------------------------------------------------
@@ -285,9 +290,7 @@ def answer_ce_only(model, ids: torch.Tensor, mask: torch.Tensor, prompt_lens: li
     """answer_ce of a forward pass that projects onto the vocabulary only at the positions that predict the
     answer: the same numbers as answer_ce(model(ids).logits, ...), without the lm_head and its gradient at
     every other position (the x_rag pass needs no other logits; measured in the benchmark)."""
-    with autocast(model):
-        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-    return _answer_ce_from_hidden(model, hidden, ids, prompt_lens, answer_lens)
+    return _answer_ce_from_hidden(model, SharedPrefixPass(model, ids, mask).last_hidden_state, ids, prompt_lens, answer_lens)
 
 
 def kl_to_reference(logits: torch.Tensor, ref_logp: list[torch.Tensor], positions: list[range]) -> torch.Tensor:
@@ -381,18 +384,17 @@ class NoContextPass:
 
 
 def no_context_pass(model, ids: torch.Tensor, mask: torch.Tensor, batch: list[TrainItem], full_logits: bool) -> NoContextPass:
-    """x_no through the model. full_logits: the vocabulary projection at every position (the KL needs them).
-    Otherwise only at the positions that predict the answer, returned as [b, longest answer, vocab] with ids
-    re-indexed to match: the same numbers without the lm_head over every prompt position (tested)."""
+    """x_no through the model (SharedPrefixPass). full_logits: the vocabulary projection at every position (the
+    KL needs them). Otherwise only at the positions that predict the answer, returned as [b, longest answer,
+    vocab] with ids re-indexed to match: the same numbers without the lm_head over every prompt position (tested)."""
+    base = SharedPrefixPass(model, ids, mask, output_hidden_states=True)
+    if full_logits:
+        return NoContextPass(base.hidden_states, base.logits(), ids, [it.no_prompt_len for it in batch])
+    width = max(it.answer_len for it in batch)
+    cols = torch.tensor([[min(it.no_prompt_len - 1 + k, ids.shape[1] - 1) for k in range(width)] for it in batch],
+                        device=ids.device)
+    hidden = base.last_hidden_state
     with autocast(model):
-        if full_logits:
-            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-            return NoContextPass(out.hidden_states, out.logits, ids, [it.no_prompt_len for it in batch])
-        base = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        width = max(it.answer_len for it in batch)
-        cols = torch.tensor([[min(it.no_prompt_len - 1 + k, ids.shape[1] - 1) for k in range(width)] for it in batch],
-                            device=ids.device)
-        hidden = base.last_hidden_state
         logits = model.lm_head(hidden.gather(1, cols[..., None].expand(-1, -1, hidden.shape[-1])))
     answer_ids = torch.zeros(len(batch), width + 1, dtype=ids.dtype, device=ids.device)
     for j, it in enumerate(batch):  # position 0 stands for the last prompt token: the answer starts at 1
@@ -419,8 +421,7 @@ def field_terms(model, out: NoContextPass, ids: torch.Tensor, batch: list[TrainI
         terms["l_rmu"] = masked_state_mse(h, field.rmu_target.to(device).expand_as(h), from_city_mask(batch, h.shape[1], device))
     if weights.needs_retain:
         rids, rmask = right_pad([it.no_ids for it in retain_batch], pad_id, device)
-        with autocast(model):
-            base = model.base_model(input_ids=rids, attention_mask=rmask, output_hidden_states=weights.rmu_retain_weight > 0)
+        base = SharedPrefixPass(model, rids, rmask, output_hidden_states=weights.rmu_retain_weight > 0)
         if weights.retain_weight > 0:
             terms["l_retain"] = _answer_ce_from_hidden(model, base.last_hidden_state, rids, [it.no_prompt_len for it in retain_batch],
                                                        [it.answer_len for it in retain_batch])
@@ -501,6 +502,16 @@ LOG_FIELDS = ["step", "epoch", "progress", "alpha", "total", "l_rag", "l_probe",
 FIELD_LOG_FIELDS = ["l_retain", "l_rmu", "l_rmu_retain"]  # logged too when the arm gets FieldInputs
 
 
+def make_optimizer(model, probe: torch.nn.Module, learning_rate: float, probe_learning_rate: float) -> torch.optim.Optimizer:
+    """AdamW without weight decay, the probe at its own learning rate. Fused: one kernel updates every tensor
+    (measured on 2 CPU cores: 0.06 s instead of 0.26 s per step for the 135M model)."""
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.AdamW([
+        {"params": [p for p in model.parameters() if p.requires_grad], "lr": learning_rate},
+        {"params": probe.parameters(), "lr": probe_learning_rate},
+    ], weight_decay=0.0, fused=fused)
+
+
 def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights, settings: TrainSettings,
               ref: ReferenceCache | None, pad_id: int, log_path: Path | None = None, desc: str = "train",
               field: FieldInputs | None = None, on_step=None):
@@ -511,10 +522,7 @@ def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
     probe = LinearProbe(model.config.hidden_size, n_classes).to(device)
-    optimizer = torch.optim.AdamW([
-        {"params": [p for p in model.parameters() if p.requires_grad], "lr": settings.learning_rate},
-        {"params": probe.parameters(), "lr": settings.probe_learning_rate},
-    ], weight_decay=0.0)
+    optimizer = make_optimizer(model, probe, settings.learning_rate, settings.probe_learning_rate)
     n_facts = len({it.fact for it in items})
     batches = epoch_schedule(items, n_facts, settings.epochs, settings.batch_size, settings.seed)
     steps_per_epoch = math.ceil(n_facts / settings.batch_size)
@@ -553,8 +561,10 @@ def train_arm(model, items: list[TrainItem], n_classes: int, weights: ArmWeights
                                "retain_ref_states": [field.retain_ref_states[i] for i in r_idx] if field.retain_ref_states else [],
                                "forget_ref_logp": torch.tensor([field.forget_ref_logp[i] for i in batch_idx])
                                if field.forget_ref_logp is not None else None}
-            losses = rlcp_losses(model, probe, batch, ref_logp, weights, alpha, settings.probe_layer, pad_id,
-                                 settings.kl_on_answer, field, field_batch)
+            # one autocast region for the step's forward passes: each weight is cast to bf16 once, not once per pass
+            with autocast(model):
+                losses = rlcp_losses(model, probe, batch, ref_logp, weights, alpha, settings.probe_layer, pad_id,
+                                     settings.kl_on_answer, field, field_batch)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             if settings.max_grad_norm > 0:

@@ -24,14 +24,19 @@ def test_median_time_takes_the_median_of_the_timed_calls(monkeypatch):
     assert len(calls) == 4  # one warm-up call, untimed
 
 
-def test_training_steps_times_three_variants_on_the_same_batch(tiny_model, tiny_tokenizer):
+def test_training_steps_times_four_variants_on_the_same_batch(tiny_model, tiny_tokenizer):
     import copy
+
+    from rlcp_utils import batching
 
     lm = copy.deepcopy(tiny_model)
     items = _items(tiny_tokenizer)[:4]
+    shared = batching.common_prefix_len
     r = bench.training_steps(lm, tiny_tokenizer, items, batch_size=2, repeats=1, layer=lm.config.num_hidden_layers - 1)
-    assert r["plain_step_s"] > 0 and r["rlcp_step_s"] > 0 and r["naive_rlcp_step_s"] > 0
+    assert r["plain_step_s"] > 0 and r["rlcp_step_s"] > 0 and r["naive_rlcp_step_s"] > 0 and r["unshared_rlcp_step_s"] > 0
     assert r["rlcp_over_plain"] == pytest.approx(r["rlcp_step_s"] / r["plain_step_s"])
+    assert r["unshared_over_shared"] == pytest.approx(r["unshared_rlcp_step_s"] / r["rlcp_step_s"])
+    assert batching.common_prefix_len is shared  # the unshared variant puts the prefix rule back
     assert r["tokens_per_step"] == sum(len(it.no_ids) + len(it.rag_ids) for it in items[:2])
     assert not lm.training  # left in eval mode
 

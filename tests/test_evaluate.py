@@ -5,11 +5,11 @@ import torch
 from rlcp_utils import data, evaluate
 
 
-def _items(tok, n=6):
+def _items(tok, n=6, fmt="plain"):
     facts = [{"city": c, "country": k} for c, k in
              [("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru"), ("Cairo", "Egypt"), ("Nairobi", "Kenya")]][:n]
     qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")[:3]
-    return data.build_items(tok, facts, qs, "plain")
+    return data.build_items(tok, facts, qs, fmt)
 
 
 def test_logprob_matches_a_direct_computation(tiny_model, tiny_tokenizer):
@@ -26,8 +26,16 @@ def test_logprob_matches_a_direct_computation(tiny_model, tiny_tokenizer):
     assert np.all(s["answer_prob"] <= 1) and np.all(s["answer_prob"] > 0)
 
 
-def test_scores_do_not_depend_on_batching_or_padding(tiny_model, tiny_tokenizer):
-    items = _items(tiny_tokenizer)
+@pytest.mark.parametrize("fmt", ["plain", "chat"])
+def test_scores_do_not_depend_on_batching_or_padding(tiny_model, tiny_tokenizer, fmt):
+    """One prompt per batch runs the plain pass; chat prompts in a batch share the template's first tokens,
+    which run once (SharedPrefixPass): the same scores."""
+    items = _items(tiny_tokenizer, fmt=fmt)
+    if fmt == "chat":
+        from rlcp_utils import batching
+
+        ids, mask = batching.right_pad([i["prompt_ids"] + i["answer_ids"] for i in items], tiny_tokenizer.pad_token_id)
+        assert batching.common_prefix_len(ids, mask) >= 5
     args = ([i["prompt_ids"] for i in items], [i["answer_ids"] for i in items])
     one = evaluate.score_answers(tiny_model, *args, 1, tiny_tokenizer.pad_token_id)
     many = evaluate.score_answers(tiny_model, *args, 7, tiny_tokenizer.pad_token_id)

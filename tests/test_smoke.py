@@ -295,22 +295,3 @@ def test_papermill_directly_with_a_profile_file_or_a_typo(smoke_run, tmp_path):
                          env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "unknown notebook parameter(s) 'profle'" in bad.stderr + (tmp_path / "b.ipynb").read_text()
     assert not (outputs / "default").exists()
-
-
-def test_force_retrains(smoke_run):
-    """Last in this module: it retrains RLCP's jobs in place."""
-    out, _, _ = smoke_run
-    p = load_profile("smoke")
-    before = {seed: json.loads((out / "jobs" / "rlcp" / f"seed{seed}" / "job.json").read_text())["finished_utc"]
-              for seed in p["seeds"]}
-    weights = (out / "checkpoints" / "rlcp" / "seed0" / "checkpoint.json").read_text()
-    import time
-
-    time.sleep(1.1)  # the records are stamped to the second
-    env = {**os.environ, "RLCP_OUTPUTS_DIR": str(out.parent)}
-    run = subprocess.run([sys.executable, "-m", "rlcp_utils.pipeline", "--profile", "smoke", "--only", "03_rlcp_training", "--force"],
-                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    for seed, stamp in before.items():
-        assert json.loads((out / "jobs" / "rlcp" / f"seed{seed}" / "job.json").read_text())["finished_utc"] != stamp
-    assert (out / "checkpoints" / "rlcp" / "seed0" / "checkpoint.json").read_text() != weights

@@ -243,3 +243,79 @@ def test_cached_reference_step_equals_the_naive_step(tiny_model, tiny_tokenizer,
     assert len(g_cached) == len(g_naive) > 0
     for a, b in zip(g_cached, g_naive):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def _chat_batch(tok, picks=(0, 8, 15, 27)):
+    """Training items of different facts and templates in the chat format: rows that share the template's
+    first tokens and then differ, with ragged lengths."""
+    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
+    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
+    items = train.make_train_items(tok, FACTS, qs, es, "chat")
+    return [items[i] for i in picks]
+
+
+def test_common_prefix_stops_at_the_first_difference_and_leaves_every_row_a_token():
+    ids = torch.tensor([[5, 6, 7, 8, 0], [5, 6, 7, 9, 9], [5, 6, 7, 8, 1]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert batching.common_prefix_len(ids, mask) == 3
+    same = torch.tensor([[5, 6, 7], [5, 6, 7]])  # identical rows: the last token stays with each row
+    assert batching.common_prefix_len(same, torch.ones_like(same)) == 2
+    short = torch.tensor([[5, 6, 0], [5, 6, 7]])  # a row that ends inside the shared tokens
+    assert batching.common_prefix_len(short, torch.tensor([[1, 1, 0], [1, 1, 1]])) == 1
+    assert batching.common_prefix_len(torch.tensor([[1, 2], [3, 2]]), torch.ones(2, 2, dtype=torch.long)) == 0
+
+
+@pytest.mark.parametrize("field", ["no_ids", "rag_ids"])
+def test_shared_prefix_pass_gives_the_plain_pass(tiny_model, tiny_tokenizer, field):
+    """The prefix run once with its cache broadcast to the rows: the same states at every layer and the same
+    logits at every real position as one batched pass."""
+    items = _chat_batch(tiny_tokenizer)
+    ids, mask = batching.right_pad([getattr(it, field) for it in items], tiny_tokenizer.pad_token_id)
+    shared = batching.SharedPrefixPass(tiny_model, ids, mask, output_hidden_states=True)
+    assert shared.prefix_len >= 5  # the chat template's first turn at least
+    with torch.no_grad():
+        plain = tiny_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    real = mask.bool()
+    assert len(shared.hidden_states) == len(plain.hidden_states)
+    for a, b in zip(shared.hidden_states, plain.hidden_states):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a[real], b[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.logits()[real], plain.logits[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arm", ["rlcp", "selective_rlcp", "rmu"])
+def test_training_step_with_the_shared_prefix_gives_the_same_losses_and_gradients(tiny_model, tiny_tokenizer, monkeypatch, arm):
+    """Every term of a step and every parameter's gradient, with the shared prefix and without it (a common
+    prefix of 0 sends SharedPrefixPass down the plain batched pass)."""
+    items = _chat_batch(tiny_tokenizer)
+    retain = _chat_batch(tiny_tokenizer, picks=(1, 9, 16, 26))
+    pad = tiny_tokenizer.pad_token_id
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():  # away from the reference, so that the KL and RMU's retain term are not zero
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    ref = train.ReferenceCache(tiny_model, items, pad, kl_on_answer=False)
+    field = train.field_inputs(tiny_model, items, retain, pad, rmu_multiple=2.0)
+    field = dataclasses.replace(field, rmu_target=field.rmu_coefficient * train.control_vector(tiny_model.config.hidden_size, 0))
+    field_batch = {"retain": retain, "retain_ref_states": field.retain_ref_states, "forget_ref_logp": torch.tensor(field.forget_ref_logp)}
+    weights = train.arm_weights(arm, load_profile("default"))
+    torch.manual_seed(0)
+    probe = train.LinearProbe(model.config.hidden_size, len(FACTS))
+
+    def step():
+        model.zero_grad(), probe.zero_grad()
+        out = train.rlcp_losses(model, probe, items, [ref[i] for i in range(len(items))], weights, 0.5,
+                                model.config.num_hidden_layers - 1, pad, False, field, field_batch)
+        out["total"].backward()
+        return {k: float(v.detach()) for k, v in out.items()}, [p.grad for p in model.parameters()]
+
+    shared, g_shared = step()
+    monkeypatch.setattr(batching, "common_prefix_len", lambda ids, mask: 0)
+    plain, g_plain = step()
+    assert shared.keys() == plain.keys() and shared["total"] != 0
+    for k in shared:
+        assert shared[k] == pytest.approx(plain[k], rel=1e-5, abs=1e-6), k
+    assert [g is None for g in g_shared] == [g is None for g in g_plain]  # RMU's terms leave the final norm alone
+    for a, b in zip(g_shared, g_plain):
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
