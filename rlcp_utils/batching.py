@@ -1,9 +1,10 @@
 """Batches and padding: the small layer that evaluate, probing, attention and train all import.
 
-Left padding (inference) puts every sequence's end at the last position; right padding (training) keeps
-each sequence's positions at 0..len-1, so per-item positions (prompt and answer lengths) index directly.
-`SharedPrefixPass` runs a right-padded batch whose rows start alike (the chat template) with the shared
-prefix computed once. `autocast` runs the forward passes in the precision the profile chose for this machine (model.py).
+Left padding (generation, hidden states at the last prompt token) puts every sequence's end at the last
+position; right padding (training, teacher-forced scoring) keeps each sequence's positions at 0..len-1, so
+per-item positions (prompt and answer lengths) index directly. `SharedPrefixPass` runs a right-padded batch
+whose rows start alike (the chat template) with the shared prefix computed once. `autocast` runs the forward
+passes in the precision the profile chose for this machine (model.py).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class SharedPrefixPass:
     """model.base_model on a right-padded batch, with the rows' common prefix run once (batch 1) and the rest
     of every row attending to the prefix's cached keys and values. The same function of the weights as the
     plain batched pass (tested: same hidden states, losses and gradients), at about half the tokens for
-    our training batches; gradients flow through the cache into the prefix, summed over the rows as the
+    our training and scoring batches; gradients flow through the cache into the prefix, summed over the rows as the
     plain pass sums them over its copies. Every state is returned at full width [b, len, hidden] (the
     prefix's broadcast to every row), so positions index as in the plain pass."""
 
