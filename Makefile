@@ -23,7 +23,7 @@ venv: $(STAMP)
 ## reusing nothing; FORCE=0 or an empty FORCE does not force.
 FORCE ?=
 reproduce: $(STAMP)
-	$(PY) -m rlcp_utils.pipeline --profile $(PROFILE) $(if $(filter 1 yes true,$(FORCE)),--force)
+	$(PY) -m rlcp_utils.study.pipeline --profile $(PROFILE) $(if $(filter 1 yes true,$(FORCE)),--force)
 
 ## Unit tests (tiny random models) and the smoke run of every notebook with the real offline model.
 test: $(STAMP)
@@ -34,7 +34,7 @@ unit: $(STAMP)
 
 ## Performance benchmark (about 5-10 minutes on 2 cores): writes outputs/bench/bench.json.
 bench: $(STAMP)
-	$(PY) -m rlcp_utils.bench
+	$(PY) -m rlcp_utils.study.bench
 
 ## Regenerate the .ipynb of each notebook from its edited .py twin.
 notebooks: $(STAMP)

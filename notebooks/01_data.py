@@ -51,7 +51,9 @@ import seaborn as sns
 import yaml
 from IPython.display import display
 
-from rlcp_utils import config, data, evaluate, model, notebook, outputs, results
+from rlcp_utils.core import config, model, notebook, outputs, results
+from rlcp_utils.data import facts
+from rlcp_utils.measures import evaluate
 
 P = notebook.start("01_data", globals())
 DATA = P.sub("data")
@@ -79,7 +81,7 @@ summary
 # ("Mexico City", "Kuwait") are dropped: the prompt would give the answer away.
 
 # %%
-pool = data.candidate_pool(P["n_countries_pool"], P["cities_per_country"])
+pool = facts.candidate_pool(P["n_countries_pool"], P["cities_per_country"])
 print(f"{len(pool)} candidate cities from {len({r['country'] for r in pool})} countries")
 pd.DataFrame(pool).head(10)
 
@@ -91,8 +93,8 @@ pd.DataFrame(pool).head(10)
 # ones are **held out**: training never sees them, so forgetting and RAG can be checked on unseen wording.
 
 # %%
-questions = data.split_templates(data.QUESTION_TEMPLATES, P["n_heldout_templates"], "q")
-evidences = data.split_templates(data.EVIDENCE_TEMPLATES, P["n_heldout_evidence"], "e")
+questions = facts.split_templates(facts.QUESTION_TEMPLATES, P["n_heldout_templates"], "q")
+evidences = facts.split_templates(facts.EVIDENCE_TEMPLATES, P["n_heldout_evidence"], "e")
 q_train = [q for q in questions if q.split == "train"]
 q_heldout = [q for q in questions if q.split == "heldout"]
 e_train = [e for e in evidences if e.split == "train"]
@@ -113,7 +115,7 @@ rng = random.Random(P["seed"])
 check_facts = rng.sample(pool, min(P["n_format_check"], len(pool)))
 format_rows = []
 for fmt in ("plain", "chat"):
-    items = data.build_items(tok, check_facts, q_train, fmt)
+    items = facts.build_items(tok, check_facts, q_train, fmt)
     scores = evaluate.score_answers(lm, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items],
                                     P["eval_batch_size"], tok.pad_token_id, desc=f"format {fmt}")
     by_fact = evaluate.per_fact(items, scores)
@@ -133,7 +135,7 @@ format_table
 # teacher-forced: a prompt counts as recalled when greedy decoding produces exactly the country's tokens).
 
 # %%
-peek = data.build_items(tok, check_facts[:4], q_train[:2], prompt_format)
+peek = facts.build_items(tok, check_facts[:4], q_train[:2], prompt_format)
 generated = evaluate.greedy_generate(lm, tok, [i["prompt_ids"] for i in peek], P["max_new_tokens_answer"])
 pd.DataFrame({"prompt": [i["prompt"][-60:] for i in peek], "expected": [i["answer"] for i in peek], "generated": generated})
 
@@ -145,7 +147,7 @@ pd.DataFrame({"prompt": [i["prompt"][-60:] for i in peek], "expected": [i["answe
 
 # %%
 t0 = time.time()
-items = data.build_items(tok, pool, q_train, prompt_format)
+items = facts.build_items(tok, pool, q_train, prompt_format)
 scores = evaluate.score_answers(lm, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items],
                                 P["eval_batch_size"], tok.pad_token_id, desc="screening")
 by_fact = evaluate.per_fact(items, scores)
@@ -155,7 +157,7 @@ screened_df = pd.DataFrame(screened)
 n_known = int((screened_df["recall_train"] >= P["known_threshold"]).sum())
 print(f"screened {len(items)} prompts in {time.time() - t0:.0f}s: {n_known} of {len(pool)} candidates known "
       f"(recall_train >= {P['known_threshold']})")
-data.write_jsonl(DATA / "candidates.jsonl", screened)
+facts.write_jsonl(DATA / "candidates.jsonl", screened)
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -174,19 +176,19 @@ plt.show()
 # Retain facts are known facts of other countries.
 
 # %%
-chosen = data.select_facts(screened, P["n_targets"], P["n_retain"], P["min_probe_cities"], P["known_threshold"], P["seed"])
+chosen = facts.select_facts(screened, P["n_targets"], P["n_retain"], P["min_probe_cities"], P["known_threshold"], P["seed"])
 targets, retain, probe_cities = chosen["targets"], chosen["retain"], chosen["probe_cities"]
-controls = [{"entity": e, "type": "fruit"} for e in data.FRUITS] + [{"entity": e, "type": "number"} for e in data.NUMBERS]
-data.write_jsonl(DATA / "targets.jsonl", targets)
-data.write_jsonl(DATA / "retain.jsonl", retain)
-data.write_jsonl(DATA / "country_probe_cities.jsonl", probe_cities)
-data.write_jsonl(DATA / "controls.jsonl", controls)
+controls = [{"entity": e, "type": "fruit"} for e in facts.FRUITS] + [{"entity": e, "type": "number"} for e in facts.NUMBERS]
+facts.write_jsonl(DATA / "targets.jsonl", targets)
+facts.write_jsonl(DATA / "retain.jsonl", retain)
+facts.write_jsonl(DATA / "country_probe_cities.jsonl", probe_cities)
+facts.write_jsonl(DATA / "controls.jsonl", controls)
 outputs.write_json(DATA / "templates.json", {
     "prompt_format": prompt_format,
     "questions": [vars(q) for q in questions],
     "evidences": [vars(e) for e in evidences],
-    "chat_instruction": data.CHAT_INSTRUCTION,
-    "chat_context_instruction": data.CHAT_CONTEXT_INSTRUCTION,
+    "chat_instruction": facts.CHAT_INSTRUCTION,
+    "chat_context_instruction": facts.CHAT_CONTEXT_INSTRUCTION,
 })
 print(f"{len(targets)} targets, {len(retain)} retain facts, {len(probe_cities)} country-probe cities, "
       f"{len(controls)} control entities")

@@ -16,8 +16,8 @@
 #
 # # 02 · Baselines: Just-RAG (Group B) and unlikelihood-only (Group C)
 #
-# Two controls for RLCP, trained with the same loop, data and budget (`rlcp_utils/train.py`); they differ
-# from RLCP only by their loss weights:
+# Two controls for RLCP, trained with the same loop, data and budget (`rlcp_utils/training/loop.py`); they
+# differ from RLCP only by their loss (`rlcp_utils/methods/`, shown below):
 #
 # | arm | L_RAG | λ_adv·L_P (GRL) | L_L = −w·CE(no context) | λ_KL·KL |
 # |---|---|---|---|---|
@@ -31,7 +31,7 @@
 # gradient to the model) so that the paper's "probe accuracy" exists for them too.
 #
 # Every arm is trained once per **training seed** (`seeds` in the profile; the seed orders the batches and
-# initialises the probe). Each (arm, seed) is an independent job (`rlcp_utils/jobs.py`).
+# initialises the probe). Each (arm, seed) is an independent job (`rlcp_utils/training/jobs.py`).
 #
 # Reads: 01_data
 
@@ -51,13 +51,55 @@ profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on C
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from rlcp_utils import config, data, jobs, model, notebook, outputs, plots, results, train
+from rlcp_utils.core import config, model, notebook, outputs, plots, results
+from rlcp_utils.data import facts
+from rlcp_utils.methods import registry
+from rlcp_utils.training import jobs, loop
 
 P = notebook.start("02_baselines", globals())
-study = data.load_study_data(P)
+study = facts.load_study_data(P)
 ARMS = [a for a in P["arms"] if a != "rlcp"]
 print(f"arms {ARMS}, training seeds {P['seeds']}, {len(study.targets)} targets, prompt format {study.prompt_format!r}")
-pd.DataFrame({arm: vars(train.arm_weights(arm, P)) for arm in ARMS})
+pd.DataFrame({arm: vars(registry.method(arm).weights(P)) for arm in ARMS})
+
+# %% [markdown]
+# ## The two losses, as implemented
+# Each is one function of a training step (`methods.common.Step`: the batch of target items, the frozen
+# model's KL reference, the GRL strength); the loop (`training/loop.py`) is the same for every arm. Both read
+# the probe's state through `observer_probe`, which detaches it: the probe learns, the model does not see it.
+#
+# <!-- shows: rlcp_utils.methods.just_rag.just_rag_loss -->
+# ```python
+# def just_rag_loss(model, probe, step: Step, w: Weights) -> dict[str, torch.Tensor]:
+#     out = no_context_pass(model, step, full_logits=w.lambda_kl > 0)
+#     h = probe_state(out, step)
+#     labels = step.labels(h.device)
+#     l_probe, probe_logits = observer_probe(probe, h, labels)
+#     ce_no = answer_ce(out.logits, out.ids, out.prompt_lens, step.answer_lens)  # logged: recall is kept
+#     total = l_probe
+#     l_kl = kl_term(out, step) if w.lambda_kl > 0 else torch.zeros((), device=h.device)
+#     total = total + w.lambda_kl * l_kl
+#     l_rag = rag_ce(model, step)
+#     total = total + w.lambda_rag * l_rag
+#     return {"total": total, "l_rag": l_rag, "l_probe": l_probe.detach(), "ce_no_context": ce_no, "l_kl": l_kl,
+#             "adversary_acc": probe_accuracy(probe_logits, labels)}
+# ```
+#
+# <!-- shows: rlcp_utils.methods.unlikelihood.unlikelihood_loss -->
+# ```python
+# def unlikelihood_loss(model, probe, step: Step, w: Weights) -> dict[str, torch.Tensor]:
+#     out = no_context_pass(model, step, full_logits=w.lambda_kl > 0)
+#     h = probe_state(out, step)
+#     labels = step.labels(h.device)
+#     l_probe, probe_logits = observer_probe(probe, h, labels)
+#     ce_no = answer_ce(out.logits, out.ids, out.prompt_lens, step.answer_lens)
+#     l_l = -w.unlikelihood_weight * ce_no
+#     total = l_probe + l_l
+#     l_kl = kl_term(out, step) if w.lambda_kl > 0 else torch.zeros((), device=h.device)
+#     total = total + w.lambda_kl * l_kl
+#     return {"total": total, "l_probe": l_probe.detach(), "l_unlikelihood": l_l, "ce_no_context": ce_no, "l_kl": l_kl,
+#             "adversary_acc": probe_accuracy(probe_logits, labels)}
+# ```
 
 # %% [markdown]
 # ## Training inputs and the frozen reference
@@ -69,11 +111,10 @@ pd.DataFrame({arm: vars(train.arm_weights(arm, P)) for arm in ARMS})
 # %%
 reference, tok = model.load_for(P)
 config.check_probe_layer(P, reference.config.num_hidden_layers)
-items = train.make_train_items(tok, study.targets, study.questions, study.evidences, study.prompt_format)
-ref = train.ReferenceCache(reference, items, tok.pad_token_id, P["kl_on_answer"])
+inputs = jobs.study_inputs(P, study, reference, tok)
 del reference
-steps = len(train.epoch_schedule(items, len(study.targets), P["epochs"], P["batch_size"], P["seeds"][0]))
-print(f"{len(items)} training items, {P['epochs']} epochs x batch {P['batch_size']} = {steps} steps per job, "
+steps = len(loop.epoch_schedule(inputs.items, len(study.targets), P["epochs"], P["batch_size"], P["seeds"][0]))
+print(f"{len(inputs.items)} training items, {P['epochs']} epochs x batch {P['batch_size']} = {steps} steps per job, "
       f"{len(ARMS) * len(P['seeds'])} jobs")
 
 # %% [markdown]
@@ -85,7 +126,7 @@ print(f"{len(items)} training items, {P['epochs']} epochs x batch {P['batch_size
 # run loses only the job in progress; any change of settings retrains from the original model.
 
 # %%
-runs = {arm: jobs.run_arm(P, arm, study, items, ref) for arm in ARMS}
+runs = {arm: jobs.run_arm(P, arm, study, inputs) for arm in ARMS}
 pd.DataFrame([{"arm": arm, "seed": seed, "trained now": j["trained"], "training minutes": round(j["seconds"] / 60, 1)}
               for arm, r in runs.items() for seed, j in r["jobs"].items()])
 

@@ -49,18 +49,21 @@ if "google.colab" in sys.modules:
 profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)
 
 # %%
-import inspect
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from rlcp_utils import claims, config, data, evaluate, jobs, model, notebook, outputs, plots, results, train
+from rlcp_utils.core import config, model, notebook, outputs, plots, results
+from rlcp_utils.data import facts
+from rlcp_utils.measures import evaluate
+from rlcp_utils.methods import rlcp
+from rlcp_utils.training import jobs
+from rlcp_utils.study import claims
 
 P = notebook.start("03_rlcp_training", globals())
-study = data.load_study_data(P)
+study = facts.load_study_data(P)
 print(f"{len(study.targets)} targets, probe layer {P['probe_layer']}, training seeds {P['seeds']}, prompt format {study.prompt_format!r}")
 pd.Series({k: P[k] for k in ["epochs", "batch_size", "learning_rate", "probe_learning_rate", "lambda_rag", "lambda_adv",
                              "unlikelihood_weight", "lambda_kl", "kl_on_answer", "max_grad_norm"]}).to_frame("value")
@@ -68,16 +71,36 @@ pd.Series({k: P[k] for k in ["epochs", "batch_size", "learning_rate", "probe_lea
 # %% [markdown]
 # ## The gradient reversal layer, forward and backward
 # The GRL is the identity in the forward pass and multiplies the gradient by −α in the backward pass, so the
-# probe *descends* L_P while the backbone below it *ascends* it. Its whole implementation, and a check on a
-# tensor: the forward output equals the input, the gradient arriving at the input is −α times the gradient
-# that a plain identity would pass.
+# probe *descends* L_P while the backbone below it *ascends* it. Its whole implementation
+# (`rlcp_utils/methods/rlcp.py`), with the paper's ramp of α:
+#
+# <!-- shows: rlcp_utils.methods.rlcp._GradReverse -->
+# ```python
+# class _GradReverse(torch.autograd.Function):
+#     @staticmethod
+#     def forward(ctx, x, alpha):
+#         ctx.alpha = alpha
+#         return x.view_as(x)
+#
+#     @staticmethod
+#     def backward(ctx, grad):
+#         return -ctx.alpha * grad, None
+# ```
+#
+# <!-- shows: rlcp_utils.methods.rlcp.alpha_schedule -->
+# ```python
+# def alpha_schedule(progress: float) -> float:
+#     """The paper's sigmoid ramp: 0 at the start, 0.987 at the end (p = 1)."""
+#     return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+# ```
+#
+# A check on a tensor: the forward output equals the input, the gradient arriving at the input is −α times
+# the gradient that a plain identity would pass.
 
 # %%
-display(Markdown("```python\n" + inspect.getsource(train._GradReverse) + "\n" + inspect.getsource(train.gradient_reversal)
-                 + "\n" + inspect.getsource(train.alpha_schedule) + "```"))
 h = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
-alpha = train.alpha_schedule(0.5)
-out = train.gradient_reversal(h, alpha)
+alpha = rlcp.alpha_schedule(0.5)
+out = rlcp.gradient_reversal(h, alpha)
 (out * torch.tensor([0.5, 1.0, 2.0])).sum().backward()
 pd.DataFrame({"input h": h.detach(), "forward output": out.detach(), "upstream gradient": [0.5, 1.0, 2.0],
               f"gradient at h (alpha = {alpha:.3f})": h.grad})
@@ -85,9 +108,31 @@ pd.DataFrame({"input h": h.detach(), "forward output": out.detach(), "upstream g
 # %% [markdown]
 # ## The loss of one step, as implemented
 # The function below is the whole of Algorithm 1's inner loop body (steps 3-6); read it next to the paper.
-
-# %%
-display(Markdown("```python\n" + inspect.getsource(train.rlcp_losses) + "```"))
+# `step` holds one batch of target items (x_no and x_rag with the answer), the frozen model's log-probabilities
+# at the KL positions and α; the pieces it calls are in `rlcp_utils/methods/common.py` (the forward pass of
+# x_no with the chat-template prefix run once, the state at layer l*, the KL and the RAG cross-entropy). The
+# training loop (`rlcp_utils/training/loop.py`) is the same for every arm: batches, AdamW, clipping, logging.
+#
+# <!-- shows: rlcp_utils.methods.rlcp.rlcp_loss -->
+# ```python
+# def rlcp_loss(model, probe, step: Step, w: Weights) -> dict[str, torch.Tensor]:
+#     """Algorithm 1's inner loop body (steps 3-6) on one batch; 'total' is what the optimizer minimises."""
+#     out = no_context_pass(model, step, full_logits=w.lambda_kl > 0)  # x_no: states of every layer, logits
+#     h = probe_state(out, step)                                       # layer l*, last token of x_no
+#     labels = step.labels(h.device)
+#     probe_logits = probe(gradient_reversal(h, step.alpha))           # the adversary reads h through the GRL
+#     l_probe = F.cross_entropy(probe_logits, labels)                  # L_P: probe descends, backbone ascends
+#     total = w.lambda_adv * l_probe
+#     ce_no = answer_ce(out.logits, out.ids, out.prompt_lens, step.answer_lens)
+#     l_l = -w.unlikelihood_weight * ce_no                             # L_L: push the no-context answer down
+#     total = total + l_l
+#     l_kl = kl_term(out, step) if w.lambda_kl > 0 else torch.zeros((), device=h.device)  # repair on x_no (09 sweeps it)
+#     total = total + w.lambda_kl * l_kl
+#     l_rag = rag_ce(model, step)                                      # L_RAG: answer given the evidence
+#     total = total + w.lambda_rag * l_rag
+#     return {"total": total, "l_rag": l_rag, "l_probe": l_probe.detach(), "l_unlikelihood": l_l, "ce_no_context": ce_no,
+#             "l_kl": l_kl, "adversary_acc": probe_accuracy(probe_logits, labels)}
+# ```
 
 # %% [markdown]
 # ## Where the paper is silent, what we chose (each is a profile parameter)
@@ -112,10 +157,9 @@ display(Markdown("```python\n" + inspect.getsource(train.rlcp_losses) + "```"))
 # %%
 reference, tok = model.load_for(P)
 config.check_probe_layer(P, reference.config.num_hidden_layers)
-items = train.make_train_items(tok, study.targets, study.questions, study.evidences, study.prompt_format)
-ref = train.ReferenceCache(reference, items, tok.pad_token_id, P["kl_on_answer"])
+inputs = jobs.study_inputs(P, study, reference, tok)
 del reference
-run = jobs.run_arm(P, "rlcp", study, items, ref) if "rlcp" in P["arms"] else {"rows": [], "jobs": {}}
+run = jobs.run_arm(P, "rlcp", study, inputs) if "rlcp" in P["arms"] else {"rows": [], "jobs": {}}
 results.write(P, "03_rlcp_training", run["rows"])
 pd.DataFrame([{"arm": "rlcp", "seed": seed, "trained now": j["trained"], "training minutes": round(j["seconds"] / 60, 1)}
               for seed, j in run["jobs"].items()])
@@ -142,7 +186,7 @@ tails.round(3)
 # %%
 sample = study.targets[:3] + study.retain[:3]
 first_q = [q for q in study.questions if q.split == "train"][:1]
-sample_items = data.build_items(tok, sample, first_q, study.prompt_format)
+sample_items = facts.build_items(tok, sample, first_q, study.prompt_format)
 answers = {}
 for arm in ["original"] + (["rlcp"] if "rlcp" in P["arms"] else []):
     lm, _, _ = jobs.load_arm(P, arm, study)

@@ -58,10 +58,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rlcp_utils import config, data, evaluate, jobs, notebook, outputs, plots, probing, results
+from rlcp_utils.core import config, notebook, outputs, plots, results
+from rlcp_utils.data import facts
+from rlcp_utils.measures import evaluate, probing
+from rlcp_utils.training import jobs
 
 P = notebook.start("04_probing", globals())
-study = data.load_study_data(P)
+study = facts.load_study_data(P)
 ARMS = ["original"] + list(P["arms"])
 LSTAR, K, SEEDS = P["probe_layer"], len(study.targets), list(range(P["n_probe_seeds"]))
 print(f"arms {ARMS} (trained arms: training seed {P['seeds'][0]}), {K} targets, probe layer l* = {LSTAR}, "
@@ -82,10 +85,10 @@ def result_row(arm: str, metric: str, value, **fields) -> dict:
 original, tok, _ = jobs.load_arm(P, "original", study)
 config.check_probe_layer(P, original.config.num_hidden_layers)
 country_label = {t["country"]: t["label"] for t in study.targets}
-facts = [dict(t, role="target") for t in study.targets] + [dict(c, role="other_city") for c in study.probe_cities]
-items = data.build_items(tok, facts, study.questions, study.prompt_format)
+probe_set = [dict(t, role="target") for t in study.targets] + [dict(c, role="other_city") for c in study.probe_cities]
+items = facts.build_items(tok, probe_set, study.questions, study.prompt_format)
 rows = pd.DataFrame({"city": [i["city"] for i in items], "country": [i["country"] for i in items],
-                     "role": [facts[i["fact"]]["role"] for i in items], "template": [i["question_id"] for i in items],
+                     "role": [probe_set[i["fact"]]["role"] for i in items], "template": [i["question_id"] for i in items],
                      "template_split": [i["question_split"] for i in items]})
 rows["label"] = rows.country.map(country_label)
 prompt_ids = [i["prompt_ids"] for i in items]

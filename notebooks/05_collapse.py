@@ -64,10 +64,13 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.model_selection import GroupKFold
 
-from rlcp_utils import data, evaluate, jobs, notebook, outputs, plots, probing, results
+from rlcp_utils.core import notebook, outputs, plots, results
+from rlcp_utils.data import facts
+from rlcp_utils.measures import evaluate, probing
+from rlcp_utils.training import jobs
 
 P = notebook.start("05_collapse", globals())
-study = data.load_study_data(P)
+study = facts.load_study_data(P)
 ARMS = ["original"] + list(P["arms"])
 LSTAR = P["probe_layer"]
 print(f"arms {ARMS} (trained arms: training seed {P['seeds'][0]}), layer l* = {LSTAR}")
@@ -109,8 +112,8 @@ CONTEXTS = {}
 texts = [neutral_prompt(r.entity, FRAMES[r.frame]) for r in table.itertuples()]
 CONTEXTS["entity"] = ([tok(t, add_special_tokens=plain).input_ids for t in texts],
                       [probing.last_token_of(tok, t, r.entity, add_special_tokens=plain) for t, r in zip(texts, table.itertuples())])
-texts = [data.render(tok, data.question(QUESTIONS[r.frame], r.entity), study.prompt_format) for r in table.itertuples()]
-CONTEXTS["question"] = ([data.encode_prompt(tok, t, study.prompt_format) for t in texts], [-1] * len(texts))
+texts = [facts.render(tok, facts.question(QUESTIONS[r.frame], r.entity), study.prompt_format) for r in table.itertuples()]
+CONTEXTS["question"] = ([facts.encode_prompt(tok, t, study.prompt_format) for t in texts], [-1] * len(texts))
 print(f"{table.entity.nunique()} entities ({table.drop_duplicates('entity').type.value_counts().to_dict()}) x {len(FRAMES)} frames "
       f"x {len(CONTEXTS)} contexts")
 

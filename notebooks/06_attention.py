@@ -55,10 +55,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rlcp_utils import attention, config, data, evaluate, jobs, notebook, outputs, plots, results
+from rlcp_utils.core import config, notebook, outputs, plots, results
+from rlcp_utils.data import facts
+from rlcp_utils.measures import attention, evaluate
+from rlcp_utils.training import jobs
 
 P = notebook.start("06_attention", globals())
-study = data.load_study_data(P)
+study = facts.load_study_data(P)
 ARMS = ["original"] + list(P["arms"])
 LSTAR = P["probe_layer"]
 BLOCK = LSTAR - 1  # attentions[BLOCK] belongs to the block whose output is hidden_states[LSTAR]
@@ -77,15 +80,15 @@ def result_row(arm: str, metric: str, value, **fields) -> dict:
 original, tok, _ = jobs.load_arm(P, "original", study)
 if BLOCK < 0:
     raise config.ParameterError("probe_layer 0 is the embedding output: it has no attention; use probe_layer >= 1")
-facts = [dict(t, role="target") for t in study.targets] + [dict(r, role="retain") for r in study.retain]
-items = data.build_items(tok, facts, study.questions, study.prompt_format, evidences=study.evidences)
+scored_facts = [dict(t, role="target") for t in study.targets] + [dict(r, role="retain") for r in study.retain]
+items = facts.build_items(tok, scored_facts, study.questions, study.prompt_format, evidences=study.evidences)
 plain = study.prompt_format == "plain"
 for it in items:
-    ev = data.evidence(next(e for e in study.evidences if e.id == it["evidence_id"]), it["city"], it["country"])
+    ev = facts.evidence(next(e for e in study.evidences if e.id == it["evidence_id"]), it["city"], it["country"])
     start = it["prompt"].find(ev)  # the evidence sentence inside the prompt
     it["context_span"] = attention.token_span(tok, it["prompt"], ev, add_special_tokens=plain)
     it["evidence_span"] = attention.token_span(tok, it["prompt"], it["country"], start=start, add_special_tokens=plain)
-    it["role"] = facts[it["fact"]]["role"]
+    it["role"] = scored_facts[it["fact"]]["role"]
 print(f"{len(items)} RAG prompts ({sum(i['role'] == 'target' for i in items)} target, "
       f"{sum(i['role'] == 'retain' for i in items)} retain); mean length {np.mean([len(i['prompt_ids']) for i in items]):.0f} tokens, "
       f"context {np.mean([len(i['context_span']) for i in items]):.1f} tokens, evidence {np.mean([len(i['evidence_span']) for i in items]):.2f}")

@@ -58,10 +58,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rlcp_utils import data, evaluate, gsm8k, jobs, notebook, outputs, plots, results
+from rlcp_utils.core import notebook, outputs, plots, results
+from rlcp_utils.data import facts
+from rlcp_utils.measures import evaluate, gsm8k
+from rlcp_utils.training import jobs
 
 P = notebook.start("07_gsm8k", globals())
-study = data.load_study_data(P)
+study = facts.load_study_data(P)
 ARMS = ["original"] + list(P["arms"])
 problems = gsm8k.sample_problems(gsm8k.load_problems(), P["gsm8k_n_problems"], P["seed"])
 print(f"{len(problems)} GSM8K test problems (seed {P['seed']}), up to {P['gsm8k_max_new_tokens']} new tokens, "

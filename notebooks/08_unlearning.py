@@ -19,7 +19,7 @@
 # RLCP drives the targets' no-context recall to 0%, but in 03 it does the same to facts it never trained
 # on, and its no-context answers degenerate. The unlearning field asks four questions of any method, and this
 # notebook asks them of RLCP, of a **selective** variant of it (ours, not in the paper) and of the field's
-# standard methods, all trained through the same loop (`rlcp_utils/train.py`) on the same 15 targets with the
+# standard methods, all trained through the same loop (`rlcp_utils/training/loop.py`) on the same 15 targets with the
 # same budget (epochs, batch size, learning rate, steps) and the same training seeds:
 #
 # 1. **Is the forgetting targeted?** Recall of *held-out* retain facts that no arm trains on.
@@ -39,7 +39,7 @@
 # | **rmu** (RMU) | ‖h_l − c·u‖² at layer l | ‖h_l − h_l^frozen‖² | – |
 #
 # GradDiff, NPO and RMU follow their papers and open-unlearning's `src/trainer/unlearn/` (γ = α = 1; our own
-# code). The retain facts of 01 are split in two (`data.split_retain`): one half trains the arms that have a
+# code). The retain facts of 01 are split in two (`facts.split_retain`): one half trains the arms that have a
 # retain term, the other half is **held out** and measures collateral damage for every arm. The paper's arms
 # are reused from 02 and 03, not retrained.
 #
@@ -58,54 +58,72 @@ if "google.colab" in sys.modules:
 profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)
 
 # %%
-import inspect
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rlcp_utils import claims, config, data, evaluate, gsm8k, jobs, model, notebook, outputs, plots, probing, results, train, unlearning
+from rlcp_utils.core import config, model, notebook, outputs, plots, results
+from rlcp_utils.data import facts
+from rlcp_utils.measures import evaluate, gsm8k, probing, unlearning
+from rlcp_utils.methods import registry
+from rlcp_utils.training import jobs, loop
+from rlcp_utils.study import claims
 
 P = notebook.start("08_unlearning", globals())
-study = data.load_study_data(P)
-retain_train, retain_heldout = data.split_retain(study.retain)
-PAPER_ARMS = [a for a in train.PAPER_ARMS if a in P["arms"]]
+study = facts.load_study_data(P)
+retain_train, retain_heldout = facts.split_retain(study.retain)
+PAPER_ARMS = [a for a in registry.PAPER_ARMS if a in P["arms"]]
 BENCH_ARMS = list(P["benchmark_arms"])
 TRAINED = PAPER_ARMS + BENCH_ARMS
 K = len(study.targets)
 print(f"{K} targets; retain facts: {len(retain_train)} for training, {len(retain_heldout)} held out; "
       f"training seeds {P['seeds']}; paper arms {PAPER_ARMS} (from 02/03), benchmark arms {BENCH_ARMS}")
-pd.DataFrame({arm: vars(train.arm_weights(arm, P)) for arm in TRAINED}).T
+pd.DataFrame({arm: vars(registry.method(arm).weights(P)) for arm in TRAINED}).T
 
 # %% [markdown]
-# ## The field's terms, as implemented
-# The forget and retain terms the benchmark adds to the loop (the paper's terms are shown in 03). NPO's loss
-# is the one of open-unlearning written with a softplus; the bounded unlikelihood is Welleck et al.'s
-# −log(1 − p), which stops pushing once the answer is unlikely, where the paper's −CE keeps growing (in 03 it
-# reaches about 130 nats).
-
-# %%
-display(Markdown("```python\n" + "\n".join(inspect.getsource(f) for f in [
-    train.bounded_unlikelihood, train.npo_loss, train.masked_state_mse, train.field_terms]) + "```"))
+# ## The field's methods, as implemented
+# Each is one loss function of a training step (`methods.common.Step`), trained by the same loop as the
+# paper's arms (03 shows RLCP's). NPO's loss is the one of open-unlearning written with a softplus; the
+# bounded unlikelihood is Welleck et al.'s −log(1 − p), which stops pushing once the answer is unlikely, where
+# the paper's −CE keeps growing (in 03 it reaches about 130 nats).
+#
+# <!-- shows: rlcp_utils.methods.grad_diff.grad_diff_loss -->
+# ```python
+# ```
+#
+# <!-- shows: rlcp_utils.methods.npo.npo_loss -->
+# ```python
+# ```
+#
+# <!-- shows: rlcp_utils.methods.rmu.rmu_loss -->
+# ```python
+# ```
+#
+# <!-- shows: rlcp_utils.methods.selective_rlcp.bounded_unlikelihood -->
+# ```python
+# ```
+#
+# <!-- shows: rlcp_utils.methods.selective_rlcp.selective_rlcp_loss -->
+# ```python
+# ```
 
 # %% [markdown]
 # ## Inputs fixed before training
 # The forget items are the paper's (every target under every training template, x_no and x_rag); the retain
 # items are the training half of the retain facts under the same templates. From the frozen model, once: the
 # KL reference (selective RLCP), the answers' log-probabilities (NPO's P_ref) and RMU's states.
-# **RMU's layer and coefficient, by a stated rule** (`train.rmu_layer_of`, `train.field_inputs`): the block
+# **RMU's layer and coefficient, by a stated rule** (`data.inputs.rmu_layer_of`, `data.inputs.field_inputs`): the block
 # at RMU's reference depth (block 7 of 32), and c = `rmu_steering_multiple` × the frozen model's mean state
 # norm there on the forget prompts (adaptive RMU's form), so that c·u dominates the state.
 
 # %%
 reference, tok = model.load_for(P)
 config.check_probe_layer(P, reference.config.num_hidden_layers)
-items = train.make_train_items(tok, study.targets, study.questions, study.evidences, study.prompt_format)
-ref = train.ReferenceCache(reference, items, tok.pad_token_id, P["kl_on_answer"])
-field = jobs.benchmark_inputs(P, study, reference, tok, items)
+inputs = jobs.study_inputs(P, study, reference, tok, benchmark=True)
+items, field = inputs.items, inputs.field
 del reference
-steps = len(train.epoch_schedule(items, K, P["epochs"], P["batch_size"], P["seeds"][0]))
+steps = len(loop.epoch_schedule(items, K, P["epochs"], P["batch_size"], P["seeds"][0]))
 print(f"{len(items)} forget items, {len(field.retain_items)} retain items; {steps} steps per job (batch {P['batch_size']}, "
       f"plus a retain batch of {P['batch_size']} per step where the arm has a retain term); RMU: hidden_states[{field.rmu_layer}] "
       f"(output of block {field.rmu_layer - 1}), c = {field.rmu_coefficient:.1f}")
@@ -116,7 +134,7 @@ print(f"{len(items)} forget items, {len(field.retain_items)} retain items; {step
 # split, and saved on its own; a rerun loads finished jobs. The paper's arms are loaded from their jobs.
 
 # %%
-runs = {arm: jobs.run_arm(P, arm, study, items, ref, field if arm in BENCH_ARMS else None) for arm in TRAINED}
+runs = {arm: jobs.run_arm(P, arm, study, inputs) for arm in TRAINED}
 pd.DataFrame([{"arm": arm, "seed": seed, "trained now": j["trained"], "training minutes": round(j["seconds"] / 60, 1)}
               for arm, r in runs.items() for seed, j in r["jobs"].items()])
 
@@ -196,24 +214,24 @@ record_rows = [r for arm in BENCH_ARMS for r in runs[arm]["rows"]] + bench_rows
 #   solutions (the `lm_loss_texts` problems before the loss sample), then the targets' recall.
 
 # %%
-countries = unlearning.country_pattern(data.country_names())
+countries = unlearning.country_pattern(facts.country_names())
 heldout_q = [q for q in study.questions if q.split == "heldout"]
-fluency_items = (data.build_items(tok, study.targets, heldout_q, study.prompt_format)
-                 + [dict(i, fact=i["fact"] + K) for i in data.build_items(tok, retain_heldout, heldout_q, study.prompt_format)])
+fluency_items = (facts.build_items(tok, study.targets, heldout_q, study.prompt_format)
+                 + [dict(i, fact=i["fact"] + K) for i in facts.build_items(tok, retain_heldout, heldout_q, study.prompt_format)])
 fluency_set = np.array(["targets"] * (K * len(heldout_q)) + ["retain_heldout"] * (len(retain_heldout) * len(heldout_q)))
 problems = gsm8k.load_problems()
 lm_texts = [p["question"] + "\n" + p["solution"] for p in problems[-P["lm_loss_texts"]:]]
 benign_texts = [p["question"] + "\n" + p["solution"] for p in problems[-2 * P["lm_loss_texts"]:-P["lm_loss_texts"]]]
 lm_ids, benign_ids = unlearning.text_ids(tok, lm_texts), unlearning.text_ids(tok, benign_texts)
 probe_facts = study.targets + study.probe_cities
-probe_items = data.build_items(tok, probe_facts, study.questions, study.prompt_format)
+probe_items = facts.build_items(tok, probe_facts, study.questions, study.prompt_format)
 probe_city_pos = [probing.last_token_of(tok, i["prompt"], i["city"], add_special_tokens=study.prompt_format == "plain")
                   for i in probe_items]
 label_of = {t["country"]: t["label"] for t in study.targets}
 probe_y = np.array([label_of[i["country"]] for i in probe_items])
 probe_is_target = np.array([i["fact"] < K for i in probe_items])
 folds = unlearning.relearn_folds(K, P["relearn_folds"], P["seed"])
-no_ctx_items = data.build_items(tok, study.targets, study.questions, study.prompt_format)
+no_ctx_items = facts.build_items(tok, study.targets, study.questions, study.prompt_format)
 print(f"{len(fluency_items)} fluency prompts; {len(lm_ids)} texts for the loss, {len(benign_ids)} for benign relearning; "
       f"country probe: {(~probe_is_target).sum()} prompts of {len(study.probe_cities)} other cities -> {probe_is_target.sum()} target prompts; "
       f"relearning folds {folds}")

@@ -18,7 +18,7 @@
 #
 # Section 6.2 of the paper lists five limitations. The fifth (one linear probe at one layer) is measured in 04;
 # this notebook measures the other four on our model, each as a sweep of RLCP through the one training loop
-# (`rlcp_utils/train.py`), with the study's rules: chance level, n, and intervals that include the variation
+# (`rlcp_utils/training/loop.py`), with the study's rules: chance level, n, and intervals that include the variation
 # between training seeds where a difference between settings is claimed.
 #
 # 1. **KL and verbosity** (limitation 3): the paper suggests the chain-of-thought it saw may come from the KL
@@ -63,18 +63,21 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rlcp_utils import arithmetic, config, data, evaluate, gradients, gsm8k, jobs, model, notebook, outputs, plots, probing, results, train
+from rlcp_utils.core import config, model, notebook, outputs, plots, results
+from rlcp_utils.data import facts
+from rlcp_utils.measures import arithmetic, evaluate, gradients, gsm8k, probing
+from rlcp_utils.training import jobs, loop
 
 P = notebook.start("09_open_questions", globals())
 NB = "09_open_questions"
-study = data.load_study_data(P)
-retain_train, retain_heldout = data.split_retain(study.retain)
+study = facts.load_study_data(P)
+retain_train, retain_heldout = facts.split_retain(study.retain)
 K = len(study.targets)
 FIRST = P["seeds"][0]
 reference, tok = model.load_for(P)
 config.check_probe_layer(P, reference.config.num_hidden_layers)
-items = train.make_train_items(tok, study.targets, study.questions, study.evidences, study.prompt_format)
-refs = {P["kl_on_answer"]: train.ReferenceCache(reference, items, tok.pad_token_id, P["kl_on_answer"])}
+study_inputs = {P["kl_on_answer"]: jobs.study_inputs(P, study, reference, tok)}  # by KL positions (the sweep flips them)
+items = study_inputs[P["kl_on_answer"]].items
 record_rows: list[dict] = []
 
 
@@ -119,15 +122,15 @@ KL_SETTINGS[KL_FLIPPED] = {"kl_on_answer": not P["kl_on_answer"]}
 kl_runs, kl_summary = {}, {}
 for name, overrides in KL_SETTINGS.items():
     Pv = sweep_profile(P["kl_sweep_seeds"], **overrides)
-    if Pv["lambda_kl"] > 0 and Pv["kl_on_answer"] not in refs:
-        refs[Pv["kl_on_answer"]] = train.ReferenceCache(reference, items, tok.pad_token_id, Pv["kl_on_answer"])
-    ref = refs[Pv["kl_on_answer"]] if Pv["lambda_kl"] > 0 else None  # λ_KL = 0 needs no frozen model
-    kl_runs[name] = {seed: jobs.run_job(Pv, "rlcp", seed, study, items, ref, name=name, notebook=NB) for seed in Pv["seeds"]}
+    if Pv["kl_on_answer"] not in study_inputs:
+        study_inputs[Pv["kl_on_answer"]] = jobs.study_inputs(Pv, study, reference, tok)
+    kl_runs[name] = {seed: jobs.run_job(Pv, "rlcp", seed, study, study_inputs[Pv["kl_on_answer"]], name=name, notebook=NB)
+                     for seed in Pv["seeds"]}
     rows, kl_summary[name] = job_rows(kl_runs[name])
     record_rows += rows
 # 03's RLCP: all of its seeds (part 3 compares with them), and those the sweep trains (part 1's paired comparison)
-rlcp_runs = {seed: jobs.run_job(P, "rlcp", seed, study, items, refs[P["kl_on_answer"]]) for seed in P["seeds"]}
-kl_runs["rlcp"] = {seed: rlcp_runs[seed] if seed in rlcp_runs else jobs.run_job(P, "rlcp", seed, study, items, refs[P["kl_on_answer"]])
+rlcp_runs = {seed: jobs.run_job(P, "rlcp", seed, study, study_inputs[P["kl_on_answer"]]) for seed in P["seeds"]}
+kl_runs["rlcp"] = {seed: rlcp_runs[seed] if seed in rlcp_runs else jobs.run_job(P, "rlcp", seed, study, study_inputs[P["kl_on_answer"]])
                    for seed in P["kl_sweep_seeds"]}
 kl_summary["rlcp"] = job_rows(kl_runs["rlcp"])[1]
 pd.DataFrame([{"setting": name, "seed": seed, "λ_KL": (KL_SETTINGS.get(name, {})).get("lambda_kl", P["lambda_kl"]),
@@ -246,14 +249,14 @@ plt.show()
 arith_q, arith_e = arithmetic.templates()
 arith_facts = arithmetic.multiplication_facts(2, P["arith_max_factor"])
 train_aq = [q for q in arith_q if q.split == "train"]
-screen_items = data.build_items(tok, arith_facts, train_aq, study.prompt_format)
+screen_items = facts.build_items(tok, arith_facts, train_aq, study.prompt_format)
 s = evaluate.score_answers(reference, [i["prompt_ids"] for i in screen_items], [i["answer_ids"] for i in screen_items],
                            P["eval_batch_size"], tok.pad_token_id)
 arith_recall = pd.Series(s["greedy_correct"]).groupby([i["fact"] for i in screen_items]).mean()
 known_idx = [i for i in range(len(arith_facts)) if arith_recall[i] >= P["known_threshold"]]
 known = [arith_facts[i] for i in known_idx]
 two_step = arithmetic.two_step_problems(arith_facts, P["arith_addends"], P["seed"])
-two_step_ids = [data.encode_prompt(tok, data.render(tok, p["question"], study.prompt_format), study.prompt_format) for p in two_step]
+two_step_ids = [facts.encode_prompt(tok, facts.render(tok, p["question"], study.prompt_format), study.prompt_format) for p in two_step]
 
 
 def solve_two_step(lm) -> pd.DataFrame:
@@ -298,8 +301,8 @@ def pick(seq, n, salt):
     return [seq[i] for i in sorted(rng.choice(len(seq), size=min(n, len(seq)), replace=False))]
 
 
-def answer_items(facts):
-    return data.build_items(tok, facts, train_q, study.prompt_format)
+def answer_items(fact_list):
+    return facts.build_items(tok, fact_list, train_q, study.prompt_format)
 
 
 n_g = P["gradient_prompts"]
@@ -316,7 +319,7 @@ gsm_train = pick(gsm8k.load_problems()[-2 * P["lm_loss_texts"]:], n_g, 6)  # fro
 
 
 def logic_ids(problems_):
-    prompts = [data.encode_prompt(tok, data.render(tok, p["question"], study.prompt_format), study.prompt_format) for p in problems_]
+    prompts = [facts.encode_prompt(tok, facts.render(tok, p["question"], study.prompt_format), study.prompt_format) for p in problems_]
     answers = [tok(f" {p['product']}, then {p['product']} + {p['addend']} = {p['answer']}.", add_special_tokens=False).input_ids
                for p in problems_]
     return prompts, answers
@@ -333,7 +336,7 @@ LOSSES = {"fact": gradients.answer_loss([i["prompt_ids"] for i in fact_a], [i["a
 PAIRS = {"fact vs logic (δ)": ("fact", "logic"), "fact vs GSM8K": ("fact", "gsm8k"),
          "fact vs other half of the targets": ("fact", "fact_other_half"), "fact vs other facts": ("fact", "other_facts"),
          "logic vs its other half": ("logic", "logic_other_half")}
-n_steps = len(train.epoch_schedule(items, K, P["epochs"], P["batch_size"], FIRST))  # the monitor also measures the end
+n_steps = len(loop.epoch_schedule(items, K, P["epochs"], P["batch_size"], FIRST))  # the monitor also measures the end
 n_inputs = {"fact": len(fact_a), "fact_other_half": len(fact_b), "other_facts": len(unrelated), "logic": len(logic_a),
             "logic_other_half": len(logic_b), "gsm8k": len(gsm_train)}
 monitor_spec = {"every": P["gradient_every"], "last": n_steps, "pairs": PAIRS, "inputs": hashlib.sha256(json.dumps(
@@ -343,7 +346,7 @@ print(f"gradient losses: {len(fact_a)} + {len(fact_b)} target prompts, {len(unre
       f"{len(logic_a)} + {len(logic_b)} two-step problems, {len(gsm_train)} GSM8K solutions")
 
 # %%
-grad_job = jobs.run_job(P, "rlcp", FIRST, study, items, refs[P["kl_on_answer"]], name="rlcp_gradients", notebook=NB,
+grad_job = jobs.run_job(P, "rlcp", FIRST, study, study_inputs[P["kl_on_answer"]], name="rlcp_gradients", notebook=NB,
                         monitor=gradients.monitor(LOSSES, PAIRS, P["gradient_every"], last=n_steps), key_extra=monitor_spec)
 grad_rows = grad_job["monitor"]
 assert grad_rows.step.min() == 0 and grad_rows.step.max() == n_steps, "the monitor missed the start or the end of training"
@@ -435,13 +438,12 @@ for n in sorted(P["fact_counts"]):
     name = f"rlcp_{n}facts"
     count_targets[name] = [{**f, "label": i} for i, f in enumerate(pool[:n])]
     study_n = replace(study, targets=count_targets[name], retain=retain_heldout)
-    items_n = train.make_train_items(tok, count_targets[name], study.questions, study.evidences, study.prompt_format)
-    ref_n = train.ReferenceCache(reference, items_n, tok.pad_token_id, P["kl_on_answer"])
+    inputs_n = jobs.study_inputs(P, study_n, reference, tok)
     Pv = sweep_profile(P["fact_count_seeds"])
-    count_runs[name] = {seed: jobs.run_job(Pv, "rlcp", seed, study_n, items_n, ref_n, name=name, notebook=NB) for seed in Pv["seeds"]}
+    count_runs[name] = {seed: jobs.run_job(Pv, "rlcp", seed, study_n, inputs_n, name=name, notebook=NB) for seed in Pv["seeds"]}
     rows, count_summary[name] = job_rows(count_runs[name])
     record_rows += rows
-    del ref_n
+    del inputs_n
 held = {r["city"] for r in retain_heldout}
 N_SHARED = min(5, K, *P["fact_counts"])  # the first targets, trained by every setting
 shared = {t["city"] for t in study.targets[:N_SHARED]}
@@ -482,7 +484,7 @@ for name in sorted(count_runs_all, key=n_facts_of.get):
 # among the 15, for the first seed's model of each setting and the original.
 
 # %%
-probe_items = data.build_items(tok, study.targets + study.probe_cities, study.questions, study.prompt_format)
+probe_items = facts.build_items(tok, study.targets + study.probe_cities, study.questions, study.prompt_format)
 probe_pos = [probing.last_token_of(tok, i["prompt"], i["city"], add_special_tokens=study.prompt_format == "plain") for i in probe_items]
 label_of = {t["country"]: t["label"] for t in study.targets}
 probe_y = np.array([label_of[i["country"]] for i in probe_items])
@@ -560,10 +562,9 @@ target_idx = sorted(rng.choice(len(known), size=P["arith_n_targets"], replace=Fa
 arith_targets = [{**known[i], "label": k} for k, i in enumerate(target_idx)]
 arith_heldout = [f for i, f in enumerate(known) if i not in set(target_idx)]
 arith_study = replace(study, targets=arith_targets, retain=arith_heldout, probe_cities=[], controls=[], questions=arith_q, evidences=arith_e)
-arith_items = train.make_train_items(tok, arith_targets, arith_q, arith_e, study.prompt_format)
-arith_ref = train.ReferenceCache(reference, arith_items, tok.pad_token_id, P["kl_on_answer"])
+arith_inputs = jobs.study_inputs(P, arith_study, reference, tok)
 Pa = sweep_profile(P["arith_seeds"])
-arith_runs = {f"arith_{arm}": {seed: jobs.run_job(Pa, arm, seed, arith_study, arith_items, arith_ref, name=f"arith_{arm}", notebook=NB)
+arith_runs = {f"arith_{arm}": {seed: jobs.run_job(Pa, arm, seed, arith_study, arith_inputs, name=f"arith_{arm}", notebook=NB)
                                for seed in Pa["seeds"]} for arm in ["just_rag", "rlcp"]}
 arith_summary = {}
 for name, r in arith_runs.items():

@@ -16,7 +16,7 @@
 #
 # # 10 · The report: the paper's claims against our measurements
 #
-# Reads the results record of 01–09 (`results/*.csv`, one loader: `rlcp_utils.results.load`) and writes
+# Reads the results record of 01–09 (`results/*.csv`, one loader: `rlcp_utils.core.results.load`) and writes
 # `outputs/<profile>/report.md`: one row per claim of the paper, its number next to ours with chance level,
 # n (units, prompts, training seeds) and spread, and a verdict decided by a rule stated in the row
 # (reproduced / partly / not reproduced / inconclusive / not measured). The claims and their rules live in
@@ -44,7 +44,8 @@ import json
 
 from IPython.display import Markdown, display
 
-from rlcp_utils import claims, notebook, outputs, results
+from rlcp_utils.core import notebook, outputs, results
+from rlcp_utils.study import claims
 
 P = notebook.start("10_report", globals())
 record = results.load(P)

@@ -8,8 +8,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from rlcp_utils import data
-from rlcp_utils.model import tiny_config
+from rlcp_utils.data import facts
+from rlcp_utils.core.model import tiny_config
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -19,9 +19,9 @@ CHAT_TEMPLATE = (
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    corpus = data.QUESTION_TEMPLATES + data.EVIDENCE_TEMPLATES + [
-        "Berlin Germany Paris France Tokyo Japan Lima Peru Nairobi Kenya Cairo Egypt", data.CHAT_INSTRUCTION,
-        data.CHAT_CONTEXT_INSTRUCTION,
+    corpus = facts.QUESTION_TEMPLATES + facts.EVIDENCE_TEMPLATES + [
+        "Berlin Germany Paris France Tokyo Japan Lima Peru Nairobi Kenya Cairo Egypt", facts.CHAT_INSTRUCTION,
+        facts.CHAT_CONTEXT_INSTRUCTION,
     ]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

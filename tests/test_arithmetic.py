@@ -1,6 +1,7 @@
 """The arithmetic task's facts, prompts and scoring on hand-made strings."""
 
-from rlcp_utils import arithmetic, data
+from rlcp_utils.data import facts
+from rlcp_utils.measures import arithmetic
 
 
 def test_multiplication_facts_are_unordered_pairs_cast_as_study_facts():
@@ -14,8 +15,8 @@ def test_templates_render_the_fact_and_hold_out_the_last_wordings():
     questions, evidences = arithmetic.templates()
     assert [q.split for q in questions].count("heldout") == arithmetic.N_HELDOUT_QUESTIONS
     assert [e.split for e in evidences][-1] == "heldout"
-    assert data.question(questions[0], "7 x 8") == "7 x 8 ="
-    assert data.evidence(evidences[0], "7 x 8", "56") == "7 x 8 = 56."
+    assert facts.question(questions[0], "7 x 8") == "7 x 8 ="
+    assert facts.evidence(evidences[0], "7 x 8", "56") == "7 x 8 = 56."
 
 
 def test_scoring_reads_the_first_number():

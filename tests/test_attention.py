@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlcp_utils import attention, data
+from rlcp_utils.data import facts
+from rlcp_utils.measures import attention
 
 
 def test_entropy_on_hand_computed_distributions():
@@ -23,10 +24,10 @@ def test_entropy_on_hand_computed_distributions():
 
 
 def test_token_span_covers_a_multi_token_name(tiny_tokenizer):
-    ev = data.evidence(data.EVIDENCE_TEMPLATES[0], "Johannesburg", "South Africa")
-    text = data.render(tiny_tokenizer, "Johannesburg is in the country of", "chat", ev)
+    ev = facts.evidence(facts.EVIDENCE_TEMPLATES[0], "Johannesburg", "South Africa")
+    text = facts.render(tiny_tokenizer, "Johannesburg is in the country of", "chat", ev)
     span = attention.token_span(tiny_tokenizer, text, "South Africa")
-    ids = data.encode_prompt(tiny_tokenizer, text, "chat")
+    ids = facts.encode_prompt(tiny_tokenizer, text, "chat")
     assert len(span) >= 2 and span == list(range(span[0], span[-1] + 1))
     assert tiny_tokenizer.decode([ids[i] for i in span]).strip() == "South Africa"
     with pytest.raises(ValueError, match="does not occur"):

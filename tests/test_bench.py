@@ -4,15 +4,17 @@ import json
 
 import pytest
 
-from rlcp_utils import bench, data, train
+from rlcp_utils.data import facts
+from rlcp_utils.training import train
+from rlcp_utils.study import bench
 
 FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
          enumerate([("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru")])]
 
 
 def _items(tok):
-    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
-    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
+    es = facts.split_templates(facts.EVIDENCE_TEMPLATES, 2, "e")
     return train.make_train_items(tok, FACTS, qs, es, "plain")
 
 
@@ -27,7 +29,7 @@ def test_median_time_takes_the_median_of_the_timed_calls(monkeypatch):
 def test_training_steps_times_four_variants_on_the_same_batch(tiny_model, tiny_tokenizer):
     import copy
 
-    from rlcp_utils import batching
+    from rlcp_utils.core import batching
 
     lm = copy.deepcopy(tiny_model)
     items = _items(tiny_tokenizer)[:4]
@@ -68,8 +70,8 @@ def test_bench_table_renders_every_target_from_the_numbers():
 
 
 def test_precision_comparison_sets_each_difference_against_the_seed_range(tmp_path, monkeypatch):
-    from rlcp_utils import results
-    from rlcp_utils.config import load_profile
+    from rlcp_utils.core import results
+    from rlcp_utils.core.config import load_profile
 
     monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
     key = "targets.rag_accuracy.heldout"
@@ -88,8 +90,8 @@ def test_precision_comparison_sets_each_difference_against_the_seed_range(tmp_pa
 
 
 def test_precision_comparison_of_seed_means_uses_the_wider_seed_range(tmp_path, monkeypatch):
-    from rlcp_utils import results
-    from rlcp_utils.config import load_profile
+    from rlcp_utils.core import results
+    from rlcp_utils.core.config import load_profile
 
     monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
     key = "targets.rag_accuracy.heldout"

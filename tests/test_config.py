@@ -1,7 +1,7 @@
 import pytest
 
-from rlcp_utils import config
-from rlcp_utils.config import ParameterError, load_profile
+from rlcp_utils.core import config
+from rlcp_utils.core.config import ParameterError, load_profile
 
 
 @pytest.mark.parametrize("name", ["default", "smoke", "paper"])

@@ -1,61 +1,61 @@
 import pytest
 
-from rlcp_utils import data
+from rlcp_utils.data import facts
 
 
 def test_every_template_is_filled_and_leaves_the_answer_to_the_model():
-    for t in data.QUESTION_TEMPLATES:
-        q = data.question(t, "Lyon")
+    for t in facts.QUESTION_TEMPLATES:
+        q = facts.question(t, "Lyon")
         assert "Lyon" in q and "{" not in q and not q.endswith(" ")
-    for t in data.EVIDENCE_TEMPLATES:
-        e = data.evidence(t, "Lyon", "France")
+    for t in facts.EVIDENCE_TEMPLATES:
+        e = facts.evidence(t, "Lyon", "France")
         assert "Lyon" in e and "France" in e
-    assert len(data.QUESTION_TEMPLATES) >= 8
+    assert len(facts.QUESTION_TEMPLATES) >= 8
 
 
 def test_split_holds_out_the_last_templates():
-    ts = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
+    ts = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
     assert [t.split for t in ts] == ["train"] * 7 + ["heldout"] * 3
     assert len({t.id for t in ts}) == len(ts)
     with pytest.raises(ValueError, match="n_heldout"):
-        data.split_templates(["a", "b"], 2, "q")
+        facts.split_templates(["a", "b"], 2, "q")
 
 
 def test_plain_and_chat_rendering(tiny_tokenizer):
-    q = data.question(data.QUESTION_TEMPLATES[0], "Lyon")
-    assert data.render(tiny_tokenizer, q, "plain") == q
-    rag = data.render(tiny_tokenizer, q, "plain", "Lyon is located in France.")
+    q = facts.question(facts.QUESTION_TEMPLATES[0], "Lyon")
+    assert facts.render(tiny_tokenizer, q, "plain") == q
+    rag = facts.render(tiny_tokenizer, q, "plain", "Lyon is located in France.")
     assert rag == "Context: Lyon is located in France.\n" + q
-    chat = data.render(tiny_tokenizer, q, "chat", "Lyon is located in France.")
+    chat = facts.render(tiny_tokenizer, q, "chat", "Lyon is located in France.")
     # instruction and evidence in the user turn, the assistant turn starts the sentence the answer completes
     assert chat.startswith("<|im_start|>user\n") and "Context: Lyon is located in France." in chat
     assert chat.endswith("<|im_start|>assistant\n" + q)
     with pytest.raises(ValueError, match="unknown prompt format"):
-        data.render(tiny_tokenizer, q, "xml")
+        facts.render(tiny_tokenizer, q, "xml")
 
 
 def test_chat_without_template_gives_clear_error(tiny_tokenizer):
     tok = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer)
     tok.chat_template = None
     with pytest.raises(ValueError, match="needs a tokenizer with a chat template"):
-        data.render(tok, "x", "chat")
+        facts.render(tok, "x", "chat")
 
 
 def test_answer_tokens_follow_the_prompt(tiny_tokenizer):
-    prompt = data.question(data.QUESTION_TEMPLATES[0], "Paris")
-    ids = data.encode_prompt(tiny_tokenizer, prompt, "plain") + data.encode_answer(tiny_tokenizer, "France")
+    prompt = facts.question(facts.QUESTION_TEMPLATES[0], "Paris")
+    ids = facts.encode_prompt(tiny_tokenizer, prompt, "plain") + facts.encode_answer(tiny_tokenizer, "France")
     assert tiny_tokenizer.decode(ids) == prompt + " France"
 
 
 def test_build_items_pairs_each_question_with_an_evidence_wording(tiny_tokenizer):
     facts = [{"city": "Paris", "country": "France"}, {"city": "Lima", "country": "Peru"}]
-    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")[:2]
-    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")[:3]
-    no_ctx = data.build_items(tiny_tokenizer, facts, qs, "plain")
-    rag = data.build_items(tiny_tokenizer, facts, qs, "plain", es)
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")[:2]
+    es = facts.split_templates(facts.EVIDENCE_TEMPLATES, 2, "e")[:3]
+    no_ctx = facts.build_items(tiny_tokenizer, facts, qs, "plain")
+    rag = facts.build_items(tiny_tokenizer, facts, qs, "plain", es)
     assert len(no_ctx) == 4 and len(rag) == 4
     assert [i["evidence_id"] for i in rag[:2]] == ["e0", "e1"]
-    rag_cycled = data.build_items(tiny_tokenizer, facts[:1], data.split_templates(data.QUESTION_TEMPLATES, 3, "q"), "plain", es)
+    rag_cycled = facts.build_items(tiny_tokenizer, facts[:1], facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q"), "plain", es)
     assert [i["evidence_id"] for i in rag_cycled][:4] == ["e0", "e1", "e2", "e0"]
     assert all(i["evidence_id"] is None for i in no_ctx)
     assert all(i["country"] in i["prompt"] for i in rag)          # the evidence states the answer
@@ -63,10 +63,10 @@ def test_build_items_pairs_each_question_with_an_evidence_wording(tiny_tokenizer
 
 
 def test_candidate_pool_drops_giveaways_and_ambiguous_names():
-    pool = data.candidate_pool(60, 4)
-    names = [data.fold_name(r["city"]) for r in pool]
+    pool = facts.candidate_pool(60, 4)
+    names = [facts.fold_name(r["city"]) for r in pool]
     assert len(names) == len(set(names))
-    assert not any(data._mentions_country(r["city"], r["country"]) for r in pool)
+    assert not any(facts._mentions_country(r["city"], r["country"]) for r in pool)
     assert "Mexico City" not in {r["city"] for r in pool}
     assert {"Paris", "Tokyo"} <= {r["city"] for r in pool}
     assert all(r["city_population"] >= 0 and r["country"] for r in pool)
@@ -81,7 +81,7 @@ def _screened():
 
 
 def test_select_facts_distinct_countries_probe_cities_and_disjoint_retain():
-    out = data.select_facts(_screened(), n_targets=3, n_retain=2, min_probe_cities=2, known_threshold=0.8, seed=1)
+    out = facts.select_facts(_screened(), n_targets=3, n_retain=2, min_probe_cities=2, known_threshold=0.8, seed=1)
     targets, retain, probe = out["targets"], out["retain"], out["probe_cities"]
     assert len({t["country"] for t in targets}) == 3
     assert [t["label"] for t in targets] == [0, 1, 2]
@@ -94,19 +94,19 @@ def test_select_facts_distinct_countries_probe_cities_and_disjoint_retain():
 
 
 def test_select_facts_is_seeded():
-    a = data.select_facts(_screened(), 3, 2, 2, 0.8, seed=5)
-    b = data.select_facts(_screened(), 3, 2, 2, 0.8, seed=5)
+    a = facts.select_facts(_screened(), 3, 2, 2, 0.8, seed=5)
+    b = facts.select_facts(_screened(), 3, 2, 2, 0.8, seed=5)
     assert [t["city"] for t in a["targets"]] == [t["city"] for t in b["targets"]]
 
 
 def test_select_facts_says_what_to_change_when_too_few_known():
     with pytest.raises(ValueError, match="enlarge the pool"):
-        data.select_facts(_screened(), n_targets=7, n_retain=1, min_probe_cities=2, known_threshold=0.8, seed=0)
+        facts.select_facts(_screened(), n_targets=7, n_retain=1, min_probe_cities=2, known_threshold=0.8, seed=0)
     with pytest.raises(ValueError, match="n_retain"):
-        data.select_facts(_screened(), n_targets=5, n_retain=5, min_probe_cities=2, known_threshold=0.8, seed=0)
+        facts.select_facts(_screened(), n_targets=5, n_retain=5, min_probe_cities=2, known_threshold=0.8, seed=0)
 
 
 def test_jsonl_roundtrip(tmp_path):
     rows = [{"city": "Bogotá", "n": 1}, {"city": "Köln", "n": 2}]
-    data.write_jsonl(tmp_path / "x.jsonl", rows)
-    assert data.read_jsonl(tmp_path / "x.jsonl") == rows
+    facts.write_jsonl(tmp_path / "x.jsonl", rows)
+    assert facts.read_jsonl(tmp_path / "x.jsonl") == rows

@@ -2,14 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from rlcp_utils import data, evaluate
+from rlcp_utils.data import facts
+from rlcp_utils.measures import evaluate
 
 
 def _items(tok, n=6, fmt="plain"):
     facts = [{"city": c, "country": k} for c, k in
              [("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru"), ("Cairo", "Egypt"), ("Nairobi", "Kenya")]][:n]
-    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")[:3]
-    return data.build_items(tok, facts, qs, fmt)
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")[:3]
+    return facts.build_items(tok, facts, qs, fmt)
 
 
 def test_logprob_matches_a_direct_computation(tiny_model, tiny_tokenizer):
@@ -32,7 +33,7 @@ def test_scores_do_not_depend_on_batching_or_padding(tiny_model, tiny_tokenizer,
     which run once (SharedPrefixPass): the same scores."""
     items = _items(tiny_tokenizer, fmt=fmt)
     if fmt == "chat":
-        from rlcp_utils import batching
+        from rlcp_utils.core import batching
 
         ids, mask = batching.right_pad([i["prompt_ids"] + i["answer_ids"] for i in items], tiny_tokenizer.pad_token_id)
         assert batching.common_prefix_len(ids, mask) >= 5

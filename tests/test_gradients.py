@@ -5,15 +5,18 @@ import math
 import pytest
 import torch
 
-from rlcp_utils import batching, data, evaluate, gradients, train
+from rlcp_utils.core import batching
+from rlcp_utils.data import facts
+from rlcp_utils.measures import evaluate, gradients
+from rlcp_utils.training import train
 
 FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
          enumerate([("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru")])]
 
 
 def _loss(tok, facts):
-    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
-    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
+    es = facts.split_templates(facts.EVIDENCE_TEMPLATES, 2, "e")
     items = train.make_train_items(tok, facts, qs, es, "plain")[:6]
 
     def loss(model):  # the answers' mean CE in the model's own dtype (float64 where the test needs it)
@@ -78,8 +81,8 @@ def test_first_order_prediction_matches_a_small_step(tiny_model, tiny_tokenizer)
         gradients.first_order_steps(model, fact, logic, [1e-4], [0])
 
 def test_the_answer_loss_is_the_training_loss_and_the_monitor_measures_every_kth_step(tiny_model, tiny_tokenizer):
-    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
-    items = data.build_items(tiny_tokenizer, FACTS, [q for q in qs if q.split == "train"][:1], "plain")
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
+    items = facts.build_items(tiny_tokenizer, FACTS, [q for q in qs if q.split == "train"][:1], "plain")
     loss = gradients.answer_loss([i["prompt_ids"] for i in items], [i["answer_ids"] for i in items], tiny_tokenizer.pad_token_id)
     logp = evaluate.score_answers(tiny_model, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items])
     n_tokens = [len(i["answer_ids"]) for i in items]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlcp_utils import gsm8k
+from rlcp_utils.measures import gsm8k
 
 
 @pytest.fixture(scope="module")

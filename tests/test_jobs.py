@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from rlcp_utils import evaluate, jobs
-from rlcp_utils.config import load_profile
+from rlcp_utils.measures import evaluate
+from rlcp_utils.training import jobs
+from rlcp_utils.core.config import load_profile
 
 TARGETS = [{"city": c, "country": k, "label": i} for i, (c, k) in enumerate([("Lima", "Peru"), ("Cairo", "Egypt")])]
 STUDY = SimpleNamespace(targets=TARGETS, retain=[], questions=[], evidences=[], prompt_format="chat")
@@ -88,7 +89,7 @@ def test_job_key_follows_what_shapes_training():
 
 
 def test_precision_resolution_is_explicit_or_measured(monkeypatch):
-    from rlcp_utils import model
+    from rlcp_utils.core import model
 
     assert model.resolve_precision("fp32", "cpu")["precision"] == "fp32"
     monkeypatch.setattr(model, "cpu_bf16_flags", lambda: [])
@@ -103,7 +104,7 @@ def test_precision_resolution_is_explicit_or_measured(monkeypatch):
 
 
 def test_autocast_follows_the_models_precision(tiny_model):
-    from rlcp_utils import batching
+    from rlcp_utils.core import batching
 
     ids = torch.tensor([[1, 2, 3]])
     tiny_model.rlcp_precision = "bf16"
@@ -117,7 +118,7 @@ def test_autocast_follows_the_models_precision(tiny_model):
 
 
 def test_a_sweep_job_keeps_its_own_name_key_and_monitor(fake):
-    from rlcp_utils import config
+    from rlcp_utils.core import config
 
     profile = load_profile("smoke", {"precision": "fp32", "seeds": [0]})
     jobs.run_arm(profile, "rlcp", STUDY, [], None)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from rlcp_utils import model as model_mod
-from rlcp_utils.model import ModelUnavailableError
+from rlcp_utils.core import model as model_mod
+from rlcp_utils.core.model import ModelUnavailableError
 
 
 def test_tiny_models_expose_hidden_states_and_attentions(tiny_model, tiny_tokenizer):

@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from rlcp_utils import config, notebook
-from rlcp_utils.config import PARAMS_DIR, ParameterError, load_profile
+from rlcp_utils.core import config, notebook
+from rlcp_utils.core.config import PARAMS_DIR, ParameterError, load_profile
 
 
 def test_a_misspelt_parameter_stops_with_the_known_names():

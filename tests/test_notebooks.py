@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from jupytext.compare import compare_notebooks
 
-from rlcp_utils.config import REPO_ROOT
+from rlcp_utils.core.config import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 COLAB = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb"
@@ -51,7 +51,7 @@ def test_header_parameters_and_colab(py: Path):
                                         ("bench", "bench/bench.md")])
 def test_readme_tables_are_the_committed_results(block, name):
     """The README's generated blocks are copies of what the pipeline wrote, never typed by hand."""
-    from rlcp_utils.outputs import README_BLOCKS
+    from rlcp_utils.core.outputs import README_BLOCKS
 
     readme = (REPO_ROOT / "README.md").read_text()
     start, end = README_BLOCKS[block]
@@ -71,8 +71,8 @@ def _committed(pattern: str) -> list[Path]:
 def test_committed_results_come_from_clean_commits_and_are_current():
     """Every committed notebook run names a commit without uncommitted code changes, and the default profile's
     committed outputs are current for the committed notebooks and parameters (a fresh clone only checks them)."""
-    from rlcp_utils import pipeline
-    from rlcp_utils.config import load_profile
+    from rlcp_utils.study import pipeline
+    from rlcp_utils.core.config import load_profile
 
     manifests = _committed("outputs/*/manifest.json")
     assert manifests

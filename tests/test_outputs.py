@@ -1,7 +1,7 @@
 import pytest
 
-from rlcp_utils import outputs
-from rlcp_utils.config import load_profile
+from rlcp_utils.core import outputs
+from rlcp_utils.core.config import load_profile
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_written_files_and_folders_are_readable_by_others(tmp_path):
     import os
     import stat
 
-    from rlcp_utils.model import folder_written_atomically
+    from rlcp_utils.core.model import folder_written_atomically
 
     old = os.umask(0o022)
     try:

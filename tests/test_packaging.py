@@ -4,7 +4,7 @@ results to the working folder instead of site-packages."""
 import subprocess
 import sys
 
-from rlcp_utils.config import REPO_ROOT
+from rlcp_utils.core.config import REPO_ROOT
 
 
 def test_wheel_ships_profiles_and_gsm8k_and_works_outside_the_checkout(tmp_path):
@@ -16,7 +16,7 @@ def test_wheel_ships_profiles_and_gsm8k_and_works_outside_the_checkout(tmp_path)
     wheel = next(wheel_dir.glob("rlcp-*.whl"))
     subprocess.run(pip + ["install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True,
                    capture_output=True, timeout=300)
-    code = ("import rlcp_utils.config as c, rlcp_utils.gsm8k as g; p = c.load_profile('default'); "
+    code = ("import rlcp_utils.core.config as c, rlcp_utils.measures.gsm8k as g; p = c.load_profile('default'); "
             "print(c.IN_CHECKOUT, p.output_dir, p['model'], len(g.load_problems()), sorted(x.stem for x in c.PARAMS_DIR.glob('*.yaml')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=work, env={"PYTHONPATH": str(target), "PATH": ""},
                          capture_output=True, text=True, timeout=120)

@@ -5,8 +5,8 @@ import json
 import nbformat
 import pytest
 
-from rlcp_utils import pipeline
-from rlcp_utils.config import load_profile
+from rlcp_utils.study import pipeline
+from rlcp_utils.core.config import load_profile
 
 
 def _notebook(path, body: str, reads: str = ""):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlcp_utils import data, probing
+from rlcp_utils.data import facts
+from rlcp_utils.measures import probing
 
 K, D = 6, 40
 
@@ -77,9 +78,9 @@ def test_type_geometry_and_nearest_neighbour_see_collapse():
 
 
 def test_last_token_of_finds_the_city_s_last_token(tiny_tokenizer):
-    q = data.Template("q8", "Where is {city}? {city} is in the country of", "train")
-    text = data.render(tiny_tokenizer, data.question(q, "Nairobi"), "chat")
-    ids = data.encode_prompt(tiny_tokenizer, text, "chat")
+    q = facts.Template("q8", "Where is {city}? {city} is in the country of", "train")
+    text = facts.render(tiny_tokenizer, facts.question(q, "Nairobi"), "chat")
+    ids = facts.encode_prompt(tiny_tokenizer, text, "chat")
     k = probing.last_token_of(tiny_tokenizer, text, "Nairobi")
     assert tiny_tokenizer.decode(ids[: k + 1]).endswith("Where is Nairobi? Nairobi")
     with pytest.raises(ValueError, match="does not occur"):

@@ -4,8 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rlcp_utils import claims, evaluate, results
-from rlcp_utils.config import load_profile
+from rlcp_utils.core import results
+from rlcp_utils.measures import evaluate
+from rlcp_utils.study import claims
+from rlcp_utils.core.config import load_profile
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import sys
 import nbformat
 import pytest
 
-from rlcp_utils import data
-from rlcp_utils.config import REPO_ROOT, load_profile
-from rlcp_utils.pipeline import study_notebooks
+from rlcp_utils.data import facts
+from rlcp_utils.core.config import REPO_ROOT, load_profile
+from rlcp_utils.study.pipeline import study_notebooks
 
 pytestmark = pytest.mark.smoke
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.smoke
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("outputs")
     env = {**os.environ, "RLCP_OUTPUTS_DIR": str(out), "MPLBACKEND": "Agg"}
-    cmd = [sys.executable, "-m", "rlcp_utils.pipeline", "--profile", "smoke"]
+    cmd = [sys.executable, "-m", "rlcp_utils.study.pipeline", "--profile", "smoke"]
     first = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     second = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -47,9 +47,9 @@ def test_rerun_resumes_instead_of_recomputing(smoke_run):
 def test_data_notebook_selects_known_distinct_facts(smoke_run):
     out, _, _ = smoke_run
     p = load_profile("smoke")
-    targets = data.read_jsonl(out / "data" / "targets.jsonl")
-    retain = data.read_jsonl(out / "data" / "retain.jsonl")
-    probe = data.read_jsonl(out / "data" / "country_probe_cities.jsonl")
+    targets = facts.read_jsonl(out / "data" / "targets.jsonl")
+    retain = facts.read_jsonl(out / "data" / "retain.jsonl")
+    probe = facts.read_jsonl(out / "data" / "country_probe_cities.jsonl")
     assert len(targets) == p["n_targets"] and len(retain) == p["n_retain"]
     assert len({t["country"] for t in targets}) == p["n_targets"]
     assert sorted(t["label"] for t in targets) == list(range(p["n_targets"]))
@@ -61,7 +61,8 @@ def test_data_notebook_selects_known_distinct_facts(smoke_run):
 
 
 def _view(out):
-    from rlcp_utils import claims, results
+    from rlcp_utils.core import results
+    from rlcp_utils.study import claims
 
     return claims.View(results.load_dir(out / "results"))
 
@@ -88,7 +89,8 @@ def test_group_a_metrics_have_chance_n_and_spread(smoke_run):
 def test_every_arm_and_seed_is_a_job_logged_and_in_table1(smoke_run):
     import pandas as pd
 
-    from rlcp_utils import results, train
+    from rlcp_utils.core import results
+    from rlcp_utils.training import train
 
     out, _, _ = smoke_run
     p = load_profile("smoke")
@@ -175,7 +177,7 @@ def test_collapse_attention_and_gsm8k_measures(smoke_run):
 def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
     import pandas as pd
 
-    from rlcp_utils import train
+    from rlcp_utils.training import train
 
     out, _, _ = smoke_run
     p = load_profile("smoke")
@@ -189,7 +191,7 @@ def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
     for arm in {"selective_rlcp", "grad_diff", "npo"} & set(p["benchmark_arms"]):
         assert (pd.read_csv(out / "jobs" / arm / "seed0" / "train_log.csv").l_retain > 0).all()
     v = _view(out)
-    held_out = len(data.split_retain(data.read_jsonl(out / "data" / "retain.jsonl"))[1])
+    held_out = len(facts.split_retain(facts.read_jsonl(out / "data" / "retain.jsonl"))[1])
     top = max(p["relearn_steps"])
     for arm in ["original", *p["arms"], *p["benchmark_arms"]]:
         r = v.row(arm, "retain_heldout.no_context_recall.heldout")

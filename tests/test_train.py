@@ -8,8 +8,10 @@ import math
 import pytest
 import torch
 
-from rlcp_utils import batching, data, train
-from rlcp_utils.config import load_profile
+from rlcp_utils.core import batching
+from rlcp_utils.data import facts
+from rlcp_utils.training import train
+from rlcp_utils.core.config import load_profile
 
 FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
          enumerate([("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru")])]
@@ -44,8 +46,8 @@ def test_arms_differ_only_by_weights():
 
 
 def _items(tok):
-    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
-    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
+    es = facts.split_templates(facts.EVIDENCE_TEMPLATES, 2, "e")
     return train.make_train_items(tok, FACTS, qs, es, "plain")
 
 
@@ -248,8 +250,8 @@ def test_cached_reference_step_equals_the_naive_step(tiny_model, tiny_tokenizer,
 def _chat_batch(tok, picks=(0, 8, 15, 27)):
     """Training items of different facts and templates in the chat format: rows that share the template's
     first tokens and then differ, with ragged lengths."""
-    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
-    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
+    es = facts.split_templates(facts.EVIDENCE_TEMPLATES, 2, "e")
     items = train.make_train_items(tok, FACTS, qs, es, "chat")
     return [items[i] for i in picks]
 

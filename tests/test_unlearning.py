@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from rlcp_utils import batching, data, jobs, train, unlearning
-from rlcp_utils.config import load_profile
+from rlcp_utils.core import batching
+from rlcp_utils.data import facts
+from rlcp_utils.measures import unlearning
+from rlcp_utils.training import jobs, train
+from rlcp_utils.core.config import load_profile
 
 FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
          enumerate([("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru")])]
@@ -20,8 +23,8 @@ RETAIN = [{"city": c, "country": k} for c, k in [("Nairobi", "Kenya"), ("Cairo",
 
 
 def _items(tok, facts=FACTS):
-    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
-    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
+    es = facts.split_templates(facts.EVIDENCE_TEMPLATES, 2, "e")
     return train.make_train_items(tok, facts, qs, es, "plain")
 
 
@@ -195,7 +198,7 @@ def test_relearn_fine_tunes_a_copy_and_evaluates_each_budget(tiny_model, tiny_to
 
 def test_retain_split_is_disjoint_and_complete():
     retain = [{"city": f"c{i}", "country": f"k{i}"} for i in range(7)]
-    a, b = data.split_retain(retain)
+    a, b = facts.split_retain(retain)
     assert len(a) == 4 and len(b) == 3 and not {r["city"] for r in a} & {r["city"] for r in b}
     assert sorted(r["city"] for r in a + b) == sorted(r["city"] for r in retain)
 
@@ -214,7 +217,7 @@ def test_fluency_measures_on_hand_made_answers():
 
 
 def test_country_names_come_from_geonames():
-    names = data.country_names()
+    names = facts.country_names()
     assert len(names) > 200 and "France" in names and "Peru" in names
 
 

@@ -19,7 +19,7 @@ import sys
 import types
 from datetime import datetime, timezone
 
-from . import config
+from rlcp_utils.core import config
 
 # Names IPython puts into a kernel's namespace by itself
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -80,7 +80,7 @@ def start(notebook: str, namespace: dict) -> config.Profile:
     rlcp_utils.set_threads(P["torch_threads"])
     if os.environ.get(PIPELINE_ENV) != "1":
         _record_direct_run(P, notebook)
-    from .model import resolve_precision
+    from rlcp_utils.core.model import resolve_precision
 
     prec = resolve_precision(P["precision"], P["device"])
     print(f"{notebook}: profile {P.name} ({P.hash}), results in {_shown(P.output_dir)}; {P['description']}\n"
@@ -107,7 +107,7 @@ def _shown(path) -> str:
 def _record_direct_run(P: config.Profile, notebook: str) -> None:
     """A run outside the pipeline rewrites this notebook's results, but its executed notebook lies wherever
     the user put it: the manifest says so, and the pipeline reruns the notebook instead of vouching for it."""
-    from . import outputs
+    from rlcp_utils.core import outputs
 
     path = P.output_dir / "manifest.json"
     manifest = outputs.read_json(path, {}) or {}

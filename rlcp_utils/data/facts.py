@@ -213,7 +213,7 @@ def country_names() -> list[str]:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    from .outputs import atomic_write_text
+    from rlcp_utils.core.outputs import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
@@ -272,3 +272,16 @@ def load_study_data(profile) -> StudyData:
                      controls=read_jsonl(folder / "controls.jsonl"),
                      questions=[Template(**q) for q in t["questions"]], evidences=[Template(**e) for e in t["evidences"]],
                      prompt_format=t["prompt_format"])
+
+
+def last_token_of(tokenizer, text: str, substring: str, add_special_tokens: bool = False) -> int:
+    """Index of the token that ends the last occurrence of `substring` in `text`, tokenised as the prompt
+    was (chat prompts without added special tokens). The last occurrence: "Where is X? X is in ..." names X
+    twice, and the second one is next to the answer."""
+    end = text.rfind(substring)
+    if end < 0:
+        raise ValueError(f"{substring!r} does not occur in the prompt {text!r}")
+    end += len(substring)
+    offsets = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)["offset_mapping"]
+    inside = [i for i, (a, b) in enumerate(offsets) if a < end and b > a]
+    return inside[-1]

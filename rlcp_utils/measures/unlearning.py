@@ -17,10 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batching import autocast, right_pad
-from .data import fold_name
-from .progress import track
-from .train import TrainItem, answer_ce_only
+from rlcp_utils.core.batching import autocast, right_pad
+from rlcp_utils.data.facts import fold_name
+from rlcp_utils.core.progress import track
+from rlcp_utils.core.answers import answer_ce_only
+from rlcp_utils.data.inputs import TrainItem
 
 
 def relearn_folds(n_facts: int, n_folds: int, seed: int) -> list[list[int]]:

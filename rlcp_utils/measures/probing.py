@@ -26,24 +26,11 @@ from sklearn.model_selection import GroupKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from .progress import track
-
-from .batching import autocast, batches, left_pad
+from rlcp_utils.core.batching import autocast, batches, left_pad
+from rlcp_utils.core.progress import track
+from rlcp_utils.data.facts import last_token_of
 
 # --- states ---------------------------------------------------------------------------------------------
-
-
-def last_token_of(tokenizer, text: str, substring: str, add_special_tokens: bool = False) -> int:
-    """Index of the token that ends the last occurrence of `substring` in `text`, tokenised as the prompt
-    was (chat prompts without added special tokens). The last occurrence: "Where is X? X is in ..." names X
-    twice, and the second one is next to the answer."""
-    end = text.rfind(substring)
-    if end < 0:
-        raise ValueError(f"{substring!r} does not occur in the prompt {text!r}")
-    end += len(substring)
-    offsets = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)["offset_mapping"]
-    inside = [i for i, (a, b) in enumerate(offsets) if a < end and b > a]
-    return inside[-1]
 
 
 @torch.no_grad()

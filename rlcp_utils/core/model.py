@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from .config import OFFLINE_MODEL, cache_root
+from rlcp_utils.core.config import OFFLINE_MODEL, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def folder_written_atomically(folder: Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         yield tmp
-        from .outputs import readable
+        from rlcp_utils.core.outputs import readable
 
         readable(tmp, folder=True)  # mkdtemp makes it 0700
         for f in tmp.rglob("*"):
@@ -256,7 +256,7 @@ def resolve_precision(setting: str, device: str = "auto") -> dict:
     import json
     import platform
 
-    from .config import cache_root
+    from rlcp_utils.core.config import cache_root
 
     if setting not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {setting!r}")

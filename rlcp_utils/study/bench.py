@@ -1,6 +1,6 @@
 """Benchmark: where the study's time goes on this machine, measured side by side in one run.
 
-    python -m rlcp_utils.bench            # what `make bench` calls; writes outputs/bench/bench.json
+    python -m rlcp_utils.study.bench            # what `make bench` calls; writes outputs/bench/bench.json
 
 1. An RLCP training step (all four terms, cached reference) against a plain fine-tuning step on the same
    tokens (CE on x_no and x_rag), and against the naive RLCP step that runs the frozen reference each step.
@@ -28,7 +28,11 @@ from pathlib import Path
 
 import torch
 
-from . import batching, config, data, evaluate, gsm8k, model as model_mod, outputs, train
+from rlcp_utils.core import answers, batching, config, model as model_mod, outputs
+from rlcp_utils.data import facts, inputs
+from rlcp_utils.measures import evaluate, gsm8k
+from rlcp_utils.methods import common, rlcp
+from rlcp_utils.training import loop
 
 
 def _median_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -44,14 +48,14 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 def bench_facts(n: int) -> list[dict]:
     """n facts from the candidate pool (no screening: timing does not depend on what the model knows)."""
-    pool = data.candidate_pool(80, 4)
+    pool = facts.candidate_pool(80, 4)
     return [{"city": c["city"], "country": c["country"], "label": i} for i, c in enumerate(pool[:n])]
 
 
-def _items(tok, facts, prompt_format="chat", evidence_repeat: int = 1):
-    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
-    es = data.split_templates(data.EVIDENCE_TEMPLATES, 2, "e")
-    items = train.make_train_items(tok, facts, qs, es, prompt_format)
+def _items(tok, fact_list, prompt_format="chat", evidence_repeat: int = 1):
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
+    es = facts.split_templates(facts.EVIDENCE_TEMPLATES, 2, "e")
+    items = inputs.make_train_items(tok, fact_list, qs, es, prompt_format)
     if evidence_repeat > 1:  # longer x_rag prompts for the cost-growth curve: the context repeated
         for it in items:
             prompt = it.rag_ids[:it.rag_prompt_len]
@@ -63,41 +67,47 @@ def _items(tok, facts, prompt_format="chat", evidence_repeat: int = 1):
 
 def training_steps(lm, tok, items, batch_size: int, repeats: int, layer: int,
                    only: tuple[str, ...] = ("plain_step_s", "rlcp_step_s", "naive_rlcp_step_s", "unshared_rlcp_step_s")) -> dict:
-    """Median seconds of one optimizer step for: plain fine-tuning, RLCP with cached reference, naive RLCP
-    (or only some of them)."""
+    """Median seconds of one optimizer step for: plain fine-tuning (CE on the x_no and x_rag answers), RLCP with
+    the cached reference, naive RLCP (the frozen model run every step), and RLCP without the shared prefix
+    (or only some of them). Like is compared with like: every variant runs in the model's precision
+    (`lm.rlcp_precision`) inside one autocast region, and all but the 'unshared' one share the prefix."""
     pad = tok.pad_token_id
     batch = items[:batch_size]
     reference = copy.deepcopy(lm).eval()
-    ref = train.ReferenceCache(reference, batch, pad, kl_on_answer=False)
-    probe = train.LinearProbe(lm.config.hidden_size, max(it.label for it in items) + 1)
-    opt = train.make_optimizer(lm, probe, 1e-9, 1e-9)  # the training loop's optimizer; tiny rates: timing, not learning
-    weights = train.ArmWeights(1.0, 2.0, 0.5, 5.0)
+    ref = inputs.ReferenceCache(reference, batch, pad, kl_on_answer=False)
+    probe = common.LinearProbe(lm.config.hidden_size, max(it.label for it in items) + 1)
+    opt = loop.make_optimizer(lm, probe, 1e-9, 1e-9)  # the training loop's optimizer; tiny rates: timing, not learning
+    weights = rlcp.Weights(lambda_rag=1.0, lambda_adv=2.0, unlikelihood_weight=0.5, lambda_kl=5.0)
     lm.train()
 
-    def plain_step():
-        no, no_mask = batching.right_pad([it.no_ids for it in batch], pad, "cpu")
-        rag, rag_mask = batching.right_pad([it.rag_ids for it in batch], pad, "cpu")
-        loss = train.answer_ce(lm(input_ids=no, attention_mask=no_mask).logits, no, [it.no_prompt_len for it in batch],
-                               [it.answer_len for it in batch]) \
-            + train.answer_ce(lm(input_ids=rag, attention_mask=rag_mask).logits, rag, [it.rag_prompt_len for it in batch],
-                              [it.answer_len for it in batch])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def plain_step(share_prefix: bool = True):
+        def step():
+            with batching.autocast(lm), _prefix_sharing(share_prefix):
+                no, no_mask = batching.right_pad([it.no_ids for it in batch], pad, "cpu")
+                rag, rag_mask = batching.right_pad([it.rag_ids for it in batch], pad, "cpu")
+                answer_lens = [it.answer_len for it in batch]
+                loss = answers.answer_ce_only(lm, no, no_mask, [it.no_prompt_len for it in batch], answer_lens) \
+                    + answers.answer_ce_only(lm, rag, rag_mask, [it.rag_prompt_len for it in batch], answer_lens)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
 
     def rlcp_step(ref_logp_fn, share_prefix: bool = True):
         def step():
-            # as train_arm runs it: one autocast region for the forward passes
+            # as loop.train_arm runs it: one autocast region for the forward passes
             with batching.autocast(lm), _prefix_sharing(share_prefix):
-                out = train.rlcp_losses(lm, probe, batch, ref_logp_fn(), weights, 0.5, layer, pad, False)
+                step_inputs = common.Step(items=batch, ref_logp=ref_logp_fn(), alpha=0.5, probe_layer=layer, pad_id=pad,
+                                          kl_on_answer=False)
+                out = rlcp.rlcp_loss(lm, probe, step_inputs, weights)
             opt.zero_grad(set_to_none=True)
             out["total"].backward()
             opt.step()
         return step
 
-    variants = {"plain_step_s": plain_step,
+    variants = {"plain_step_s": plain_step(),
                 "rlcp_step_s": rlcp_step(lambda: [ref[i] for i in range(len(batch))]),
-                "naive_rlcp_step_s": rlcp_step(lambda: train.reference_logp_now(reference, batch, pad, False)),
+                "naive_rlcp_step_s": rlcp_step(lambda: inputs.reference_logp_now(reference, batch, pad, False)),
                 "unshared_rlcp_step_s": rlcp_step(lambda: [ref[i] for i in range(len(batch))], share_prefix=False)}
     variants = {name: fn for name, fn in variants.items() if name in only}
     times = {name: [] for name in variants}
@@ -110,6 +120,7 @@ def training_steps(lm, tok, items, batch_size: int, repeats: int, layer: int,
             times[name].append(time.perf_counter() - t0)
     res = {name: statistics.median(t) for name, t in times.items()}
     lm.eval()
+    res["precision"] = getattr(lm, "rlcp_precision", "fp32")
     res["tokens_per_step"] = sum(len(it.no_ids) + len(it.rag_ids) for it in batch)
     if {"plain_step_s", "rlcp_step_s", "naive_rlcp_step_s"} <= set(res):
         res["rlcp_over_plain"] = res["rlcp_step_s"] / res["plain_step_s"]
@@ -185,9 +196,9 @@ def growth(lm, tok, batch_size: int, layer: int, repeats: int) -> dict:
         r = training_steps(lm, tok, items, batch_size, repeats, layer, only=("rlcp_step_s",))
         steps.append({"context_repeat": rep, "tokens_per_step": r["tokens_per_step"], "rlcp_step_s": r["rlcp_step_s"]})
     evals = []
-    qs = data.split_templates(data.QUESTION_TEMPLATES, 3, "q")
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
     for n in (5, 15, 45):
-        its = data.build_items(tok, bench_facts(n), qs, "chat")
+        its = facts.build_items(tok, bench_facts(n), qs, "chat")
         t0 = time.perf_counter()
         evaluate.score_answers(lm, [i["prompt_ids"] for i in its], [i["answer_ids"] for i in its], 64, tok.pad_token_id)
         evals.append({"facts": n, "prompts": len(its), "score_s": time.perf_counter() - t0})
@@ -245,9 +256,10 @@ def bench_table(r: dict) -> str:
     """The README's performance table, rendered from bench.json (never typed by hand)."""
     t, f, g, ld = r["training_step"], r["flops"], r["generation"], r["model_load"]
     st, pipe = r.get("settings", {}), r.get("pipeline", {})
-    rows = [
-        ("RLCP step ÷ plain fine-tuning step (same tokens)", f"{t['rlcp_step_s']:.2f} s ÷ {t['plain_step_s']:.2f} s = "
-         f"{t['rlcp_over_plain']:.2f}", "≤ 1.3"),
+    rows = [(f"RLCP step ÷ plain fine-tuning step (same tokens, passes and precision: {step.get('precision', 'fp32')})",
+             f"{step['rlcp_step_s']:.2f} s ÷ {step['plain_step_s']:.2f} s = {step['rlcp_over_plain']:.2f}", "≤ 1.3")
+            for step in [t, r.get("training_step_bf16")] if step]
+    rows += [
         ("naive RLCP step (reference run every step) ÷ ours", f"{t['naive_rlcp_step_s']:.2f} s ÷ {t['rlcp_step_s']:.2f} s = "
          f"{t['naive_over_cached']:.2f}", "> 1"),
     ]
@@ -278,11 +290,12 @@ def bench_table(r: dict) -> str:
 def precision_comparison(bf16_profile: str = "default", fp32_profile: str = "fp32-check") -> "pd.DataFrame":
     """Table 1 of RLCP, first training seed, in the two precisions, next to the spread of the training seeds:
     bf16 autocast is acceptable where it moves a number less than retraining with another seed does.
-    Both profiles must have run (fp32-check: `python -m rlcp_utils.pipeline --profile fp32-check --only 01_data
+    Both profiles must have run (fp32-check: `python -m rlcp_utils.study.pipeline --profile fp32-check --only 01_data
     03_rlcp_training`); the original model's rows show what bf16 does to evaluation alone."""
     import pandas as pd
 
-    from . import claims, results
+    from rlcp_utils.core import results
+    from rlcp_utils.study import claims
 
     rows = []
     a, b = (results.load(config.load_profile(name)) for name in (bf16_profile, fp32_profile))
@@ -347,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(p.numel() for p in lm.parameters())
     items = _items(tok, bench_facts(P["batch_size"]))
     stage("training_step", lambda: training_steps(lm, tok, items, P["batch_size"], args.repeats, P["probe_layer"]))
+    if model_mod.cpu_bf16_flags():  # the same variants in bf16 autocast, where this CPU runs it natively
+        lm.rlcp_precision = "bf16"
+        stage("training_step_bf16", lambda: training_steps(lm, tok, items, P["batch_size"], args.repeats, P["probe_layer"]))
+        lm.rlcp_precision = "fp32"
     stage("matmul", lambda: matmul_peak(lm.config.hidden_size, lm.config.intermediate_size,
                                         result["training_step"]["tokens_per_step"]))
     step = result["training_step"]

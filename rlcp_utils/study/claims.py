@@ -16,7 +16,7 @@ from typing import Callable
 
 import pandas as pd
 
-from . import results
+from rlcp_utils.core import results
 
 
 class Missing(KeyError):
@@ -397,7 +397,7 @@ def table1(record: pd.DataFrame) -> pd.DataFrame:
 
 def table1_markdown(t1: pd.DataFrame) -> str:
     """Table 1 as markdown: 'mean [interval]' and, for arms with several seeds, the range of seed means."""
-    from .outputs import markdown_table
+    from rlcp_utils.core.outputs import markdown_table
 
     if t1.empty:
         return "(no results yet)\n"

@@ -1,6 +1,6 @@
 """Run the study's notebooks in order with papermill on one profile.
 
-    python -m rlcp_utils.pipeline --profile default        # what `make reproduce` calls
+    python -m rlcp_utils.study.pipeline --profile default        # what `make reproduce` calls
 
 Each executed notebook is written to outputs/<profile>/notebooks/ only once it has finished (atomic
 rename), and manifest.json records it: the parameter hash, the notebook's hash, the git commit, the run of
@@ -27,9 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import REPO_ROOT, ParameterError, load_profile, notebook_stage
-from .notebook import FORCE_ENV, PIPELINE_ENV
-from .outputs import read_json, record_notebook_run, update_readme_table
+from rlcp_utils.core.config import REPO_ROOT, ParameterError, load_profile, notebook_stage
+from rlcp_utils.core.notebook import FORCE_ENV, PIPELINE_ENV
+from rlcp_utils.core.outputs import read_json, record_notebook_run, update_readme_table
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 _READS = re.compile(r"^\s*#?\s*Reads:\s*(.+?)\.?\s*$", re.M)
@@ -96,7 +96,7 @@ def plan(profile, notebooks: list[Path], force: bool = False) -> dict[str, str |
 def forget_removed_notebooks(profile) -> list[str]:
     """Drop the manifest entries and executed copies of notebooks that no longer exist (renamed or removed),
     so the manifest describes only what the current notebooks made. Returns their names."""
-    from .outputs import write_json
+    from rlcp_utils.core.outputs import write_json
 
     manifest = _manifest(profile)
     current = {nb.stem for nb in study_notebooks()}
@@ -177,7 +177,7 @@ def _relative_papermill_paths(path: Path) -> None:
     machine's folders (relative to the repository, or the file name alone)."""
     import nbformat
 
-    from .outputs import readable
+    from rlcp_utils.core.outputs import readable
 
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unknown notebook(s) {sorted(unknown)}; known: {[nb.stem for nb in notebooks]}", file=sys.stderr)
             return 2
         notebooks = [nb for nb in notebooks if nb.stem in args.only]
-    from .model import resolve_precision
+    from rlcp_utils.core.model import resolve_precision
 
     prec = resolve_precision(profile["precision"], profile["device"])
     print(f"profile {profile.name} ({profile.hash}): {profile['description']}")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from .batching import SharedPrefixPass, autocast, batches, left_pad, right_pad
-from .progress import track
+
+from rlcp_utils.core.batching import SharedPrefixPass, autocast, batches, left_pad, right_pad
+from rlcp_utils.core.progress import track
+from rlcp_utils.data import facts
+from rlcp_utils.measures.probing import hidden_states_at
 
 
 
@@ -118,17 +121,15 @@ def evaluate_arm(model, tokenizer, arm: str, fact_sets: dict[str, list[dict]], q
     over its templates), a 95% bootstrap interval over facts, the measured chance level (the same scoring
     with every answer replaced by another fact's country: how often the model names a specific wrong country
     of the set) and the number of facts and prompts."""
-    from . import data
-
     rows, items_out = [], []
-    for set_name, facts in fact_sets.items():
-        wrong = derangement([f["country"] for f in facts], seed)
-        deranged = [{**f, "deranged_country": w} for f, w in zip(facts, wrong)]
+    for set_name, fact_set in fact_sets.items():
+        wrong = derangement([f["country"] for f in fact_set], seed)
+        deranged = [{**f, "deranged_country": w} for f, w in zip(fact_set, wrong)]
         for cond, (split, with_evidence) in CONDITIONS.items():
             qs = [q for q in questions if q.split == split]
             es = [e for e in evidences if e.split == split] if with_evidence else None
-            its = data.build_items(tokenizer, facts, qs, prompt_format, es)
-            wrong_its = data.build_items(tokenizer, deranged, qs, prompt_format, es, answer_key="deranged_country")
+            its = facts.build_items(tokenizer, fact_set, qs, prompt_format, es)
+            wrong_its = facts.build_items(tokenizer, deranged, qs, prompt_format, es, answer_key="deranged_country")
             both = its + wrong_its
             s = score_answers(model, [i["prompt_ids"] for i in both], [i["answer_ids"] for i in both], batch_size,
                               tokenizer.pad_token_id, desc=desc and f"{desc} {set_name} {cond}")
@@ -138,7 +139,7 @@ def evaluate_arm(model, tokenizer, arm: str, fact_sets: dict[str, list[dict]], q
             mean, lo, hi = bootstrap_ci(by_fact["recall"].to_numpy(), n_bootstrap, seed)
             rows.append({"arm": arm, "facts": set_name, "metric": cond, "value": mean, "ci_low": lo, "ci_high": hi,
                          "chance": float(per_fact(wrong_its, wrong_s)["recall"].mean()),
-                         "mean_answer_prob": float(by_fact["prob"].mean()), "n_facts": len(facts), "n_prompts": len(its)})
+                         "mean_answer_prob": float(by_fact["prob"].mean()), "n_facts": len(fact_set), "n_prompts": len(its)})
             items_out += [{"arm": arm, "facts": set_name, "condition": cond, "city": i["city"], "answer": i["answer"],
                            "question_id": i["question_id"], "evidence_id": i["evidence_id"], "correct": bool(c),
                            "answer_prob": float(p)} for i, c, p in zip(its, right["greedy_correct"], right["answer_prob"])]
@@ -191,10 +192,10 @@ def summarize_seeds(per_item: "pd.DataFrame", seed_rows: "pd.DataFrame", n_boots
     (their chance levels are averaged)."""
     out = []
     seeds = sorted(per_item.seed.unique())
-    for (facts, cond), d in per_item.groupby(["facts", "condition"], sort=False):
+    for (fact_set, cond), d in per_item.groupby(["facts", "condition"], sort=False):
         by = d.groupby(["seed", "city"], sort=True)
         n_prompts = int(d.groupby("seed").size().iloc[0])
-        metric = f"{facts}.{cond}"
+        metric = f"{fact_set}.{cond}"
         chance = seed_rows.loc[seed_rows.metric == metric, "chance"].astype(float)
         common = {"arm": d.arm.iloc[0], "seed": "all", "unit": "facts", "n_units": d.city.nunique(),
                   "n_prompts": n_prompts, "n_seeds": len(seeds), "interval": SEED_INTERVAL}
@@ -214,8 +215,6 @@ def prompt_states(model, prompt_ids: list[list[int]], layers: list[int], batch_s
                   desc: str | None = None) -> dict[int, torch.Tensor]:
     """Hidden state at each prompt's last token (the position that predicts the answer), per layer index
     into hidden_states (0 = embeddings)."""
-    from .probing import hidden_states_at
-
     last = hidden_states_at(model, prompt_ids, None, batch_size, pad_id, desc)["last"]
     return {layer: torch.from_numpy(last[:, layer]) for layer in layers}
 
@@ -223,11 +222,9 @@ def prompt_states(model, prompt_ids: list[list[int]], layers: list[int], batch_s
 def adversary_accuracy(model, probe, tokenizer, targets, questions, prompt_format, layer, batch_size, n_bootstrap, seed):
     """Accuracy of the training adversary (the paper's 'probe accuracy') per question split, chance 1/len(targets).
     Returns (rows, per-prompt rows) like evaluate_arm, with the condition 'adversary_probe_accuracy.<split>'."""
-    from . import data
-
     rows, per_item = [], []
     for split in ("train", "heldout"):
-        items = data.build_items(tokenizer, targets, [q for q in questions if q.split == split], prompt_format)
+        items = facts.build_items(tokenizer, targets, [q for q in questions if q.split == split], prompt_format)
         h = prompt_states(model, [i["prompt_ids"] for i in items], [layer], batch_size, tokenizer.pad_token_id)[layer]
         with torch.no_grad():
             pred = probe(h.to(next(probe.parameters()).device)).argmax(-1).cpu().numpy()

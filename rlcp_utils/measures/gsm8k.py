@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_DIR = Path(__file__).parent / "resources" / "gsm8k"
+DATA_DIR = Path(__file__).resolve().parents[1] / "resources" / "gsm8k"
 """The vendored GSM8K test split (test.jsonl), its LICENSE and SOURCE.md."""
 
 ANSWER_MARKER = "####"

@@ -61,7 +61,7 @@ def analysis_row(profile, arm: str, metric: str, value, **fields) -> dict:
 
 def write(profile, notebook: str, rows: list[dict] | pd.DataFrame, path: Path | None = None) -> Path:
     """Write one notebook's rows (replacing its previous file); a notebook never edits another's file."""
-    from .outputs import atomic_write_text
+    from rlcp_utils.core.outputs import atomic_write_text
 
     df = frame(rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows, notebook)
     _check(df, f"results of {notebook}")

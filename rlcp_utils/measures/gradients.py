@@ -20,6 +20,9 @@ import re
 
 import torch
 
+from rlcp_utils.core.answers import answer_ce_only
+from rlcp_utils.core.batching import right_pad
+
 _BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.(self_attn|mlp)\.")
 
 
@@ -110,9 +113,6 @@ def first_order_steps(model, fact_loss, logic_loss, etas: list[float], direction
 
 def answer_loss(prompt_ids: list[list[int]], answer_ids: list[list[int]], pad_id: int):
     """L(model): mean cross-entropy of each answer given its prompt (teacher forcing, one batch), as in training."""
-    from .batching import right_pad
-    from .train import answer_ce_only
-
     def loss(model):
         ids, mask = right_pad([p + a for p, a in zip(prompt_ids, answer_ids)], pad_id, next(model.parameters()).device)
         return answer_ce_only(model, ids, mask, [len(p) for p in prompt_ids], [len(a) for a in answer_ids])
@@ -120,7 +120,7 @@ def answer_loss(prompt_ids: list[list[int]], answer_ids: list[list[int]], pad_id
 
 
 def monitor(losses: dict, pairs: dict[str, tuple[str, str]], every: int, last: int | None = None):
-    """A measurement along training (train.train_arm's on_step): at every `every`-th step and at step `last`
+    """A measurement along training (training.loop.train_arm's on_step): at every `every`-th step and at step `last`
     (the end of training, when given), the gradient of each loss in `losses` (name -> L(model)), the cosine of
     each named pair per parameter group and overall, and each gradient's norm. Rows: step, measure ('cosine' or
     'norm'), of (pair or loss name), group, value."""

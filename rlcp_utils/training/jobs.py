@@ -4,15 +4,16 @@
                                                   (and monitor.csv for a job trained with a monitor)
     outputs/<profile>/checkpoints/<name>/seed<k>/ not committed, first seed only: model.safetensors, probe.pt
 
-A job's name is its arm's, except for the open-questions sweeps (09), which train an arm under other
-parameters (`config.profile_with`) or on other facts and name each setting (for example 'rlcp_kl0').
+A job's name is its arm's, except for the open-questions sweeps, which train an arm under other parameters
+(`config.profile_with`) or on other facts and name each setting (for example 'rlcp_kl0').
 
-A job is done when its job.json carries the current job key (every parameter that shapes training, the target
-facts, the prompt format, the arm, the seed and the precision): a rerun loads its results instead of
-training. An interrupted run loses at most the job in progress, since job.json is written last and each
-folder is replaced atomically. Jobs are independent: any order, any subset. Trained weights stay on the
-machine that trained them; an analysis that needs them on another machine retrains that one job
-(`load_arm`), never the others.
+A job is done when its job.json carries the current job key: every parameter that shapes training, the target
+facts, the prompt format, the arm, the seed, the precision, and the hash of the code that trains and scores it
+(`code_sha256`: the source files that this module imports, core.codehash). A rerun loads its results instead
+of training; a job computed by other code is trained again. An interrupted run loses at most the job in
+progress, since job.json is written last and each folder is replaced atomically. Jobs are independent: any
+order, any subset. Trained weights stay on the machine that trained them; an analysis that needs them on
+another machine retrains that one job (`load_arm`, which says so and shows its progress), never the others.
 """
 
 from __future__ import annotations
@@ -25,14 +26,23 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from safetensors.torch import load_file
 
-from . import data, evaluate, results, train
-from .config import BENCHMARK_TRAINING_PARAMETERS, params_through
-from .model import precision_of  # noqa: F401 (07 calls jobs.precision_of)
-from .notebook import force_recompute
+from rlcp_utils.core import codehash, results
+from rlcp_utils.core.config import BENCHMARK_TRAINING_PARAMETERS, params_through
+from rlcp_utils.core.model import folder_written_atomically, load_for, precision_of, save_weights
+from rlcp_utils.core.notebook import force_recompute
+from rlcp_utils.data import facts
+from rlcp_utils.data.inputs import TrainingInputs, training_inputs
+from rlcp_utils.measures import evaluate
+from rlcp_utils.methods.common import LinearProbe
+from rlcp_utils.methods.registry import method
+from rlcp_utils.training import loop
 
 # Parameters that list jobs rather than shape one: adding a seed or an arm leaves the other jobs' keys alone
 _NOT_IN_JOB_KEY = {"seeds", "arms", "description"}
+# The code a job runs: this module and everything it imports (training loop, methods, inputs, scoring)
+JOB_CODE = [__name__]
 
 
 def job_dir(profile, arm: str, seed: int) -> Path:
@@ -43,42 +53,53 @@ def weights_dir(profile, arm: str, seed: int) -> Path:
     return profile.output_dir / "checkpoints" / arm / f"seed{seed}"
 
 
+def job_code_sha256() -> str:
+    """The hash of the source files a training job runs (core.codehash over this module's imports)."""
+    return codehash.code_sha256(JOB_CODE)
+
+
 def job_key(profile, arm: str, seed: int, study, extra=None) -> str:
-    """What one trained model depends on. Analysis parameters (04 onwards) are left out: changing them never
-    retrains an arm. `extra`: anything else a job's saved outputs depend on (a monitor's settings), as JSON."""
+    """What one trained model and its scores depend on. Analysis parameters (04 onwards) are left out:
+    changing them never retrains an arm. `extra`: anything else a job's saved outputs depend on (a monitor's
+    settings), as JSON."""
     shaping = {k: v for k, v in params_through(profile.params, 3).items() if k not in _NOT_IN_JOB_KEY}
-    key = [shaping, [(t["city"], t["country"]) for t in study.targets], study.prompt_format, arm, seed, precision_of(profile)]
-    if arm in train.BENCHMARK_ARMS:  # the benchmark's arms also depend on its weights and the training retain facts
-        key.append([{k: profile[k] for k in BENCHMARK_TRAINING_PARAMETERS}, [r["city"] for r in data.split_retain(study.retain)[0]]])
+    key = [shaping, [(t["city"], t["country"]) for t in study.targets], study.prompt_format, arm, seed, precision_of(profile),
+           job_code_sha256()]
+    if method(arm).uses_field:  # the benchmark's arms also depend on its weights and the training retain facts
+        key.append([{k: profile[k] for k in BENCHMARK_TRAINING_PARAMETERS}, [r["city"] for r in facts.split_retain(study.retain)[0]]])
     if extra is not None:
         key.append(extra)
     blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def study_inputs(profile, study, reference, tok, benchmark: bool = False, kl_on_answer: bool | None = None) -> TrainingInputs:
+    """The TrainingInputs of the study's targets (data.inputs.training_inputs); `benchmark`: with the
+    FieldInputs of the unlearning benchmark's arms (the training half of the retain facts)."""
+    return training_inputs(reference, tok, study.targets, study.questions, study.evidences, study.prompt_format,
+                           profile["kl_on_answer"] if kl_on_answer is None else kl_on_answer,
+                           benchmark_retain=facts.split_retain(study.retain)[0] if benchmark else None,
+                           rmu_multiple=profile["rmu_steering_multiple"])
+
+
 def _read_job(profile, name: str, seed: int, key: str) -> dict | None:
-    folder = job_dir(profile, name, seed)
-    meta = folder / "job.json"
+    meta = job_dir(profile, name, seed) / "job.json"
     if force_recompute() or not meta.exists():
         return None
     info = json.loads(meta.read_text())
-    if info.get("job_key") != key:
-        return None
-    return info
+    return info if info.get("job_key") == key else None
 
 
-def _train(profile, arm: str, seed: int, study, items, ref, log_path: Path | None, field=None, name: str | None = None,
+def _train(profile, arm: str, seed: int, study, inputs: TrainingInputs, log_path: Path | None, name: str | None = None,
            on_step=None):
     """Train one job from the original model; returns (model, tokenizer, probe, seconds). The weights are
-    saved for the first training seed only, the model that the analyses (04-09) load: 0.5 GB per job."""
-    from .model import folder_written_atomically, load_for, save_weights
-
+    saved for the first training seed only, the model that the analyses load: 0.5 GB per job."""
     name = name or arm
+    m = method(arm)
     lm, tok = load_for(profile)
-    weights = train.arm_weights(arm, profile)
     t0 = time.time()
-    probe = train.train_arm(lm, items, len(study.targets), weights, train.settings_from_params(profile, seed), ref,
-                            tok.pad_token_id, log_path, desc=f"train {name} seed {seed}", field=field, on_step=on_step)
+    probe = loop.train_arm(lm, m, m.weights(profile), inputs, loop.settings_from_params(profile, seed), log_path,
+                           desc=f"train {name} seed {seed}", on_step=on_step)
     seconds = time.time() - t0
     if seed != profile["seeds"][0]:
         return lm, tok, probe, seconds
@@ -94,16 +115,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_job(profile, arm: str, seed: int, study, items, ref, field=None, name: str | None = None,
+def run_job(profile, arm: str, seed: int, study, inputs: TrainingInputs, name: str | None = None,
             notebook: str | None = None, monitor=None, key_extra=None) -> dict:
     """Train and evaluate one (arm, seed), or load its finished results. Returns {'rows': record rows,
     'per_item': DataFrame, 'seconds': training time, 'trained': bool, 'monitor': DataFrame or None}.
-    `field`: train.FieldInputs, for the benchmark's arms. `name`: the job's folder (default: the arm);
-    `notebook`: whose results the job's rows are (default: the arm's training notebook); `monitor(step, model)`:
-    called along training (train.train_arm's on_step), returning rows that are saved as monitor.csv, with
-    its settings in `key_extra` (part of the job key)."""
-    from .model import folder_written_atomically
-
+    `name`: the job's folder (default: the arm); `notebook`: whose results the job's rows are (default: the
+    arm's training notebook); `monitor(step, model)`: called along training (loop.train_arm's on_step),
+    returning rows that are saved as monitor.csv, with its settings in `key_extra` (part of the job key)."""
     P = profile
     name = name or arm
     key = job_key(P, arm, seed, study, key_extra)
@@ -117,7 +135,7 @@ def run_job(profile, arm: str, seed: int, study, items, ref, field=None, name: s
     monitored: list[dict] = []
     on_step = None if monitor is None else (lambda step, model: monitored.extend(monitor(step, model)))
     with folder_written_atomically(folder) as tmp:
-        lm, tok, probe, seconds = _train(P, arm, seed, study, items, ref, tmp / "train_log.csv", field, name, on_step)
+        lm, tok, probe, seconds = _train(P, arm, seed, study, inputs, tmp / "train_log.csv", name, on_step)
         # rows are labelled with the job's name: a sweep setting is an arm of its own in the results record
         rows, per_item = evaluate.evaluate_arm(lm, tok, name, {"targets": study.targets, "retain": study.retain},
                                                study.questions, study.evidences, study.prompt_format, P["eval_batch_size"],
@@ -126,30 +144,24 @@ def run_job(profile, arm: str, seed: int, study, items, ref, field=None, name: s
                                                           P["probe_layer"], P["eval_batch_size"], P["n_bootstrap"], P["seed"])
         record = evaluate.record_rows(rows + [{"arm": name, **r} for r in adv_rows], str(seed), 1)
         per_item = pd.DataFrame(per_item + [{"arm": name, **r} for r in adv_items]).assign(seed=seed)
-        results.write(P, notebook or train_notebook(arm), record, path=tmp / "results.csv")
+        results.write(P, notebook or method(arm).notebook, record, path=tmp / "results.csv")
         per_item.to_csv(tmp / "per_item.csv", index=False)
         if monitor is not None:
             pd.DataFrame(monitored).to_csv(tmp / "monitor.csv", index=False)
-        steps = len(train.epoch_schedule(items, len(study.targets), P["epochs"], P["batch_size"], seed))
+        steps = len(loop.epoch_schedule(inputs.items, inputs.n_classes, P["epochs"], P["batch_size"], seed))
         (tmp / "job.json").write_text(json.dumps({
-            "arm": arm, "name": name, "seed": seed, "job_key": key, "train_seconds": round(seconds, 1), "steps": steps,
-            "n_targets": len(study.targets), "precision": precision_of(P), "weights": vars(train.arm_weights(arm, P)),
-            "settings": vars(train.settings_from_params(P, seed)), "finished_utc": _now()}, indent=2) + "\n")
+            "arm": arm, "name": name, "seed": seed, "job_key": key, "code_sha256": job_code_sha256(),
+            "train_seconds": round(seconds, 1), "steps": steps, "n_targets": len(study.targets), "precision": precision_of(P),
+            "weights": vars(method(arm).weights(P)), "settings": vars(loop.settings_from_params(P, seed)),
+            "finished_utc": _now()}, indent=2) + "\n")
     return {"rows": record, "per_item": per_item, "seconds": seconds, "trained": True,
             "monitor": pd.DataFrame(monitored) if monitor is not None else None}
 
 
-def train_notebook(arm: str) -> str:
-    """The notebook whose results an arm's jobs belong to."""
-    if arm in train.BENCHMARK_ARMS:
-        return "08_unlearning"
-    return "03_rlcp_training" if arm == "rlcp" else "02_baselines"
-
-
-def run_arm(profile, arm: str, study, items, ref, field=None) -> dict:
+def run_arm(profile, arm: str, study, inputs: TrainingInputs) -> dict:
     """Every seed of one arm (run_job each), then the summary over seeds. Returns {'rows': per-seed and
     'all' rows, 'jobs': {seed: run_job result}}."""
-    jobs = {seed: run_job(profile, arm, seed, study, items, ref, field) for seed in profile["seeds"]}
+    jobs = {seed: run_job(profile, arm, seed, study, inputs) for seed in profile["seeds"]}
     seed_rows = pd.DataFrame([r for j in jobs.values() for r in j["rows"]])
     per_item = pd.concat([j["per_item"] for j in jobs.values()], ignore_index=True)
     summary = evaluate.summarize_seeds(per_item, seed_rows, profile["n_bootstrap"], profile["seed"])
@@ -164,12 +176,9 @@ def load_arm(profile, arm: str, study, seed: int | None = None, name: str | None
     """The model of one arm for analysis: 'original', or the trained job (arm, seed) (folder `name`, default
     the arm); seed defaults to the profile's first training seed. Returns (model, tokenizer, probe or None).
 
-    Weights are not committed: when this machine lacks them, the job is trained again here (same seed and
-    settings), and the committed results of the job are left as they are."""
-    from safetensors.torch import load_file
-
-    from .model import load_for
-
+    Weights are not committed: when this machine lacks them (or they were trained by other code), the job is
+    trained again here, with the same seed and settings; this says so, with the time it took when it was
+    trained, and prints progress lines. The committed results of the job are left as they are."""
     if arm == "original":
         lm, tok = load_for(profile)
         return lm, tok, None
@@ -179,13 +188,14 @@ def load_arm(profile, arm: str, study, seed: int | None = None, name: str | None
     folder = weights_dir(profile, name, seed)
     meta = folder / "checkpoint.json"
     if not meta.exists() or json.loads(meta.read_text()).get("job_key") != key:
-        print(f"the weights of {name} seed {seed} are not on this machine (they are not committed): training that job again")
+        why = "are not on this machine (weights are not committed)" if not meta.exists() else "were trained by other code or settings"
+        done = job_dir(profile, name, seed) / "job.json"
+        took = f"; it took {json.loads(done.read_text())['train_seconds'] / 60:.1f} min when it was trained" if done.exists() else ""
+        print(f"the weights of {name} seed {seed} {why}: training that job again here{took}", flush=True)
         reference, tok = load_for(profile)
-        items = train.make_train_items(tok, study.targets, study.questions, study.evidences, study.prompt_format)
-        ref = train.ReferenceCache(reference, items, tok.pad_token_id, profile["kl_on_answer"])
-        field = benchmark_inputs(profile, study, reference, tok, items) if arm in train.BENCHMARK_ARMS else None
+        inputs = study_inputs(profile, study, reference, tok, benchmark=method(arm).uses_field)
         del reference
-        lm, tok, probe, _ = _train(profile, arm, seed, study, items, ref, log_path=None, field=field, name=name)
+        lm, tok, probe, _ = _train(profile, arm, seed, study, inputs, log_path=None, name=name)
         return lm, tok, probe
     lm, tok = load_for(profile)
     missing, unexpected = lm.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
@@ -193,16 +203,6 @@ def load_arm(profile, arm: str, study, seed: int | None = None, name: str | None
         raise RuntimeError(f"checkpoint {folder} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     lm.tie_weights()
     probe_state = torch.load(folder / "probe.pt", map_location="cpu")
-    probe = train.LinearProbe(*reversed(probe_state["linear.weight"].shape))
+    probe = LinearProbe(*reversed(probe_state["linear.weight"].shape))
     probe.load_state_dict(probe_state)
     return lm, tok, probe.to(next(lm.parameters()).device)
-
-
-def benchmark_inputs(profile, study, reference, tok, items) -> train.FieldInputs:
-    """The benchmark arms' fixed inputs (train.FieldInputs): the training half of the retain facts
-    (data.split_retain) as training items, and the frozen model's references for NPO and RMU."""
-    retain_train, _ = data.split_retain(study.retain)
-    retain_items = train.make_train_items(tok, retain_train, study.questions, study.evidences, study.prompt_format)
-    return train.field_inputs(reference, items, retain_items, tok.pad_token_id, profile["rmu_steering_multiple"])
-
-

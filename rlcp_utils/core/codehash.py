@@ -1,0 +1,92 @@
+"""Which code computed a result: the source files of rlcp_utils that a job or a notebook runs, and their hash.
+
+The closure of a module is found statically (the `rlcp_utils` imports of each file, followed transitively), so
+a change to any function that a job can reach changes the job's key, and a change elsewhere (the report, the
+bench) leaves it alone. Every job.json and every notebook's manifest entry records `code_sha256`; the
+pipeline reruns what other code computed and names the files that changed.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PACKAGE = PACKAGE_DIR.name  # rlcp_utils
+_IMPORT_LINE = re.compile(rf"^\s*(?:from\s+({PACKAGE}(?:\.\w+)*)\s+import\s+([^#\n]+)|import\s+({PACKAGE}(?:\.\w+)*))", re.M)
+
+
+def _module_file(module: str, root: Path = PACKAGE_DIR) -> Path | None:
+    """The file of a dotted module name under the package (a module or a subpackage's __init__)."""
+    rel = Path(*module.split(".")[1:])
+    for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(source: str, root: Path = PACKAGE_DIR) -> set[str]:
+    """The package modules a piece of source imports (`from rlcp_utils.x import y` counts y when y is a
+    module of x, else x itself)."""
+    found: set[str] = set()
+    try:
+        tree = ast.parse(source)
+        nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        pairs = []
+        for n in nodes:
+            if isinstance(n, ast.Import):
+                pairs += [(a.name, []) for a in n.names]
+            elif n.module and n.level == 0:
+                pairs.append((n.module, [a.name for a in n.names]))
+    except SyntaxError:  # notebook source with IPython magics: fall back to the import lines
+        pairs = [(m.group(1) or m.group(3), [x.split(" as ")[0].strip(" ()") for x in (m.group(2) or "").split(",")])
+                 for m in _IMPORT_LINE.finditer(source)]
+    for module, names in pairs:
+        if module != PACKAGE and not module.startswith(PACKAGE + "."):
+            continue
+        subs = [f"{module}.{name}" for name in names if _module_file(f"{module}.{name}", root)]
+        found.update(subs or [module])
+    return found
+
+
+@lru_cache(maxsize=None)
+def _closure(modules: tuple[str, ...], root: Path) -> tuple[Path, ...]:
+    todo, seen = list(modules), {}
+    while todo:
+        module = todo.pop()
+        path = _module_file(module, root)
+        if path is None or path in seen.values():
+            continue
+        seen[module] = path
+        parts = module.split(".")
+        for k in range(2, len(parts)):  # a subpackage's __init__ runs before its modules
+            todo.append(".".join(parts[:k]))
+        todo += sorted(imported_modules(path.read_text(), root))
+    init = _module_file(PACKAGE, root)  # the package's own __init__ runs first in every import
+    files = set(seen.values()) | ({init} if init else set())
+    return tuple(sorted(files))
+
+
+def closure_files(modules: list[str], root: Path = PACKAGE_DIR) -> list[Path]:
+    """Every package file that importing `modules` runs, sorted."""
+    return list(_closure(tuple(sorted(modules)), root))
+
+
+def file_hashes(modules: list[str], root: Path = PACKAGE_DIR) -> dict[str, str]:
+    """{path relative to the package: sha256 of its bytes (16 hex)} over the closure of `modules`."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in closure_files(modules, root)}
+
+
+def code_sha256(modules: list[str], root: Path = PACKAGE_DIR) -> str:
+    """One hash of the code that `modules` run (16 hex): the key part that ties a result to its code."""
+    return hashlib.sha256(json.dumps(file_hashes(modules, root), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def changed_files(recorded: dict[str, str] | None, current: dict[str, str]) -> list[str]:
+    """The files whose hash differs between a recorded and the current closure (added and removed too)."""
+    recorded = recorded or {}
+    return sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
