@@ -8,21 +8,22 @@ a damaged cache is detected and rebuilt, never used. Hub ids (the paper profile)
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.util
+import json
 import logging
-import os
-import shutil
-import tempfile
+import platform
+import statistics
 import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from rlcp_utils.core.config import OFFLINE_MODEL, cache_root
+from rlcp_utils.core.files import folder_written_atomically
 
 log = logging.getLogger(__name__)
 
@@ -86,32 +87,9 @@ def _dequantize(gguf: Path):
 def save_weights(model, path: Path, metadata: dict | None = None) -> None:
     """The model's weights as safetensors. Tied embeddings share storage with lm_head, which safetensors
     refuses; lm_head is left out and re-tied from the config when the weights are loaded."""
-    from safetensors.torch import save_file
-
     tied = getattr(model.config, "tie_word_embeddings", False)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
     save_file(state, str(path), metadata={"format": "pt", **(metadata or {})})
-
-
-@contextlib.contextmanager
-def folder_written_atomically(folder: Path):
-    """Yield a temporary folder beside `folder`; on success it replaces `folder`, on error it is removed."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        yield tmp
-        from rlcp_utils.core.outputs import readable
-
-        readable(tmp, folder=True)  # mkdtemp makes it 0700
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                readable(f)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_cache(model, tokenizer, folder: Path, source_sha256: str) -> None:
@@ -217,8 +195,6 @@ def cpu_bf16_flags() -> list[str]:
 
 def _matmul_speedup(repeats: int = 5) -> float:
     """fp32 time / bf16-autocast time of a forward+backward through an MLP-sized linear layer (seconds)."""
-    import statistics
-
     torch.manual_seed(0)
     layer = torch.nn.Linear(576, 1536)
     x = torch.randn(512, 576, requires_grad=True)
@@ -253,10 +229,6 @@ def resolve_precision(setting: str, device: str = "auto") -> dict:
     instruction set (avx512_bf16 or amx_bf16) and a measured bf16 matmul is at least 1.2x faster than fp32;
     without them bf16 is emulated and was measured 22x slower per training step. The CPU decision is
     measured once per machine and kept in .cache/precision.json, so every notebook of a run agrees."""
-    import json
-    import platform
-
-    from rlcp_utils.core.config import cache_root
 
     if setting not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {setting!r}")

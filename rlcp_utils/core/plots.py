@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -20,8 +22,6 @@ CURVES = [("ce_no_context", "CE of the answer, no context (higher = forgotten)")
 def training_curves(logs: dict[tuple[str, int], pd.DataFrame], n_classes: int, smooth: int = 5):
     """One panel per logged quantity, one line per (arm, training seed) in the arm's colour (rolling mean
     over `smooth` steps)."""
-    import math
-
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     for ax, (col, title) in zip(axes.flat, CURVES):
         labelled = set()

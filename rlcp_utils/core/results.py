@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rlcp_utils.core.files import atomic_write_text
+
 COLUMNS = ["notebook", "arm", "seed", "metric", "value", "ci_low", "ci_high", "interval", "chance", "unit",
            "n_units", "n_prompts", "n_seeds"]
 REQUIRED = ["notebook", "arm", "seed", "metric", "value"]
@@ -61,8 +63,6 @@ def analysis_row(profile, arm: str, metric: str, value, **fields) -> dict:
 
 def write(profile, notebook: str, rows: list[dict] | pd.DataFrame, path: Path | None = None) -> Path:
     """Write one notebook's rows (replacing its previous file); a notebook never edits another's file."""
-    from rlcp_utils.core.outputs import atomic_write_text
-
     df = frame(rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows, notebook)
     _check(df, f"results of {notebook}")
     path = path or results_dir(profile) / f"{notebook}.csv"

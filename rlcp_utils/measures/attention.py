@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from rlcp_utils.core.progress import track
 
 from rlcp_utils.core.batching import autocast, batches, left_pad
+from rlcp_utils.core.progress import track
 
 
 def attention_entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -10,14 +10,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
-from rlcp_utils.core.batching import SharedPrefixPass, autocast, batches, left_pad, right_pad
+from rlcp_utils.core.batching import (
+    SharedPrefixPass,
+    autocast,
+    batches,
+    left_pad,
+    right_pad,
+)
 from rlcp_utils.core.progress import track
 from rlcp_utils.data import facts
 from rlcp_utils.measures.probing import hidden_states_at
-
-
 
 
 @torch.no_grad()
@@ -106,8 +111,6 @@ def derangement(values: list, seed: int) -> list:
 
 def per_fact(items: list[dict], scores: dict) -> "pd.DataFrame":
     """Per fact: fraction of its prompts answered correctly (greedy) and mean answer probability."""
-    import pandas as pd
-
     frame = pd.DataFrame({"fact": [it["fact"] for it in items], "correct": scores["greedy_correct"],
                           "prob": scores["answer_prob"]})
     return frame.groupby("fact").agg(recall=("correct", "mean"), prob=("prob", "mean"))

@@ -15,6 +15,7 @@ at most (first order) eta * delta * |grad L_fact| * |grad L_logic|. This module 
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -88,8 +89,6 @@ def first_order_steps(model, fact_loss, logic_loss, etas: list[float], direction
     gradients computed once). With delta the measured |cos|, the bound equals |first-order prediction|
     (Cauchy-Schwarz): what a step tests is whether the O(eta^2) terms stay small at this eta, that is whether
     |measured| / bound stays near or below 1. Rows in the order of etas, then directions."""
-    import copy
-
     if any(d not in (-1, 1) for d in directions):
         raise ValueError(f"direction must be -1 (descent) or +1 (ascent), got {directions}")
     g_fact, g_logic = gradient(model, fact_loss), gradient(model, logic_loss)

@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.metrics import silhouette_score
@@ -26,9 +27,10 @@ from sklearn.model_selection import GroupKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
 from rlcp_utils.core.batching import autocast, batches, left_pad
 from rlcp_utils.core.progress import track
-from rlcp_utils.data.facts import last_token_of
+from rlcp_utils.data.facts import last_token_of  # noqa: F401 (re-exported: notebooks read states at the city token)
 
 # --- states ---------------------------------------------------------------------------------------------
 
@@ -125,8 +127,6 @@ def fit_predict(kind: str, X_train, y_train, groups_train, X_test, seed: int = 0
 def fit_predict_many(jobs: list[tuple], n_jobs: int = -1, desc: str | None = None) -> list[np.ndarray]:
     """fit_predict over many (kind, X_train, y_train, groups_train, X_test, seed) jobs, one process per core:
     hundreds of small fits (layers x arms x tasks) are CPU-bound and independent."""
-    from joblib import Parallel, delayed
-
     results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fit_predict)(*job) for job in jobs)
     return list(track(results, desc, total=len(jobs)))
 

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlcp_utils.core.batching import autocast, right_pad
-from rlcp_utils.data.facts import fold_name
-from rlcp_utils.core.progress import track
 from rlcp_utils.core.answers import answer_ce_only
+from rlcp_utils.core.batching import autocast, right_pad
+from rlcp_utils.core.progress import track
+from rlcp_utils.data.facts import fold_name
 from rlcp_utils.data.inputs import TrainItem
 
 

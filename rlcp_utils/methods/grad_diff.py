@@ -11,7 +11,15 @@ from dataclasses import dataclass
 import torch
 
 from rlcp_utils.core.answers import answer_ce
-from rlcp_utils.methods.common import Step, no_context_pass, observer_probe, probe_accuracy, probe_state, retain_ce, retain_pass
+from rlcp_utils.methods.common import (
+    Step,
+    no_context_pass,
+    observer_probe,
+    probe_accuracy,
+    probe_state,
+    retain_ce,
+    retain_pass,
+)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from rlcp_utils.core.answers import answer_ce, answer_token_logp
-from rlcp_utils.methods.common import Step, no_context_pass, observer_probe, probe_accuracy, probe_state, retain_ce, retain_pass
+from rlcp_utils.methods.common import (
+    Step,
+    no_context_pass,
+    observer_probe,
+    probe_accuracy,
+    probe_state,
+    retain_ce,
+    retain_pass,
+)
 
 
 @dataclass(frozen=True)

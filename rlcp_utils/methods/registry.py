@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from rlcp_utils.methods import grad_diff, just_rag, npo, rlcp, rmu, selective_rlcp, unlikelihood
+from rlcp_utils.methods import (
+    grad_diff,
+    just_rag,
+    npo,
+    rlcp,
+    rmu,
+    selective_rlcp,
+    unlikelihood,
+)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from rlcp_utils.core.answers import answer_ce
-from rlcp_utils.methods.common import Step, kl_term, no_context_pass, probe_accuracy, probe_state, rag_ce
+from rlcp_utils.methods.common import (
+    Step,
+    kl_term,
+    no_context_pass,
+    probe_accuracy,
+    probe_state,
+    rag_ce,
+)
 
 
 class _GradReverse(torch.autograd.Function):

@@ -17,7 +17,14 @@ import torch
 
 from rlcp_utils.core.answers import answer_ce
 from rlcp_utils.data.inputs import TrainItem
-from rlcp_utils.methods.common import Step, no_context_pass, observer_probe, probe_accuracy, probe_state, retain_pass
+from rlcp_utils.methods.common import (
+    Step,
+    no_context_pass,
+    observer_probe,
+    probe_accuracy,
+    probe_state,
+    retain_pass,
+)
 
 
 @dataclass(frozen=True)

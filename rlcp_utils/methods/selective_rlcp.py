@@ -16,8 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from rlcp_utils.core.answers import answer_ce, answer_token_logp
-from rlcp_utils.methods.common import (Step, kl_term, no_context_pass, probe_accuracy, probe_state, rag_ce, retain_ce,
-                                       retain_pass)
+from rlcp_utils.methods.common import (
+    Step,
+    kl_term,
+    no_context_pass,
+    probe_accuracy,
+    probe_state,
+    rag_ce,
+    retain_ce,
+    retain_pass,
+)
 from rlcp_utils.methods.rlcp import gradient_reversal
 
 

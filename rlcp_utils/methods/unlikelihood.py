@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import torch
 
 from rlcp_utils.core.answers import answer_ce
-from rlcp_utils.methods.common import Step, kl_term, no_context_pass, observer_probe, probe_accuracy, probe_state
+from rlcp_utils.methods.common import (
+    Step,
+    kl_term,
+    no_context_pass,
+    observer_probe,
+    probe_accuracy,
+    probe_state,
+)
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,16 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import torch
 
-from rlcp_utils.core import answers, batching, config, model as model_mod, outputs
+from rlcp_utils.core import answers, batching, config, outputs, results
+from rlcp_utils.core import model as model_mod
 from rlcp_utils.data import facts, inputs
 from rlcp_utils.measures import evaluate, gsm8k
 from rlcp_utils.methods import common, rlcp
+from rlcp_utils.study import claims
 from rlcp_utils.training import loop
 
 
@@ -206,11 +210,6 @@ def growth(lm, tok, batch_size: int, layer: int, repeats: int) -> dict:
 
 
 def growth_figure(g: dict, out_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     x = [r["tokens_per_step"] for r in g["step_vs_length"]]
     axes[0].plot(x, [r["rlcp_step_s"] for r in g["step_vs_length"]], "o-")
@@ -287,16 +286,11 @@ def bench_table(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def precision_comparison(bf16_profile: str = "default", fp32_profile: str = "fp32-check") -> "pd.DataFrame":
+def precision_comparison(bf16_profile: str = "default", fp32_profile: str = "fp32-check") -> pd.DataFrame:
     """Table 1 of RLCP, first training seed, in the two precisions, next to the spread of the training seeds:
     bf16 autocast is acceptable where it moves a number less than retraining with another seed does.
     Both profiles must have run (fp32-check: `python -m rlcp_utils.study.pipeline --profile fp32-check --only 01_data
     03_rlcp_training`); the original model's rows show what bf16 does to evaluation alone."""
-    import pandas as pd
-
-    from rlcp_utils.core import results
-    from rlcp_utils.study import claims
-
     rows = []
     a, b = (results.load(config.load_profile(name)) for name in (bf16_profile, fp32_profile))
     seed0 = str(config.load_profile(bf16_profile)["seeds"][0])

@@ -30,7 +30,12 @@ from safetensors.torch import load_file
 
 from rlcp_utils.core import codehash, results
 from rlcp_utils.core.config import BENCHMARK_TRAINING_PARAMETERS, params_through
-from rlcp_utils.core.model import folder_written_atomically, load_for, precision_of, save_weights
+from rlcp_utils.core.model import (
+    folder_written_atomically,
+    load_for,
+    precision_of,
+    save_weights,
+)
 from rlcp_utils.core.notebook import force_recompute
 from rlcp_utils.data import facts
 from rlcp_utils.data.inputs import TrainingInputs, training_inputs
