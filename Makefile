@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench
+.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ FORCE ?=
 reproduce: $(STAMP)
 	$(PY) -m rlcp_utils.study.pipeline --profile $(PROFILE) $(if $(filter 1 yes true,$(FORCE)),--force)
 
+## Which committed outputs are stale against this checkout (their notebook, parameters, or the package code they
+## ran changed), and why; exits 1 when any is. Runs nothing.
+check: $(STAMP)
+	$(PY) -m rlcp_utils.study.pipeline --check
+
 ## Unit tests (tiny random models) and the smoke run of every notebook with the real offline model.
 test: $(STAMP)
 	$(PY) -m pytest tests
@@ -38,4 +43,5 @@ bench: $(STAMP)
 
 ## Regenerate the .ipynb of each notebook from its edited .py twin.
 notebooks: $(STAMP)
+	$(PY) -m rlcp_utils.study.shown_code
 	for f in notebooks/[0-9][0-9]_*.py; do $(VENV)/bin/jupytext --to ipynb --update "$$f"; done

@@ -12,7 +12,6 @@ import ast
 import hashlib
 import json
 import re
-from functools import lru_cache
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -20,18 +19,23 @@ PACKAGE = PACKAGE_DIR.name  # rlcp_utils
 _IMPORT_LINE = re.compile(rf"^\s*(?:from\s+({PACKAGE}(?:\.\w+)*)\s+import\s+([^#\n]+)|import\s+({PACKAGE}(?:\.\w+)*))", re.M)
 
 
-def _module_file(module: str, root: Path = PACKAGE_DIR) -> Path | None:
+def _module_file(module: str, root: Path | None = None) -> Path | None:
     """The file of a dotted module name under the package (a module or a subpackage's __init__)."""
-    rel = Path(*module.split(".")[1:])
+    root = root or PACKAGE_DIR
+    parts = module.split(".")[1:]
+    if not parts:
+        return root / "__init__.py" if (root / "__init__.py").is_file() else None
+    rel = Path(*parts)
     for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
         if candidate.is_file():
             return candidate
     return None
 
 
-def imported_modules(source: str, root: Path = PACKAGE_DIR) -> set[str]:
+def imported_modules(source: str, root: Path | None = None) -> set[str]:
     """The package modules a piece of source imports (`from rlcp_utils.x import y` counts y when y is a
     module of x, else x itself)."""
+    root = root or PACKAGE_DIR
     found: set[str] = set()
     try:
         tree = ast.parse(source)
@@ -53,7 +57,6 @@ def imported_modules(source: str, root: Path = PACKAGE_DIR) -> set[str]:
     return found
 
 
-@lru_cache(maxsize=None)
 def _closure(modules: tuple[str, ...], root: Path) -> tuple[Path, ...]:
     todo, seen = list(modules), {}
     while todo:
@@ -71,19 +74,25 @@ def _closure(modules: tuple[str, ...], root: Path) -> tuple[Path, ...]:
     return tuple(sorted(files))
 
 
-def closure_files(modules: list[str], root: Path = PACKAGE_DIR) -> list[Path]:
+def closure_files(modules: list[str], root: Path | None = None) -> list[Path]:
     """Every package file that importing `modules` runs, sorted."""
-    return list(_closure(tuple(sorted(modules)), root))
+    return list(_closure(tuple(sorted(modules)), root or PACKAGE_DIR))
 
 
-def file_hashes(modules: list[str], root: Path = PACKAGE_DIR) -> dict[str, str]:
+def file_hashes(modules: list[str], root: Path | None = None) -> dict[str, str]:
     """{path relative to the package: sha256 of its bytes (16 hex)} over the closure of `modules`."""
+    root = root or PACKAGE_DIR
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in closure_files(modules, root)}
 
 
-def code_sha256(modules: list[str], root: Path = PACKAGE_DIR) -> str:
+def digest(hashes: dict[str, str]) -> str:
+    """One hash (16 hex) of a {file: hash} map."""
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def code_sha256(modules: list[str], root: Path | None = None) -> str:
     """One hash of the code that `modules` run (16 hex): the key part that ties a result to its code."""
-    return hashlib.sha256(json.dumps(file_hashes(modules, root), sort_keys=True).encode()).hexdigest()[:16]
+    return digest(file_hashes(modules, root))
 
 
 def changed_files(recorded: dict[str, str] | None, current: dict[str, str]) -> list[str]:

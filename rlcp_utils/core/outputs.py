@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from rlcp_utils.core import codehash
 from rlcp_utils.core.config import REPO_ROOT, Profile, notebook_stage
 
 # re-exported: notebooks and modules write through outputs
@@ -86,7 +87,8 @@ def machine() -> dict:
 
 
 def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook_sha: str, status: str,
-                        read_runs: dict | None = None, peak_rss_gib: float | None = None) -> dict:
+                        read_runs: dict | None = None, peak_rss_gib: float | None = None,
+                        code_files: dict[str, str] | None = None) -> dict:
     """Add one notebook's run to manifest.json: its commit, the parameters and precision, the runs of the
     notebooks it read, wall time and memory; package versions and the machine at the top."""
     path = profile.output_dir / "manifest.json"
@@ -108,6 +110,9 @@ def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook
         # what this notebook's results depend on: the parameters it reads first, its code, what it read
         "param_hash": profile.hash_of_stage(notebook_stage(notebook)),
         "notebook_sha256": notebook_sha,
+        # the package code it ran: every rlcp_utils file its imports reach, and one hash of them (core.codehash)
+        "code_sha256": codehash.digest(code_files) if code_files is not None else None,
+        "code_files": code_files,
         "reads": read_runs or {},
         "precision": resolve_precision(profile["precision"], profile["device"]),
         # the runner's largest finished kernel so far (resource.getrusage): an upper bound of this notebook's peak

@@ -7,9 +7,16 @@ rename), and manifest.json records it: the parameter hash, the notebook's hash, 
 each notebook it reads, wall time and peak memory. A notebook runs again when, and only when:
 - it has no finished record (never ran, failed, or was last run directly, outside the pipeline);
 - its own code changed (the .ipynb's hash) or a parameter that it reads first changed (Parameter.stage);
+- the package code it runs changed: every rlcp_utils file that its imports reach (core.codehash) is hashed
+  into its manifest entry (`code_sha256`, `code_files`), and a run made by other code is rerun, naming the
+  files that changed (training jobs and cached analyses carry the same hash in their keys, so inside the
+  rerun only what that code computes is recomputed);
 - a notebook it reads (the `Reads:` line of its first markdown cell) runs in this invocation, or ran since.
 So an interrupted run resumes after the last notebook that finished, and a change to one notebook reruns
-only the notebooks that read its results. Changes to rlcp_utils itself are not tracked: rerun with --force.
+only the notebooks that read its results.
+
+    python -m rlcp_utils.study.pipeline --check             # what `make check` calls: which committed outputs
+                                                              are stale against this checkout, and why
 
 --force reruns every selected notebook and recomputes everything inside it: training jobs are retrained and
 cached generations regenerated (the kernels see RLCP_FORCE=1), nothing is reused.
@@ -23,13 +30,36 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from rlcp_utils.core.config import REPO_ROOT, ParameterError, load_profile, notebook_stage
+import nbformat
+import papermill as pm
+from papermill.exceptions import PapermillExecutionError
+
+from rlcp_utils.core import codehash
+from rlcp_utils.core.config import (
+    REPO_ROOT,
+    ParameterError,
+    load_profile,
+    notebook_stage,
+)
+from rlcp_utils.core.model import resolve_precision
 from rlcp_utils.core.notebook import FORCE_ENV, PIPELINE_ENV
-from rlcp_utils.core.outputs import read_json, record_notebook_run, update_readme_table
+from rlcp_utils.core.outputs import (
+    read_json,
+    readable,
+    record_notebook_run,
+    update_readme_table,
+    write_json,
+)
+
+try:
+    import resource  # POSIX only: the kernels' peak memory
+except ImportError:
+    resource = None
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 _READS = re.compile(r"^\s*#?\s*Reads:\s*(.+?)\.?\s*$", re.M)
@@ -55,6 +85,14 @@ def reads(notebook: Path) -> list[str]:
     return []
 
 
+def notebook_code(notebook: Path) -> dict[str, str]:
+    """{package file: hash} of the rlcp_utils code a notebook runs: the closure of its code cells' imports."""
+    nb = json.loads(notebook.read_text())
+    source = "\n".join("".join(c.get("source", "")) for c in nb.get("cells", []) if c.get("cell_type") == "code")
+    source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    return codehash.file_hashes(sorted(codehash.imported_modules(source)))
+
+
 def _manifest(profile) -> dict:
     return read_json(profile.output_dir / "manifest.json", {}) or {}
 
@@ -72,6 +110,12 @@ def why_stale(profile, notebook: Path, manifest: dict) -> str | None:
         return "the notebook changed"
     if entry.get("param_hash") != profile.hash_of_stage(notebook_stage(notebook.stem)):
         return "its parameters changed"
+    code = notebook_code(notebook)
+    if entry.get("code_sha256") != codehash.digest(code):
+        if not entry.get("code_files"):
+            return "made by code that recorded no hash of itself (before code hashes)"
+        changed = codehash.changed_files(entry["code_files"], code)
+        return f"the package code it runs changed ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''})"
     for dep in reads(notebook):
         dep_entry = manifest.get("notebooks", {}).get(dep, {})
         if entry.get("reads", {}).get(dep) != dep_entry.get("finished_utc"):
@@ -96,8 +140,6 @@ def plan(profile, notebooks: list[Path], force: bool = False) -> dict[str, str |
 def forget_removed_notebooks(profile) -> list[str]:
     """Drop the manifest entries and executed copies of notebooks that no longer exist (renamed or removed),
     so the manifest describes only what the current notebooks made. Returns their names."""
-    from rlcp_utils.core.outputs import write_json
-
     manifest = _manifest(profile)
     current = {nb.stem for nb in study_notebooks()}
     gone = sorted(set(manifest.get("notebooks", {})) - current)
@@ -116,18 +158,13 @@ def is_done(profile, notebook: Path) -> bool:
 def _kernels_peak_rss_gib() -> float | None:
     """Largest resident memory of any finished child process (the notebook kernels) so far, in GiB; a
     notebook's kernel has exited when this is read, so each notebook's value bounds its own peak."""
-    try:
-        import resource
-    except ImportError:  # not on Windows
+    if resource is None:  # not on Windows
         return None
     kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
     return round(kib / 2**20, 2)
 
 
 def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool = False) -> float:
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
     out_dir = profile.sub("notebooks")
     final = out_dir / notebook.name
     partial = out_dir / f"{notebook.stem}.running.ipynb"
@@ -135,6 +172,7 @@ def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool 
     # a profile of params/ is passed by name, any other YAML by its path
     profile_arg = profile.path.stem if profile.committed else str(profile.path)
     sha = _sha256(notebook)  # before running: an edit made during the run must not pass for what ran
+    code = notebook_code(notebook)  # likewise for the package code it runs
     manifest = _manifest(profile)
     read_runs = {dep: manifest.get("notebooks", {}).get(dep, {}).get("finished_utc") for dep in reads(notebook)}
     # the kernel inherits this environment: figures inline (MPLBACKEND=Agg would drop them from the
@@ -168,17 +206,13 @@ def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool 
     _relative_papermill_paths(partial)
     os.replace(partial, final)
     failed.unlink(missing_ok=True)
-    record_notebook_run(profile, notebook.stem, wall, sha, "ok", read_runs, peak_rss_gib=_kernels_peak_rss_gib())
+    record_notebook_run(profile, notebook.stem, wall, sha, "ok", read_runs, peak_rss_gib=_kernels_peak_rss_gib(), code_files=code)
     return wall
 
 
 def _relative_papermill_paths(path: Path) -> None:
     """papermill records the input and output paths in the notebook's metadata: keep them free of this
     machine's folders (relative to the repository, or the file name alone)."""
-    import nbformat
-
-    from rlcp_utils.core.outputs import readable
-
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):
@@ -207,13 +241,58 @@ class _Prefixed:
         self.stream.flush()
 
 
+def stale_outputs(profile) -> dict[str, str]:
+    """{notebook: why} for every recorded or current notebook whose committed outputs are not current against
+    this checkout: its code, the package code it runs, its parameters or what it read changed, it never ran,
+    or it no longer exists. Empty when everything is current."""
+    manifest = _manifest(profile)
+    notebooks = study_notebooks()
+    out = {name: "no such notebook any more (renamed or removed)"
+           for name in sorted(set(manifest.get("notebooks", {})) - {nb.stem for nb in notebooks})}
+    for name, reason in plan(profile, notebooks).items():
+        if reason is not None:
+            out[name] = reason
+    return out
+
+
+def check(profiles: list[str]) -> int:
+    """Print which committed outputs are stale against this checkout; 1 when any is, else 0."""
+    stale_any = False
+    for name in profiles:
+        profile = load_profile(name)
+        stale = stale_outputs(profile)
+        stale_any |= bool(stale)
+        print(f"{name}: " + ("every notebook's outputs are current" if not stale else f"{len(stale)} stale"))
+        for nb, why in stale.items():
+            print(f"  {nb}: {why}")
+    return 1 if stale_any else 0
+
+
+def committed_profiles() -> list[str]:
+    """The profiles whose outputs are committed: outputs/<name>/manifest.json tracked by git, for a profile of
+    params/ (outside a git checkout: every such manifest)."""
+    found = sorted(p.parent.name for p in (REPO_ROOT / "outputs").glob("*/manifest.json")
+                   if (REPO_ROOT / "params" / f"{p.parent.name}.yaml").exists())
+    try:
+        tracked = subprocess.run(["git", "ls-files", "outputs/*/manifest.json"], cwd=REPO_ROOT, capture_output=True,
+                                 text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return found
+    return [name for name in found if f"outputs/{name}/manifest.json" in tracked]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="default", help="name under params/ or a path to a YAML file")
     ap.add_argument("--force", action="store_true", help="rerun the notebooks and recompute everything (retrain)")
     ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (for example 01_data)")
     ap.add_argument("--log-output", action="store_true", help="stream every cell output (not only printed lines)")
+    ap.add_argument("--check", action="store_true",
+                    help="run nothing: list the committed outputs that are stale against this checkout (every committed "
+                         "profile unless --profile is given); exit 1 when any is")
     args = ap.parse_args(argv)
+    if args.check:
+        return check([args.profile] if "--profile" in (argv if argv is not None else sys.argv) else committed_profiles())
     try:
         profile = load_profile(args.profile)
     except ParameterError as err:
@@ -228,8 +307,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unknown notebook(s) {sorted(unknown)}; known: {[nb.stem for nb in notebooks]}", file=sys.stderr)
             return 2
         notebooks = [nb for nb in notebooks if nb.stem in args.only]
-    from rlcp_utils.core.model import resolve_precision
-
     prec = resolve_precision(profile["precision"], profile["device"])
     print(f"profile {profile.name} ({profile.hash}): {profile['description']}")
     print(f"precision {prec['precision']}: {prec['reason']}")
