@@ -5,9 +5,9 @@ from rlcp_utils.measures import arithmetic
 
 
 def test_multiplication_facts_are_unordered_pairs_cast_as_study_facts():
-    facts = arithmetic.multiplication_facts(2, 9)
-    assert len(facts) == 8 * 9 // 2 and all(f["a"] <= f["b"] and f["answer"] == f["a"] * f["b"] for f in facts)
-    seven_eight = next(f for f in facts if (f["a"], f["b"]) == (7, 8))
+    products = arithmetic.multiplication_facts(2, 9)
+    assert len(products) == 8 * 9 // 2 and all(f["a"] <= f["b"] and f["answer"] == f["a"] * f["b"] for f in products)
+    seven_eight = next(f for f in products if (f["a"], f["b"]) == (7, 8))
     assert seven_eight["city"] == "7 x 8" and seven_eight["country"] == "56"
 
 

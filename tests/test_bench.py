@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rlcp_utils.data import facts
-from rlcp_utils.training import train
+from rlcp_utils.data import inputs
 from rlcp_utils.study import bench
 
 FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
@@ -15,7 +15,7 @@ FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
 def _items(tok):
     qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
     es = facts.split_templates(facts.EVIDENCE_TEMPLATES, 2, "e")
-    return train.make_train_items(tok, FACTS, qs, es, "plain")
+    return inputs.make_train_items(tok, FACTS, qs, es, "plain")
 
 
 def test_median_time_takes_the_median_of_the_timed_calls(monkeypatch):

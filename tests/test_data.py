@@ -48,14 +48,14 @@ def test_answer_tokens_follow_the_prompt(tiny_tokenizer):
 
 
 def test_build_items_pairs_each_question_with_an_evidence_wording(tiny_tokenizer):
-    facts = [{"city": "Paris", "country": "France"}, {"city": "Lima", "country": "Peru"}]
+    pair = [{"city": "Paris", "country": "France"}, {"city": "Lima", "country": "Peru"}]
     qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")[:2]
     es = facts.split_templates(facts.EVIDENCE_TEMPLATES, 2, "e")[:3]
-    no_ctx = facts.build_items(tiny_tokenizer, facts, qs, "plain")
-    rag = facts.build_items(tiny_tokenizer, facts, qs, "plain", es)
+    no_ctx = facts.build_items(tiny_tokenizer, pair, qs, "plain")
+    rag = facts.build_items(tiny_tokenizer, pair, qs, "plain", es)
     assert len(no_ctx) == 4 and len(rag) == 4
     assert [i["evidence_id"] for i in rag[:2]] == ["e0", "e1"]
-    rag_cycled = facts.build_items(tiny_tokenizer, facts[:1], facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q"), "plain", es)
+    rag_cycled = facts.build_items(tiny_tokenizer, pair[:1], facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q"), "plain", es)
     assert [i["evidence_id"] for i in rag_cycled][:4] == ["e0", "e1", "e2", "e0"]
     assert all(i["evidence_id"] is None for i in no_ctx)
     assert all(i["country"] in i["prompt"] for i in rag)          # the evidence states the answer

@@ -7,10 +7,10 @@ from rlcp_utils.measures import evaluate
 
 
 def _items(tok, n=6, fmt="plain"):
-    facts = [{"city": c, "country": k} for c, k in
-             [("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru"), ("Cairo", "Egypt"), ("Nairobi", "Kenya")]][:n]
+    six = [{"city": c, "country": k} for c, k in
+           [("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru"), ("Cairo", "Egypt"), ("Nairobi", "Kenya")]][:n]
     qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")[:3]
-    return facts.build_items(tok, facts, qs, fmt)
+    return facts.build_items(tok, six, qs, fmt)
 
 
 def test_logprob_matches_a_direct_computation(tiny_model, tiny_tokenizer):

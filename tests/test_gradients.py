@@ -8,16 +8,16 @@ import torch
 from rlcp_utils.core import batching
 from rlcp_utils.data import facts
 from rlcp_utils.measures import evaluate, gradients
-from rlcp_utils.training import train
+from rlcp_utils.data import inputs
 
 FACTS = [{"city": c, "country": k, "label": i} for i, (c, k) in
          enumerate([("Berlin", "Germany"), ("Paris", "France"), ("Tokyo", "Japan"), ("Lima", "Peru")])]
 
 
-def _loss(tok, facts):
+def _loss(tok, fact_list):
     qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
     es = facts.split_templates(facts.EVIDENCE_TEMPLATES, 2, "e")
-    items = train.make_train_items(tok, facts, qs, es, "plain")[:6]
+    items = inputs.make_train_items(tok, fact_list, qs, es, "plain")[:6]
 
     def loss(model):  # the answers' mean CE in the model's own dtype (float64 where the test needs it)
         ids, mask = batching.right_pad([it.no_ids for it in items], tok.pad_token_id)

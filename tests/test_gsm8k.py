@@ -31,7 +31,7 @@ def test_licence_and_provenance_ship_next_to_the_data():
     assert "MIT License" in (gsm8k.DATA_DIR / "LICENSE").read_text(encoding="utf-8")
     source = (gsm8k.DATA_DIR / "SOURCE.md").read_text(encoding="utf-8")
     assert "openai/grade-school-math" in source and "Vendored copy" in source
-    assert gsm8k.DATA_DIR.resolve().is_relative_to(Path(gsm8k.__file__).resolve().parent)  # package data
+    assert gsm8k.DATA_DIR.resolve().is_relative_to(Path(gsm8k.__file__).resolve().parents[1])  # package data (rlcp_utils/resources)
 
 
 def test_first_problem_and_thousands_separator_in_references(problems):

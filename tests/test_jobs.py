@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
+from rlcp_utils.core.config import load_profile
 from rlcp_utils.measures import evaluate
 from rlcp_utils.training import jobs
-from rlcp_utils.core.config import load_profile
 
 TARGETS = [{"city": c, "country": k, "label": i} for i, (c, k) in enumerate([("Lima", "Peru"), ("Cairo", "Egypt")])]
 STUDY = SimpleNamespace(targets=TARGETS, retain=[], questions=[], evidences=[], prompt_format="chat")
+INPUTS = SimpleNamespace(items=[], n_classes=len(TARGETS))  # the stand-in training reads none of it
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.delenv("RLCP_FORCE", raising=False)
     trained = []
 
-    def train(profile, arm, seed, study, items, ref, log_path, field=None, name=None, on_step=None):
+    def train(profile, arm, seed, study, inputs, log_path, name=None, on_step=None):
         if seed in fake_state["interrupt"]:
             raise KeyboardInterrupt(f"stopped while training {arm} seed {seed}")
         trained.append((name or arm, seed))
@@ -45,7 +46,7 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setattr(jobs, "_train", train)
     monkeypatch.setattr(evaluate, "evaluate_arm", evaluate_arm)
     monkeypatch.setattr(evaluate, "adversary_accuracy", lambda *a, **k: ([], []))
-    monkeypatch.setattr(jobs.train, "epoch_schedule", lambda *a, **k: [[0]])
+    monkeypatch.setattr(jobs.loop, "epoch_schedule", lambda *a, **k: [[0]])
     return fake_state
 
 
@@ -53,12 +54,12 @@ def test_an_interrupted_job_is_retrained_alone(fake):
     profile = load_profile("smoke", {"precision": "fp32", "seeds": [0, 1, 2]})
     fake["interrupt"] = {1}
     with pytest.raises(KeyboardInterrupt):
-        jobs.run_arm(profile, "rlcp", STUDY, [], None)
+        jobs.run_arm(profile, "rlcp", STUDY, INPUTS)
     assert fake["trained"] == [("rlcp", 0)]
     assert (jobs.job_dir(profile, "rlcp", 0) / "job.json").exists()
     assert not jobs.job_dir(profile, "rlcp", 1).exists()  # the interrupted job left nothing under its name
     fake["interrupt"] = set()
-    run = jobs.run_arm(profile, "rlcp", STUDY, [], None)
+    run = jobs.run_arm(profile, "rlcp", STUDY, INPUTS)
     assert fake["trained"] == [("rlcp", 0), ("rlcp", 1), ("rlcp", 2)]  # seed 0 loaded, 1 and 2 trained
     assert [j["trained"] for j in run["jobs"].values()] == [False, True, True]
     summary = [r for r in run["rows"] if r["seed"] == "all"]
@@ -69,9 +70,9 @@ def test_an_interrupted_job_is_retrained_alone(fake):
 
 def test_force_retrains_finished_jobs(fake, monkeypatch):
     profile = load_profile("smoke", {"precision": "fp32", "seeds": [0]})
-    jobs.run_arm(profile, "just_rag", STUDY, [], None)
+    jobs.run_arm(profile, "just_rag", STUDY, INPUTS)
     monkeypatch.setenv("RLCP_FORCE", "1")
-    jobs.run_arm(profile, "just_rag", STUDY, [], None)
+    jobs.run_arm(profile, "just_rag", STUDY, INPUTS)
     assert fake["trained"] == [("just_rag", 0), ("just_rag", 0)]
 
 
@@ -121,20 +122,20 @@ def test_a_sweep_job_keeps_its_own_name_key_and_monitor(fake):
     from rlcp_utils.core import config
 
     profile = load_profile("smoke", {"precision": "fp32", "seeds": [0]})
-    jobs.run_arm(profile, "rlcp", STUDY, [], None)
+    jobs.run_arm(profile, "rlcp", STUDY, INPUTS)
     sweep = config.profile_with(profile, lambda_kl=0.0)
     assert sweep.name == profile.name and sweep["lambda_kl"] == 0.0 and profile["lambda_kl"] != 0.0
     monitor = lambda step, model: [{"step": step, "value": step * 2}] if step % 2 == 0 else []
-    first = jobs.run_job(sweep, "rlcp", 0, STUDY, [], None, name="rlcp_kl0", notebook="09_open_questions",
+    first = jobs.run_job(sweep, "rlcp", 0, STUDY, INPUTS, name="rlcp_kl0", notebook="11_kl_verbosity",
                          monitor=monitor, key_extra={"every": 2})
     assert fake["trained"] == [("rlcp", 0), ("rlcp_kl0", 0)] and first["trained"]
     assert list(first["monitor"].step) == [0, 2]
-    again = jobs.run_job(sweep, "rlcp", 0, STUDY, [], None, name="rlcp_kl0", notebook="09_open_questions",
+    again = jobs.run_job(sweep, "rlcp", 0, STUDY, INPUTS, name="rlcp_kl0", notebook="11_kl_verbosity",
                          monitor=monitor, key_extra={"every": 2})
     assert not again["trained"] and again["monitor"].equals(first["monitor"])  # loaded from monitor.csv
-    assert set(again["rows"][0]) >= {"notebook"} and again["rows"][0]["notebook"] == "09_open_questions"
+    assert set(again["rows"][0]) >= {"notebook"} and again["rows"][0]["notebook"] == "11_kl_verbosity"
     # another monitor setting is another job; the arm's own job was never touched
-    jobs.run_job(sweep, "rlcp", 0, STUDY, [], None, name="rlcp_kl0", monitor=monitor, key_extra={"every": 3})
+    jobs.run_job(sweep, "rlcp", 0, STUDY, INPUTS, name="rlcp_kl0", monitor=monitor, key_extra={"every": 3})
     assert fake["trained"][-1] == ("rlcp_kl0", 0) and len(fake["trained"]) == 3
     info = json.loads((jobs.job_dir(profile, "rlcp", 0) / "job.json").read_text())
     assert info["job_key"] == jobs.job_key(profile, "rlcp", 0, STUDY) != jobs.job_key(sweep, "rlcp", 0, STUDY)

@@ -62,7 +62,7 @@ def selective_rlcp_loss(model, probe, step: Step, w: Weights) -> dict[str, torch
     l_retain = retain_ce(model, *retain_pass(model, step), step)
     l_forget = w.forget_weight * l_bounded
     total = total + l_forget + w.retain_weight * l_retain
-    l_kl = kl_term(out, step)
+    l_kl = kl_term(out, step) if w.lambda_kl > 0 else torch.zeros((), device=h.device)
     total = total + w.lambda_kl * l_kl
     l_rag = rag_ce(model, step)
     total = total + w.lambda_rag * l_rag
