@@ -64,7 +64,7 @@ pd.Series(P.params).to_frame("value")
 # %% [markdown]
 # ## The model
 # Eager attention, so later notebooks can read attention weights; fp32 on CPU. The offline model's GGUF is
-# dequantized once and cached (see `rlcp_utils/model.py`).
+# dequantized once and cached (see `rlcp_utils/core/model.py`).
 
 # %%
 t0 = time.time()

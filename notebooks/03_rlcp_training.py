@@ -31,7 +31,7 @@
 # Baselines (02) use the same loop with some weights set to zero. RLCP is trained once per training seed
 # (`seeds`), each (arm, seed) an independent job. This notebook then regenerates the paper's **Table 1**
 # from all four arms, every number a mean over seeds with an interval that includes the seed-to-seed
-# variation, and judges the Table 1 claims with the study's one set of rules (`rlcp_utils/claims.py`, the
+# variation, and judges the Table 1 claims with the study's one set of rules (`rlcp_utils/study/claims.py`, the
 # same rules as the report in 08).
 #
 # Reads: 01_data, 02_baselines

@@ -57,11 +57,16 @@ def _choice(help, *choices):
 NUMBER = (int, float)
 
 
-def _seed_list(help, stage=9):
+def _seed_list(help, stage):
     return Parameter(list, help, lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
                      and len(set(v)) == len(v), "a non-empty list of distinct integers >= 0", stage)
 
 # One schema for every profile. Notebooks read only keys listed here.
+# The study's arms by name, in order: the paper's (02, 03) and the unlearning benchmark's (08). Profiles are
+# validated against these names; methods/registry.py gives each name its loss function (and checks it has all).
+PAPER_ARMS = ("just_rag", "unlikelihood", "rlcp")
+BENCHMARK_ARMS = ("selective_rlcp", "grad_diff", "npo", "rmu")
+
 PARAMETERS: dict[str, Parameter] = {
     "description": Parameter(str, "one line saying what the profile is for"),
     # --- model -----------------------------------------------------------------------------------
@@ -103,41 +108,41 @@ PARAMETERS: dict[str, Parameter] = {
     "kl_on_answer": Parameter(bool, "KL also at the positions that predict the answer (paper: KL on the logits of x_no)", stage=2),
     "max_grad_norm": _range(float, "gradient clipping of the backbone; 0 = off (paper: not stated)", 0.0, stage=2),
     "seeds": _seed_list("training seeds: each (arm, seed) is one training job; analyses on one model use the first", stage=2),
-    "arms": Parameter(list, "arms to train, in order", lambda v: len(v) > 0 and set(v) <= {"just_rag", "unlikelihood", "rlcp"},
-                      "a non-empty list of just_rag, unlikelihood, rlcp", stage=2),
-    # --- the unlearning benchmark (08_unlearning): its arms are jobs like the paper's ---------------------
+    "arms": Parameter(list, "arms to train, in order", lambda v: len(v) > 0 and set(v) <= set(PAPER_ARMS),
+                      f"a non-empty list of {', '.join(PAPER_ARMS)}", stage=2),
+    # --- the unlearning benchmark (08_unlearning; its attacks and checks: 09_relearning, 10_unlearning_checks) ---
     "benchmark_arms": Parameter(list, "arms of the unlearning benchmark trained in 08 (the paper's arms are reused from 02/03)",
-                                lambda v: len(v) > 0 and set(v) <= {"selective_rlcp", "grad_diff", "npo", "rmu"},
-                                "a non-empty list of selective_rlcp, grad_diff, npo, rmu", stage=8),
+                                lambda v: len(v) > 0 and set(v) <= set(BENCHMARK_ARMS),
+                                f"a non-empty list of {', '.join(BENCHMARK_ARMS)}", stage=8),
     "retain_weight": _range(NUMBER, "weight of CE on the training retain facts (GradDiff/NPO alpha, selective RLCP's retain stream)", 0.0, stage=8),
     "selective_forget_weight": _range(NUMBER, "selective RLCP: weight of the bounded forget term -log(1 - p)", 0.0, stage=8),
     "npo_beta": _range(NUMBER, "NPO's beta (open-unlearning: 0.1)", 1e-6, stage=8),
     "rmu_steering_multiple": _range(NUMBER, "RMU: c = this x the frozen model's mean state norm at RMU's layer on forget prompts", 0.0, stage=8),
     "rmu_retain_weight": _range(NUMBER, "RMU: weight of the retain state distance (open-unlearning alpha: 1)", 0.0, stage=8),
-    "relearn_folds": _range(int, "relearning attack: folds of the targets (fine-tune on the others, test the held-out fold)", 2, 100, stage=8),
+    "relearn_folds": _range(int, "relearning attack: folds of the targets (fine-tune on the others, test the held-out fold)", 2, 100, stage=9),
     "relearn_steps": Parameter(list, "relearning attack: fine-tuning budgets (steps) at which the held-out fold is tested",
                                lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
-                               and list(v) == sorted(set(v)), "an increasing list of integers >= 0", stage=8),
-    "lm_loss_texts": _range(int, "GSM8K reference solutions in the fixed text sample for the per-token loss (and as many for benign relearning)", 1, 600, stage=8),
-    # --- the paper's open questions (09_open_questions): sweeps of RLCP through the same loop ------------
-    "kl_sweep": Parameter(list, "part 1: lambda_KL values RLCP is trained with besides the profile's lambda_kl (03's jobs)",
+                               and list(v) == sorted(set(v)), "an increasing list of integers >= 0", stage=9),
+    "lm_loss_texts": _range(int, "GSM8K reference solutions in the fixed text sample for the per-token loss (and as many for benign relearning)", 1, 600, stage=9),
+    # --- the paper's open questions (11-14, one notebook each): sweeps of RLCP through the same loop ------
+    "kl_sweep": Parameter(list, "11: lambda_KL values RLCP is trained with besides the profile's lambda_kl (03's jobs)",
                           lambda v: len(v) > 0 and all(isinstance(x, NUMBER) and not isinstance(x, bool) and x >= 0 for x in v),
-                          "a non-empty list of numbers >= 0", stage=9),
-    "kl_sweep_seeds": _seed_list("part 1: training seeds of every KL setting (at least 2 where a difference is claimed)"),
-    "gradient_every": _range(int, "part 2: steps between gradient measurements along the monitored RLCP run", 1, stage=9),
-    "gradient_prompts": _range(int, "part 2: prompts behind each loss whose gradient is measured", 2, 1000, stage=9),
-    "first_order_etas": Parameter(list, "part 2: step sizes of the first-order test of Proposition 3.2",
+                          "a non-empty list of numbers >= 0", stage=11),
+    "kl_sweep_seeds": _seed_list("11: training seeds of every KL setting (at least 2 where a difference is claimed)", stage=11),
+    "gradient_every": _range(int, "12: steps between gradient measurements along the monitored RLCP run", 1, stage=12),
+    "gradient_prompts": _range(int, "12: prompts behind each loss whose gradient is measured", 2, 1000, stage=12),
+    "first_order_etas": Parameter(list, "12: step sizes of the first-order test of Proposition 3.2",
                                   lambda v: len(v) > 0 and all(isinstance(x, float) and x > 0 for x in v),
-                                  "a non-empty list of floats > 0", stage=9),
-    "fact_counts": Parameter(list, "part 3: numbers of target facts RLCP forgets besides n_targets (extra facts: the training retain half)",
+                                  "a non-empty list of floats > 0", stage=12),
+    "fact_counts": Parameter(list, "13: numbers of target facts RLCP forgets besides n_targets (extra facts: the training retain half)",
                              lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 2 for x in v),
-                             "a non-empty list of integers >= 2", stage=9),
-    "fact_count_seeds": _seed_list("part 3: training seeds of every fact count"),
-    "arith_n_targets": _range(int, "part 4: known multiplication facts that RLCP forgets (the other known ones are held out)", 2, 30, stage=9),
-    "arith_max_factor": _range(int, "part 4: the multiplication facts a x b with 2 <= a <= b <= this", 3, 99, stage=9),
-    "arith_addends": _range(int, "part 4: two-step problems (a x b + c) per fact, distinct addends c in 1..9", 1, 9, stage=9),
-    "arith_seeds": _seed_list("part 4: training seeds of the arithmetic arms (RLCP and Just-RAG)"),
-    "sweep_gsm8k_problems": _range(int, "part 1: GSM8K problems (07's seeded subset, first ones) per KL setting's first-seed model", 1, 1319, stage=9),
+                             "a non-empty list of integers >= 2", stage=13),
+    "fact_count_seeds": _seed_list("13: training seeds of every fact count", stage=13),
+    "arith_n_targets": _range(int, "14: known multiplication facts that RLCP forgets (the other known ones are held out)", 2, 30, stage=14),
+    "arith_max_factor": _range(int, "12 and 14: the multiplication facts a x b with 2 <= a <= b <= this", 3, 99, stage=12),
+    "arith_addends": _range(int, "12 and 14: two-step problems (a x b + c) per fact, distinct addends c in 1..9", 1, 9, stage=12),
+    "arith_seeds": _seed_list("14: training seeds of the arithmetic arms (RLCP and Just-RAG)", stage=14),
+    "sweep_gsm8k_problems": _range(int, "11: GSM8K problems (07's seeded subset, first ones) per KL setting's first-seed model", 1, 1319, stage=11),
     # --- analysis notebooks (04-08): changing these never retrains an arm ------------------------------
     "n_probe_seeds": _range(int, "seeds (train/test resamples and initialisations) of every post-hoc probe", 1, 100, stage=4),
     "tsne_perplexity": _range(NUMBER, "t-SNE perplexity of the collapse figure (same for every arm)", 2.0, 100.0, stage=5),
@@ -302,7 +307,7 @@ def load_profile(profile: str = "default", overrides: dict | None = None) -> Pro
 
 def profile_with(profile: Profile, **overrides) -> Profile:
     """The same profile (same name and outputs folder) with some training parameters changed: a sweep's
-    setting (09). The changed values enter the job keys of what is trained under them, so a sweep job is
+    setting (11-14). The changed values enter the job keys of what is trained under them, so a sweep job is
     never taken for the profile's own job of the same arm."""
     values = dict(profile.params)
     for key, value in overrides.items():

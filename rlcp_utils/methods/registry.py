@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from rlcp_utils.core.config import BENCHMARK_ARMS, PAPER_ARMS
 from rlcp_utils.methods import (
     grad_diff,
     just_rag,
@@ -48,8 +49,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            description="steer a middle layer on forget prompts, keep it on retain prompts"),
 ]}
 
-PAPER_ARMS = tuple(name for name, m in METHODS.items() if not m.uses_field)
-BENCHMARK_ARMS = tuple(name for name, m in METHODS.items() if m.uses_field)
+if tuple(METHODS) != PAPER_ARMS + BENCHMARK_ARMS or any(METHODS[a].uses_field for a in PAPER_ARMS):
+    raise RuntimeError(f"methods/registry.py lists {tuple(METHODS)}; core/config.py names {PAPER_ARMS + BENCHMARK_ARMS}")
 
 
 def method(arm: str) -> Method:
