@@ -87,3 +87,18 @@ def test_cuda_request_without_gpu_is_refused(monkeypatch):
     with pytest.raises(ModelUnavailableError, match="no GPU"):
         model_mod.resolve_device("cuda")
     assert model_mod.resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("capability,expected", [((7, 5), "fp32"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_on_a_gpu_is_bf16_only_where_native(monkeypatch, capability, expected):
+    """A T4 (7.5) emulates bf16 (torch.cuda.is_bf16_supported() still says True): fp32 there, with the reason."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4" if capability < (8, 0) else "A100")
+    model_mod.resolve_precision.cache_clear()  # it is decided once per process; here the device changes
+    out = model_mod.resolve_precision("auto", "cuda")
+    assert out["precision"] == expected and out["device"] == "cuda"
+    assert f"compute capability {capability[0]}.{capability[1]}" in out["reason"]
+    assert model_mod.resolve_precision("fp32", "cuda")["precision"] == "fp32"  # an explicit setting is kept
+    model_mod.resolve_precision.cache_clear()

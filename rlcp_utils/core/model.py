@@ -230,7 +230,7 @@ def precision_of(profile) -> str:
 def resolve_precision(setting: str, device: str = "auto") -> dict:
     """What 'auto' | 'fp32' | 'bf16' means on this machine, with the evidence: {'precision', 'reason', ...}.
 
-    'auto' on a GPU: bf16 where the GPU supports it. On a CPU: bf16 only when the CPU has a native bf16
+    'auto' on a GPU: bf16 where the GPU runs it natively (compute capability >= 8.0), else fp32. On a CPU: bf16 only when the CPU has a native bf16
     instruction set (avx512_bf16 or amx_bf16) and a measured bf16 matmul is at least 1.2x faster than fp32;
     without them bf16 is emulated and was measured 22x slower per training step. The CPU decision is
     measured once per machine and kept in .cache/precision.json, so every notebook of a run agrees."""
@@ -242,9 +242,13 @@ def resolve_precision(setting: str, device: str = "auto") -> dict:
     if setting != "auto":
         return {"precision": setting, "reason": f"set in the profile ({setting})", "device": dev.type, "cpu_bf16_flags": flags}
     if dev.type == "cuda":
-        ok = torch.cuda.is_bf16_supported()
+        # native bf16 needs compute capability 8.0 (Ampere) or later; torch.cuda.is_bf16_supported() alone also
+        # counts emulation (True on a T4, 7.5), where bf16 would be slower than fp32
+        major, minor = torch.cuda.get_device_capability(dev)
+        ok = major >= 8
         return {"precision": "bf16" if ok else "fp32", "device": "cuda", "cpu_bf16_flags": flags,
-                "reason": f"GPU {torch.cuda.get_device_name()} {'supports' if ok else 'lacks'} bf16"}
+                "reason": f"GPU {torch.cuda.get_device_name(dev)} (compute capability {major}.{minor}) "
+                          f"{'runs bf16 natively' if ok else 'has no native bf16 (needs 8.0 or later): fp32'}"}
     if dev.type != "cpu":
         return {"precision": "fp32", "device": dev.type, "cpu_bf16_flags": flags, "reason": f"{dev.type}: fp32"}
     if not flags:
