@@ -32,7 +32,7 @@
 # (`seeds`), each (arm, seed) an independent job. This notebook then regenerates the paper's **Table 1**
 # from all four arms, every number a mean over seeds with an interval that includes the seed-to-seed
 # variation, and judges the Table 1 claims with the study's one set of rules (`rlcp_utils/study/claims.py`, the
-# same rules as the report in 08).
+# same rules as the report, 15_report).
 #
 # Reads: 01_data, 02_baselines
 
@@ -126,7 +126,7 @@ pd.DataFrame({"input h": h.detach(), "forward output": out.detach(), "upstream g
 #     ce_no = answer_ce(out.logits, out.ids, out.prompt_lens, step.answer_lens)
 #     l_l = -w.unlikelihood_weight * ce_no                             # L_L: push the no-context answer down
 #     total = total + l_l
-#     l_kl = kl_term(out, step) if w.lambda_kl > 0 else torch.zeros((), device=h.device)  # repair on x_no (09 sweeps it)
+#     l_kl = kl_term(out, step) if w.lambda_kl > 0 else torch.zeros((), device=h.device)  # repair on x_no (11 sweeps it)
 #     total = total + w.lambda_kl * l_kl
 #     l_rag = rag_ce(model, step)                                      # L_RAG: answer given the evidence
 #     total = total + w.lambda_rag * l_rag

@@ -32,7 +32,7 @@
 # The trained weights are kept for the first training seed only (0.5 GB per model), so every number here is one
 # model per arm, with an interval over facts; the record says n seeds = 1.
 #
-# Reads: 01_data, 08_unlearning
+# Reads: 01_data, 02_baselines, 03_rlcp_training, 08_unlearning
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).

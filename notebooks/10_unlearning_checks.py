@@ -34,7 +34,7 @@
 # Then the benchmark in one table (08's forgetting and collateral damage, 09's relearning, the checks here),
 # the forgetting-vs-collateral figure and the verdicts on our questions.
 #
-# Reads: 01_data, 08_unlearning, 09_relearning
+# Reads: 01_data, 02_baselines, 03_rlcp_training, 07_gsm8k, 08_unlearning, 09_relearning
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
@@ -222,8 +222,8 @@ def cell(arm, key):
 
 bench_table = pd.DataFrame({label: [cell(arm, key) for arm in ARMS] for key, label in COLUMNS.items()}, index=ARMS)
 bench_table.insert(0, "training seeds", [0 if arm == "original" else len(P["seeds"]) for arm in ARMS])
-outputs.write_table(P, "08_benchmark", bench_table.reset_index(names="arm"))
-outputs.atomic_write_text(P.sub("tables") / "08_benchmark.md", outputs.markdown_table(bench_table.T))
+outputs.write_table(P, "10_benchmark", bench_table.reset_index(names="arm"))
+outputs.atomic_write_text(P.sub("tables") / "10_benchmark.md", outputs.markdown_table(bench_table.T))
 display(Markdown(outputs.markdown_table(bench_table.T)))
 
 # %% [markdown]
@@ -255,7 +255,7 @@ ax.axvline(1 - claims.FORGOTTEN, color="0.6", ls=":", lw=1)
 ax.legend(fontsize=8, loc="lower left")
 ax.set_title("Forgetting vs collateral damage (dotted: the selective goal)")
 fig.tight_layout()
-outputs.save_figure(P, fig, "08_pareto")
+outputs.save_figure(P, fig, "10_pareto")
 plt.show()
 
 # %% [markdown]
@@ -266,5 +266,5 @@ plt.show()
 
 # %%
 verdicts = claims.judge(record, section=claims.BENCH)
-outputs.write_table(P, "08_claims", verdicts)
+outputs.write_table(P, "10_claims", verdicts)
 verdicts[["claim", "ours", "n", "rule", "verdict"]]

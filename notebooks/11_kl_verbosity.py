@@ -27,7 +27,7 @@
 # batch orders): its numbers are means over seeds and facts with the two-level interval of 02/03. The GSM8K
 # replies come from each setting's first seed, whose weights are kept: the verdicts built on them say n = 1 seed.
 #
-# Reads: 01_data, 03_rlcp_training
+# Reads: 01_data, 03_rlcp_training, 07_gsm8k
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).

@@ -25,7 +25,7 @@
 # **Seeds.** One monitored run: 03's RLCP on the first training seed, retrained with a gradient monitor. The
 # first-order test measures the original model (no training seed).
 #
-# Reads: 01_data, 03_rlcp_training
+# Reads: 01_data, 03_rlcp_training, 07_gsm8k, 09_relearning
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rlcp_utils.core import config, model, notebook, outputs, results
+from rlcp_utils.core import codehash, config, model, notebook, outputs, results
 from rlcp_utils.data import facts
 from rlcp_utils.measures import gradients, gsm8k
 from rlcp_utils.study import sweeps
@@ -120,7 +120,7 @@ logic_a = pick([p for p in solved if p["city"] in known_half], n_g, 4)
 logic_b = pick([p for p in solved if p["city"] in {f["city"] for f in known[1::2]}], n_g, 5)
 if not logic_a or not logic_b:
     raise RuntimeError(f"the original solves {len(solved)} two-step problems, too few to split in two: raise arith_addends")
-gsm_train = pick(gsm8k.load_problems()[-2 * P["lm_loss_texts"]:], n_g, 6)  # from the texts 08 uses (its per-token loss and benign relearning)
+gsm_train = pick(gsm8k.load_problems()[-2 * P["lm_loss_texts"]:], n_g, 6)  # from the texts 09 and 10 use (benign relearning, per-token loss)
 
 
 def logic_ids(problems_):
@@ -148,7 +148,8 @@ PAIR_METRIC = {"fact vs logic (δ)": "fact_vs_logic", "fact vs GSM8K": "fact_vs_
 n_steps = len(loop.epoch_schedule(inputs.items, K, P["epochs"], P["batch_size"], FIRST))  # the monitor also measures the end
 n_inputs = {"fact": len(fact_a), "fact_other_half": len(fact_b), "other_facts": len(unrelated), "logic": len(logic_a),
             "logic_other_half": len(logic_b), "gsm8k": len(gsm_train)}
-monitor_spec = {"every": P["gradient_every"], "last": n_steps, "pairs": PAIRS, "inputs": hashlib.sha256(json.dumps(
+monitor_spec = {"every": P["gradient_every"], "last": n_steps, "pairs": PAIRS,
+                "code": codehash.code_sha256(["rlcp_utils.measures.gradients"]), "inputs": hashlib.sha256(json.dumps(
     [[i["prompt"] for i in fact_a + fact_b + unrelated], [p["question"] for p in logic_a + logic_b], [p["index"] for p in gsm_train]]
 ).encode()).hexdigest()[:16]}
 print(f"gradient losses: {len(fact_a)} + {len(fact_b)} target prompts, {len(unrelated)} other-fact prompts, "

@@ -133,7 +133,7 @@ for name in sorted(count_runs_all, key=n_facts_of.get):
 
 # %% [markdown]
 # ## A fresh country probe
-# As in 08: a logistic-regression probe trained at l* on the states of 01's probe
+# As in 10: a logistic-regression probe trained at l* on the states of 01's probe
 # cities (other known cities of the 15 target countries) under every wording, tested on the setting's targets
 # among the 15, for the first seed's model of each setting and the original.
 

@@ -30,7 +30,7 @@
 # **Seeds.** The arms are trained with `arith_seeds` (one seed on the default profile, to stay within the
 # budget): intervals are over facts only. The two-step problems use each arm's first seed: n = 1 seed.
 #
-# Reads: 01_data, 12_gradient_geometry
+# Reads: 01_data, 07_gsm8k, 12_gradient_geometry
 
 # %%
 # Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).

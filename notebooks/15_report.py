@@ -91,7 +91,7 @@ FIGURES = [("01_group_a", "Group A: what the original model knows"), ("03_traini
            ("05_fig1_tsne_cities_fruits", "Figure 1: t-SNE and PCA of cities and fruits"),
            ("05_fig2_type_centroids_pca", "Figure 2: entities and type centroids"), ("05_geometry_by_layer", "Collapse measures per layer"),
            ("06_fig3_attention_heatmap", "Figure 3: attention heatmap"), ("06_fig4_evidence_weight", "Figure 4: evidence weight"),
-           ("07_gsm8k", "GSM8K accuracy, scaffolding and length"), ("08_pareto", "Unlearning benchmark: forgetting vs collateral damage"),
+           ("07_gsm8k", "GSM8K accuracy, scaffolding and length"), ("10_pareto", "Unlearning benchmark: forgetting vs collateral damage"),
            ("11_kl_sweep", "Open questions 1: what λ_KL drives"), ("12_gradients", "Open questions 2: gradient cosines along RLCP"),
            ("13_fact_counts", "Open questions 3: more target facts"), ("14_arithmetic", "Open questions 4: forgetting multiplication facts")]
 counts = verdicts.verdict.value_counts().to_dict()
@@ -99,7 +99,7 @@ runs = manifest.get("notebooks", {})
 commits = sorted({v.get("git_commit") or "unknown" for v in runs.values()})
 precision = sorted({(v.get("precision") or {}).get("precision", "?") for v in runs.values()})
 table1_md = P.output_dir / "tables" / "table1.md"
-bench_md = P.output_dir / "tables" / "08_benchmark.md"
+bench_md = P.output_dir / "tables" / "10_benchmark.md"
 lines = [
     f"# RLCP study report: profile `{P.name}`", "",
     f"{P['description']}. Model `{P['model']}`, probe layer l* = {P['probe_layer']}, training seeds {P['seeds']}, "
@@ -112,7 +112,7 @@ lines = [
     "Spreads: for trained arms with several training seeds, a 95% two-level bootstrap interval (seeds, then facts within "
     "each seed) followed by the range of the seed means; otherwise a 95% bootstrap interval over facts, entities or "
     "problems (see each notebook). n counts units, prompts per seed and training seeds. Chance as stated per row "
-    "(deranged answers for recall, 1/K for probes, the most common answer for GSM8K). The analyses of 04–07, and 08's fluency, probe and relearning measures, use the first "
+    "(deranged answers for recall, 1/K for probes, the most common answer for GSM8K). The analyses of 04–07, and 09's relearning and 10's fluency, loss and probe measures, use the first "
     "training seed. The tables behind every row are in `tables/` and `results/`, the executed notebooks in `notebooks/`.", "",
     "## Table 1", "", table1_md.read_text() if table1_md.exists() else "(not run)", "",
     "## Unlearning benchmark (08)", "", bench_md.read_text() if bench_md.exists() else "(not run)", "",

@@ -113,3 +113,23 @@ def test_a_cached_analysis_is_read_back_and_recomputed_when_its_code_changes(pac
     monkeypatch.setenv("RLCP_FORCE", "1")
     cache.cached_table(profile, "10_x", "fluency", {"n": 4}, compute, ["rlcp_utils.measures.unlearning"])
     assert len(calls) == 4
+
+
+def test_the_package_imports_itself_by_absolute_names_and_unknown_modules_are_refused():
+    """Relative imports would escape the import reader (it follows absolute names), so there are none."""
+    import ast
+
+    for path in codehash.PACKAGE_DIR.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0], path
+    with pytest.raises(ValueError, match="not a module"):
+        codehash.file_hashes(["rlcp_utils.methods.no_such_method"])
+
+
+def test_a_jobs_key_ignores_parameter_help_but_follows_its_evaluation_inputs(package_copy):
+    p = load_profile("smoke", {"precision": "fp32"})
+    before = jobs.job_key(p, "rlcp", 0, STUDY)
+    _edit(package_copy / "core" / "config.py", "\n", "\n# a parameter's help text, reworded\n")
+    assert jobs.job_key(p, "rlcp", 0, STUDY) == before  # parameters enter the key by value, not by code
+    other = SimpleNamespace(**{**vars(STUDY), "retain": FACTS[:1]})
+    assert jobs.job_key(p, "rlcp", 0, other) != before  # scored on other retain facts: another job

@@ -223,8 +223,8 @@ def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
             assert (out / "analyses" / "10_unlearning_checks" / f"{name}_{arm}.json").exists()
     assert (out / "figures" / "09_relearning.png").exists()
     # 10 writes the benchmark's table, figure and verdicts under their names of before the split (08_*)
-    assert (out / "figures" / "08_pareto.png").exists() and (out / "tables" / "08_benchmark.md").exists()
-    verdicts = pd.read_csv(out / "tables" / "08_claims.csv")
+    assert (out / "figures" / "10_pareto.png").exists() and (out / "tables" / "10_benchmark.md").exists()
+    verdicts = pd.read_csv(out / "tables" / "10_claims.csv")
     assert len(verdicts) == 5 and set(verdicts.verdict) <= {"met", "partly", "not met", "inconclusive"}
 
 

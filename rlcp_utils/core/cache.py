@@ -6,8 +6,9 @@
 `cached_table` returns the saved table when the saved key equals the current one; otherwise it computes the
 table, saves both files (atomically, the key last) and returns it. The key is what the caller says the result
 depends on (parameters, the job keys of the models it measures, input hashes) plus the hash of the package code
-that computes it (`code`: module names, followed through their imports by core.codehash), so a rerun with
-nothing changed reads the table back, and a change to a measuring function recomputes it. `make reproduce
+that computes it (`code`: module names, followed through their imports by core.codehash) and of the code cells
+of the notebook that defines `compute`, so a rerun with nothing changed reads the table back, and a change to a
+measuring function, in the package or in the notebook, recomputes it. `make reproduce
 FORCE=1` (RLCP_FORCE=1) recomputes every analysis.
 """
 
@@ -22,13 +23,26 @@ from typing import Callable
 import pandas as pd
 
 from rlcp_utils.core import codehash
+from rlcp_utils.core.config import REPO_ROOT
 from rlcp_utils.core.notebook import force_recompute
 from rlcp_utils.core.outputs import atomic_write_text, read_json
 
 
-def analysis_key(key: dict, code: list[str]) -> str:
-    """The 16-hex key of an analysis: the caller's key (JSON) and the code that computes it."""
-    blob = json.dumps([key, codehash.code_sha256(code)], sort_keys=True, default=str)
+def notebook_code_sha256(notebook: str) -> str | None:
+    """The hash of a notebook's code cells (not its prose): the compute functions it defines are part of an
+    analysis's code. None outside a checkout (no notebooks/ folder)."""
+    path = REPO_ROOT / "notebooks" / f"{notebook}.ipynb"
+    if not path.exists():
+        return None
+    cells = json.loads(path.read_text()).get("cells", [])
+    code = ["".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code"]
+    return hashlib.sha256(json.dumps(code).encode()).hexdigest()[:16]
+
+
+def analysis_key(key: dict, code: list[str], notebook: str | None = None) -> str:
+    """The 16-hex key of an analysis: the caller's key (JSON), the package code that computes it and the code
+    cells of the notebook that defines its compute function."""
+    blob = json.dumps([key, codehash.code_sha256(code), notebook and notebook_code_sha256(notebook)], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -37,7 +51,7 @@ def cached_table(profile, notebook: str, name: str, key: dict, compute: Callable
     """The table `compute()` returns, from the cache when its key is current (see the module docstring)."""
     folder = profile.output_dir / "analyses" / notebook
     table, meta = folder / f"{name}.csv", folder / f"{name}.json"
-    current = analysis_key(key, code)
+    current = analysis_key(key, code, notebook)
     saved = read_json(meta, {}) or {}
     if not force_recompute() and saved.get("key") == current and table.exists():
         return pd.read_csv(table, keep_default_na=False, na_values=[""])

@@ -34,7 +34,7 @@ def _module_file(module: str, root: Path | None = None) -> Path | None:
 
 def imported_modules(source: str, root: Path | None = None) -> set[str]:
     """The package modules a piece of source imports (`from rlcp_utils.x import y` counts y when y is a
-    module of x, else x itself)."""
+    module of x, else x itself). The package imports itself by absolute names only (a test checks it)."""
     root = root or PACKAGE_DIR
     found: set[str] = set()
     try:
@@ -62,7 +62,9 @@ def _closure(modules: tuple[str, ...], root: Path) -> tuple[Path, ...]:
     while todo:
         module = todo.pop()
         path = _module_file(module, root)
-        if path is None or path in seen.values():
+        if path is None:
+            raise ValueError(f"{module} is not a module of {PACKAGE} (looked under {root})")
+        if path in seen.values():
             continue
         seen[module] = path
         parts = module.split(".")

@@ -143,7 +143,7 @@ PARAMETERS: dict[str, Parameter] = {
     "arith_addends": _range(int, "12 and 14: two-step problems (a x b + c) per fact, distinct addends c in 1..9", 1, 9, stage=12),
     "arith_seeds": _seed_list("14: training seeds of the arithmetic arms (RLCP and Just-RAG)", stage=14),
     "sweep_gsm8k_problems": _range(int, "11: GSM8K problems (07's seeded subset, first ones) per KL setting's first-seed model", 1, 1319, stage=11),
-    # --- analysis notebooks (04-08): changing these never retrains an arm ------------------------------
+    # --- analysis notebooks (04-07): changing these never retrains an arm ------------------------------
     "n_probe_seeds": _range(int, "seeds (train/test resamples and initialisations) of every post-hoc probe", 1, 100, stage=4),
     "tsne_perplexity": _range(NUMBER, "t-SNE perplexity of the collapse figure (same for every arm)", 2.0, 100.0, stage=5),
     "gsm8k_n_problems": _range(int, "GSM8K test problems evaluated per arm (a fixed, seeded subset)", 1, 1319, stage=7),

@@ -137,7 +137,7 @@ def markdown_table(frame) -> str:
 README_TABLES = {
     "table1": ("default/tables/table1.md", "03_rlcp_training"),
     "claims": ("default/tables/15_claims.md", "15_report"),
-    "benchmark": ("default/tables/08_benchmark.md", "10_unlearning_checks"),
+    "benchmark": ("default/tables/10_benchmark.md", "10_unlearning_checks"),
     "bench": ("bench/bench.md", None),
 }
 README_BLOCKS = {block: (f"<!-- {block}:start (written by {'make bench' if nb is None else 'the pipeline'} from outputs/{table}) -->",

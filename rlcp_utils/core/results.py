@@ -1,7 +1,7 @@
 """The study's results record: one tidy CSV per notebook, one row per number.
 
     outputs/<profile>/results/<notebook>.csv        written only by that notebook (results.write)
-    outputs/<profile>/jobs/<arm>/seed<k>/results.csv one training job's evaluation (train.run_job)
+    outputs/<profile>/jobs/<arm>/seed<k>/results.csv one training job's evaluation (training.jobs.run_job)
 
 Columns (COLUMNS): which `notebook` wrote the row, the `arm` ('original' or a trained arm), the training
 `seed` ('0', '1', ... for one trained model; 'all' for a summary over the seeds: mean and an interval that

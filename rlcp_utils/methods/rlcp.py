@@ -73,7 +73,7 @@ def rlcp_loss(model, probe, step: Step, w: Weights) -> dict[str, torch.Tensor]:
     ce_no = answer_ce(out.logits, out.ids, out.prompt_lens, step.answer_lens)
     l_l = -w.unlikelihood_weight * ce_no                             # L_L: push the no-context answer down
     total = total + l_l
-    l_kl = kl_term(out, step) if w.lambda_kl > 0 else torch.zeros((), device=h.device)  # repair on x_no (09 sweeps it)
+    l_kl = kl_term(out, step) if w.lambda_kl > 0 else torch.zeros((), device=h.device)  # repair on x_no (11 sweeps it)
     total = total + w.lambda_kl * l_kl
     l_rag = rag_ce(model, step)                                      # L_RAG: answer given the evidence
     total = total + w.lambda_rag * l_rag

@@ -46,8 +46,11 @@ from rlcp_utils.training import loop
 
 # Parameters that list jobs rather than shape one: adding a seed or an arm leaves the other jobs' keys alone
 _NOT_IN_JOB_KEY = {"seeds", "arms", "description"}
-# The code a job runs: this module and everything it imports (training loop, methods, inputs, scoring)
+# The code a job runs: this module and everything it imports (training loop, methods, inputs, scoring), less the
+# files that cannot change a job's numbers: parameters enter the key by value (config), and the rest writes
+# manifests, prints progress or hashes code
 JOB_CODE = [__name__]
+NOT_JOB_CODE = {"core/config.py", "core/notebook.py", "core/outputs.py", "core/codehash.py", "core/progress.py"}
 
 
 def job_dir(profile, arm: str, seed: int) -> Path:
@@ -60,7 +63,7 @@ def weights_dir(profile, arm: str, seed: int) -> Path:
 
 def job_code_sha256() -> str:
     """The hash of the source files a training job runs (core.codehash over this module's imports)."""
-    return codehash.code_sha256(JOB_CODE)
+    return codehash.digest({f: h for f, h in codehash.file_hashes(JOB_CODE).items() if f not in NOT_JOB_CODE})
 
 
 def job_key(profile, arm: str, seed: int, study, extra=None) -> str:
@@ -69,7 +72,7 @@ def job_key(profile, arm: str, seed: int, study, extra=None) -> str:
     settings), as JSON."""
     shaping = {k: v for k, v in params_through(profile.params, 3).items() if k not in _NOT_IN_JOB_KEY}
     key = [shaping, [(t["city"], t["country"]) for t in study.targets], study.prompt_format, arm, seed, precision_of(profile),
-           job_code_sha256()]
+           job_code_sha256(), _evaluation_inputs(study)]
     if method(arm).uses_field:  # the benchmark's arms also depend on its weights and the training retain facts
         key.append([{k: profile[k] for k in BENCHMARK_TRAINING_PARAMETERS}, [r["city"] for r in facts.split_retain(study.retain)[0]]])
     if extra is not None:
@@ -85,6 +88,14 @@ def study_inputs(profile, study, reference, tok, benchmark: bool = False, kl_on_
                            profile["kl_on_answer"] if kl_on_answer is None else kl_on_answer,
                            benchmark_retain=facts.split_retain(study.retain)[0] if benchmark else None,
                            rmu_multiple=profile["rmu_steering_multiple"])
+
+
+def _evaluation_inputs(study) -> str:
+    """A hash of what a job is scored on besides its targets: the retain facts and every question and evidence
+    wording (a notebook may bring its own, as the arithmetic facts do)."""
+    blob = json.dumps([[(r["city"], r["country"]) for r in study.retain],
+                       [(q.id, q.text, q.split) for q in study.questions], [(e.id, e.text, e.split) for e in study.evidences]])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _read_job(profile, name: str, seed: int, key: str) -> dict | None:
