@@ -133,3 +133,42 @@ def test_a_jobs_key_ignores_parameter_help_but_follows_its_evaluation_inputs(pac
     assert jobs.job_key(p, "rlcp", 0, STUDY) == before  # parameters enter the key by value, not by code
     other = SimpleNamespace(**{**vars(STUDY), "retain": FACTS[:1]})
     assert jobs.job_key(p, "rlcp", 0, other) != before  # scored on other retain facts: another job
+
+
+def test_the_package_is_a_tree_of_layers_without_cycles_or_function_level_imports():
+    """core < data < measures < methods < training < study: each folder imports only from itself and the ones
+    before it, so the import graph has no cycle; imports sit at the top of each module."""
+    import ast
+
+    order = ["core", "data", "measures", "methods", "training", "study"]
+    for path in codehash.PACKAGE_DIR.rglob("*.py"):
+        rel = path.relative_to(codehash.PACKAGE_DIR)
+        if len(rel.parts) < 2 or rel.parts[0] not in order:
+            continue
+        layer = order.index(rel.parts[0])
+        for module in codehash.imported_modules(path.read_text()):
+            parts = module.split(".")
+            if len(parts) > 1 and parts[1] in order:
+                assert order.index(parts[1]) <= layer, f"{rel} imports {module} from a later layer"
+        tree = ast.parse(path.read_text())
+        nested = [n for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert not nested, f"{rel}: import inside a function (line {nested[0].lineno})"
+    graph = {}
+    for path in codehash.PACKAGE_DIR.rglob("*.py"):
+        name = ".".join(("rlcp_utils",) + path.relative_to(codehash.PACKAGE_DIR).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = codehash.imported_modules(path.read_text()) - {name}
+    done, active = set(), []
+
+    def visit(node):
+        assert node not in active, f"import cycle: {' -> '.join(active[active.index(node):] + [node])}"
+        if node in done:
+            return
+        active.append(node)
+        for nxt in graph.get(node, ()):
+            visit(nxt)
+        active.pop()
+        done.add(node)
+
+    for node in graph:
+        visit(node)
