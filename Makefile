@@ -41,7 +41,9 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m rlcp_utils.study.bench
 
-## Regenerate the .ipynb of each notebook from its edited .py twin.
+## Regenerate the .ipynb of each notebook from its edited .py twin, after writing the code it shows and the repository's
+## address (pyproject.toml) into its text.
 notebooks: $(STAMP)
 	$(PY) -m rlcp_utils.study.shown_code
+	$(PY) -m rlcp_utils.study.colab
 	for f in notebooks/[0-9][0-9]_*.py; do $(VENV)/bin/jupytext --to ipynb --update "$$f"; done

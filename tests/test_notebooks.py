@@ -11,15 +11,32 @@ from jupytext.compare import compare_notebooks
 
 from rlcp_utils.core.config import REPO_ROOT, load_profile
 from rlcp_utils.core.outputs import README_BLOCKS, README_TABLES
-from rlcp_utils.study import pipeline
+from rlcp_utils.study import colab, pipeline
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 COLAB = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb"
 
 
 def _repo_slug():
-    readme = (REPO_ROOT / "README.md").read_text()
-    return re.search(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/main/notebooks/", readme).group(1)
+    return colab.repository_slug()  # pyproject.toml's [project.urls] Repository, the one place of the address
+
+
+@pytest.mark.parametrize("path", colab.targets(), ids=lambda p: p.name)
+def test_every_badge_and_setup_cell_names_the_configured_repository(path: Path):
+    text = path.read_text()
+    assert colab.render(text, _repo_slug()) == text, (f"{path.name} names another repository than pyproject.toml: run "
+                                                      "`python -m rlcp_utils.study.colab` and `make notebooks`")
+
+
+def test_the_address_is_rewritten_everywhere_from_pyproject(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project.urls]\nRepository = "https://github.com/someone/fork"\n')
+    assert colab.repository_slug(pyproject) == "someone/fork"
+    cell = ('[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/'
+            'github/rlcp-study/rlcp/blob/main/notebooks/04_probing.ipynb)\n"rlcp @ git+https://github.com/rlcp-study/rlcp"')
+    out = colab.render(cell, "someone/fork")
+    assert "github/someone/fork/blob/main/notebooks/04_probing.ipynb" in out and "git+https://github.com/someone/fork\"" in out
+    assert "rlcp-study" not in out and "colab-badge.svg" in out
 
 
 def test_there_are_notebooks():
