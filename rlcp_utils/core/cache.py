@@ -34,9 +34,7 @@ def notebook_code_sha256(notebook: str) -> str | None:
     path = REPO_ROOT / "notebooks" / f"{notebook}.ipynb"
     if not path.exists():
         return None
-    cells = json.loads(path.read_text()).get("cells", [])
-    code = ["".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code"]
-    return hashlib.sha256(json.dumps(code).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(codehash.code_cells(path)).encode()).hexdigest()[:16]
 
 
 def analysis_key(key: dict, code: list[str], notebook: str | None = None) -> str:

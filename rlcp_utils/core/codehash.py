@@ -101,3 +101,9 @@ def changed_files(recorded: dict[str, str] | None, current: dict[str, str]) -> l
     """The files whose hash differs between a recorded and the current closure (added and removed too)."""
     recorded = recorded or {}
     return sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+
+
+def code_cells(notebook: Path) -> list[str]:
+    """The source of a notebook's code cells (.ipynb), in order: what it runs, without its prose."""
+    cells = json.loads(notebook.read_text()).get("cells", [])
+    return ["".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code"]

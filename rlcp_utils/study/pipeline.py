@@ -88,8 +88,7 @@ def reads(notebook: Path) -> list[str]:
 
 def notebook_code(notebook: Path) -> dict[str, str]:
     """{package file: hash} of the rlcp_utils code a notebook runs: the closure of its code cells' imports."""
-    nb = json.loads(notebook.read_text())
-    source = "\n".join("".join(c.get("source", "")) for c in nb.get("cells", []) if c.get("cell_type") == "code")
+    source = "\n".join(codehash.code_cells(notebook))
     source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
     return codehash.file_hashes(sorted(codehash.imported_modules(source)))
 
