@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench check
+.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench check memory
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ reproduce: $(STAMP)
 check: $(STAMP)
 	$(PY) -m rlcp_utils.study.pipeline --check
 
-## Unit tests (tiny random models) and the smoke run of every notebook with the real offline model.
+## Unit tests (tiny random models), the Colab path, and every notebook under nbval on the smoke profile (real offline model).
 test: $(STAMP)
 	$(PY) -m pytest tests
 
@@ -40,6 +40,11 @@ unit: $(STAMP)
 ## Performance benchmark (about 5-10 minutes on 2 cores): writes outputs/bench/bench.json.
 bench: $(STAMP)
 	$(PY) -m rlcp_utils.study.bench
+
+## Memory (about 2 minutes): each notebook's peak from the manifests, and one training step of a random-initialised model
+## of the paper's shape (Qwen2.5-0.5B): writes outputs/bench/memory.json.
+memory: $(STAMP)
+	$(PY) -m rlcp_utils.study.memory
 
 ## Regenerate the .ipynb of each notebook from its edited .py twin, after writing the code it shows and the repository's
 ## address (pyproject.toml) into its text.

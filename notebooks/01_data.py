@@ -29,13 +29,30 @@
 # no-context recall and RAG accuracy on targets and retain facts.
 
 # %%
-# Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
+# Colab setup (does nothing elsewhere). A Colab badge opens this notebook alone in a fresh runtime: clone the study
+# (the committed results of the earlier notebooks come with it), install what Colab lacks (pyproject.toml leaves
+# torch unpinned, so Colab keeps its own), and work inside the clone. Earlier results this notebook needs and the
+# clone lacks are built by the pipeline when the notebook starts. RLCP_COLAB=1 runs this cell outside Colab too.
+import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "rlcp @ git+https://github.com/rlcp-study/rlcp"], check=True)
-    subprocess.run([sys.executable, "-m", "rlcp_utils.core.model"], check=True)  # the offline model's pinned wheel
+if "google.colab" in sys.modules or os.environ.get("RLCP_COLAB") == "1":
+    import tomllib
+
+    checkout = os.path.abspath("rlcp")
+    if not os.path.isdir(os.path.join(checkout, ".git")):
+        repository = os.environ.get("RLCP_REPOSITORY", "https://github.com/rlcp-study/rlcp")
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", repository, checkout], check=True)
+    with open(os.path.join(checkout, "pyproject.toml"), "rb") as f:
+        needs = tomllib.load(f)["project"]["dependencies"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *needs], check=True)
+    subprocess.run([sys.executable, "-m", "rlcp_utils.core.model"], cwd=checkout, check=True)  # the offline model
+    sys.path.insert(0, checkout)  # this kernel, the pipeline and its kernels all import the clone's rlcp_utils
+    os.environ["PYTHONPATH"] = checkout
+    os.chdir(os.path.join(checkout, "notebooks"))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
+    print(f"working in {checkout} at commit {commit.stdout.strip()}")
 
 # %% tags=["parameters"]
 profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)
@@ -72,6 +89,9 @@ lm, tok = model.load_for(P)
 summary = model.model_summary(lm)
 config.check_probe_layer(P, summary["num_hidden_layers"])
 print(f"loaded in {time.time() - t0:.1f}s; probe layer l* = {P['probe_layer']} of {summary['num_hidden_layers']}")
+
+# %%
+# NBVAL_CHECK_OUTPUT: `make test` compares this output with the one stored in the notebook (the model's shape is fixed)
 summary
 
 # %% [markdown]
@@ -88,13 +108,14 @@ pd.DataFrame(pool).head(10)
 # %% [markdown]
 # ## Prompt templates
 # Ten paraphrases of the context-free question (x_no) and six phrasings of the evidence sentence for the
-# RAG prompt (x_rag = evidence, then the question). The k-th training question is paired with training
+# RAG prompt (the smoke profile uses the first five and three: `n_question_templates`, `n_evidence_templates`)
+# (x_rag = evidence, then the question). The k-th training question is paired with training
 # evidence k mod 4, the k-th held-out question with held-out evidence k mod 2. Every template ends where " <country>" starts. The last
 # ones are **held out**: training never sees them, so forgetting and RAG can be checked on unseen wording.
 
 # %%
-questions = facts.split_templates(facts.QUESTION_TEMPLATES, P["n_heldout_templates"], "q")
-evidences = facts.split_templates(facts.EVIDENCE_TEMPLATES, P["n_heldout_evidence"], "e")
+questions = facts.split_templates(facts.QUESTION_TEMPLATES[: P["n_question_templates"]], P["n_heldout_templates"], "q")
+evidences = facts.split_templates(facts.EVIDENCE_TEMPLATES[: P["n_evidence_templates"]], P["n_heldout_evidence"], "e")
 q_train = [q for q in questions if q.split == "train"]
 q_heldout = [q for q in questions if q.split == "heldout"]
 e_train = [e for e in evidences if e.split == "train"]
@@ -178,7 +199,9 @@ plt.show()
 # %%
 chosen = facts.select_facts(screened, P["n_targets"], P["n_retain"], P["min_probe_cities"], P["known_threshold"], P["seed"])
 targets, retain, probe_cities = chosen["targets"], chosen["retain"], chosen["probe_cities"]
-controls = [{"entity": e, "type": "fruit"} for e in facts.FRUITS] + [{"entity": e, "type": "number"} for e in facts.NUMBERS]
+n_controls = P["n_control_entities"]
+controls = ([{"entity": e, "type": "fruit"} for e in facts.FRUITS[:n_controls]]
+            + [{"entity": e, "type": "number"} for e in facts.NUMBERS[:n_controls]])
 facts.write_jsonl(DATA / "targets.jsonl", targets)
 facts.write_jsonl(DATA / "retain.jsonl", retain)
 facts.write_jsonl(DATA / "country_probe_cities.jsonl", probe_cities)

@@ -43,13 +43,30 @@
 # Reads: 01_data, 02_baselines, 03_rlcp_training
 
 # %%
-# Colab only: install this package (Colab already has torch, transformers, seaborn, scikit-learn).
+# Colab setup (does nothing elsewhere). A Colab badge opens this notebook alone in a fresh runtime: clone the study
+# (the committed results of the earlier notebooks come with it), install what Colab lacks (pyproject.toml leaves
+# torch unpinned, so Colab keeps its own), and work inside the clone. Earlier results this notebook needs and the
+# clone lacks are built by the pipeline when the notebook starts. RLCP_COLAB=1 runs this cell outside Colab too.
+import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "rlcp @ git+https://github.com/rlcp-study/rlcp"], check=True)
-    subprocess.run([sys.executable, "-m", "rlcp_utils.core.model"], check=True)  # the offline model's pinned wheel
+if "google.colab" in sys.modules or os.environ.get("RLCP_COLAB") == "1":
+    import tomllib
+
+    checkout = os.path.abspath("rlcp")
+    if not os.path.isdir(os.path.join(checkout, ".git")):
+        repository = os.environ.get("RLCP_REPOSITORY", "https://github.com/rlcp-study/rlcp")
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", repository, checkout], check=True)
+    with open(os.path.join(checkout, "pyproject.toml"), "rb") as f:
+        needs = tomllib.load(f)["project"]["dependencies"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *needs], check=True)
+    subprocess.run([sys.executable, "-m", "rlcp_utils.core.model"], cwd=checkout, check=True)  # the offline model
+    sys.path.insert(0, checkout)  # this kernel, the pipeline and its kernels all import the clone's rlcp_utils
+    os.environ["PYTHONPATH"] = checkout
+    os.chdir(os.path.join(checkout, "notebooks"))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
+    print(f"working in {checkout} at commit {commit.stdout.strip()}")
 
 # %% tags=["parameters"]
 profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)

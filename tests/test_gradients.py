@@ -101,3 +101,22 @@ def test_the_answer_loss_is_the_training_loss_and_the_monitor_measures_every_kth
     # the end of training is measured even off the grid
     at_end = gradients.monitor({"all": loss}, {}, every=2, last=3)
     assert at_end(3, tiny_model) and not at_end(1, tiny_model)
+
+
+def test_a_chunked_answer_loss_has_the_gradient_of_the_whole_batch(tiny_model, tiny_tokenizer):
+    """Chunks keep one chunk's activations in memory: the loss and its gradient must be those of the whole batch
+    (the chunks' gradients weighted by their share of the prompts), uneven last chunk included."""
+    qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")
+    items = facts.build_items(tiny_tokenizer, FACTS, [q for q in qs if q.split == "train"][:2], "plain")
+    prompts, answers = [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items]
+    assert len(items) % 3 != 0
+    whole, chunked = gradients.answer_loss(prompts, answers, tiny_tokenizer.pad_token_id, chunk=len(items)), \
+        gradients.answer_loss(prompts, answers, tiny_tokenizer.pad_token_id, chunk=3)
+    assert len(whole.chunks) == 1 and len(chunked.chunks) == -(-len(items) // 3)
+    assert float(chunked(tiny_model)) == pytest.approx(float(whole(tiny_model)), rel=1e-5)
+    g_whole, g_chunked = gradients.gradient(tiny_model, whole), gradients.gradient(tiny_model, chunked)
+    for group in g_whole:
+        assert torch.allclose(g_chunked[group], g_whole[group], rtol=1e-4, atol=1e-7), group
+    # and a plain callable is one chunk of weight 1
+    g_plain = gradients.gradient(tiny_model, lambda m: whole(m))
+    assert all(torch.equal(g_plain[k], g_whole[k]) for k in g_whole)

@@ -10,6 +10,7 @@ import pytest
 from jupytext.compare import compare_notebooks
 
 from rlcp_utils.core.config import REPO_ROOT, load_profile
+from rlcp_utils.core import outputs
 from rlcp_utils.core.outputs import README_BLOCKS, README_TABLES
 from rlcp_utils.study import colab, pipeline
 
@@ -32,11 +33,13 @@ def test_the_address_is_rewritten_everywhere_from_pyproject(tmp_path):
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[project.urls]\nRepository = "https://github.com/someone/fork"\n')
     assert colab.repository_slug(pyproject) == "someone/fork"
-    cell = ('[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/'
-            'github/rlcp-study/rlcp/blob/main/notebooks/04_probing.ipynb)\n"rlcp @ git+https://github.com/rlcp-study/rlcp"')
-    out = colab.render(cell, "someone/fork")
-    assert "github/someone/fork/blob/main/notebooks/04_probing.ipynb" in out and "git+https://github.com/someone/fork\"" in out
-    assert "rlcp-study" not in out and "colab-badge.svg" in out
+    text = ('# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/'
+            'github/rlcp-study/rlcp/blob/main/notebooks/04_probing.ipynb)\n\n# %%\n# Colab setup (an older version)\n'
+            'REPOSITORY = "https://github.com/rlcp-study/rlcp"\n\n# %% tags=["parameters"]\nprofile: str = "default"\n')
+    out = colab.render(text, "someone/fork")
+    assert "github/someone/fork/blob/main/notebooks/04_probing.ipynb" in out and "colab-badge.svg" in out
+    assert colab.setup_cell("someone/fork") in out and '"https://github.com/someone/fork"' in out
+    assert "rlcp-study" not in out and "an older version" not in out and out.endswith('profile: str = "default"\n')
 
 
 def test_there_are_notebooks():
@@ -60,25 +63,30 @@ def test_header_parameters_and_colab(py: Path):
     badge = COLAB.format(repo=_repo_slug(), name=py.stem)
     assert badge in nb.cells[0].source, "first cell must carry the Colab badge for this notebook"
     assert badge in (REPO_ROOT / "README.md").read_text(), "README must link this notebook's Colab badge"
-    install = nb.cells[1].source
-    assert '"google.colab" in sys.modules' in install and f"git+https://github.com/{_repo_slug()}" in install
+    # the second cell is the Colab setup cell, exactly as colab.py writes it for the configured repository
+    setup = jupytext.reads(colab.setup_cell(_repo_slug()), fmt="py:percent").cells[0].source
+    assert nb.cells[1].source == setup
     assert not any("../shared" in c.source for c in nb.cells)
 
 
 @pytest.mark.parametrize("block", sorted(README_TABLES))
-def test_readme_tables_are_the_committed_results(block):
-    """The README's generated blocks are copies of what the pipeline (or make bench) wrote, never typed by hand;
+def test_generated_blocks_are_the_committed_results(block):
+    """The documentation's generated blocks are copies of what the pipeline (or make bench) wrote, never typed by hand;
     a block whose notebook's committed outputs are stale against this checkout is reported, not passed."""
-    name, writer = README_TABLES[block]
-    readme = (REPO_ROOT / "README.md").read_text()
+    name, writer, document = README_TABLES[block]
+    text = (REPO_ROOT / document).read_text()
     start, end = README_BLOCKS[block]
-    assert start in readme and end in readme
-    text = readme.split(start, 1)[1].split(end, 1)[0].strip()
-    stale = pipeline.stale_outputs(load_profile("default")).get(writer) if writer else None
+    assert start in text and end in text, f"{document} lacks the {block} block"
+    shown = text.split(start, 1)[1].split(end, 1)[0].strip()
+    table = REPO_ROOT / "outputs" / name
+    if block == "run_times":  # the pipeline writes it from the manifest: it must be that manifest's table
+        manifest = json.loads((table.parent.parent / "manifest.json").read_text())
+        assert table.read_text() == outputs.run_times_table(manifest)
+    everything_stale = pipeline.stale_outputs(load_profile("default"))
+    stale = (everything_stale and "; ".join(everything_stale)) if writer == "pipeline" else everything_stale.get(writer) if writer else None
     if stale:
         pytest.xfail(f"{writer}, which writes outputs/{name}, is stale (make check): {stale}")
-    table = REPO_ROOT / "outputs" / name
-    assert text == (table.read_text().strip() if table.exists() else "")
+    assert shown == (table.read_text().strip() if table.exists() else "")
 
 
 def _committed(pattern: str) -> list[Path]:
@@ -117,3 +125,12 @@ def test_committed_executed_notebooks_show_figures_and_no_machine_paths():
         text = json.dumps([c.get("outputs", []) for c in code]) + json.dumps(nb.metadata)
         for marker in ("/work/", "/home/", "/root/", "/tmp/", "site-packages", "Warning:"):
             assert marker not in text, f"{path.relative_to(REPO_ROOT)} shows {marker!r}"
+
+
+def test_readme_starts_with_how_to_run_it_and_stays_short():
+    lines = (REPO_ROOT / "README.md").read_text().splitlines()
+    assert len(lines) < 250, f"README.md has {len(lines)} lines: move reference material to docs/"
+    first_command = next(i for i, line in enumerate(lines, 1) if line.startswith("make "))
+    assert first_command <= 60, f"the README's first command is on line {first_command}"
+    for link in re.findall(r"\]\(((?:docs|outputs)/[^)#]+)", "\n".join(lines)):
+        assert (REPO_ROOT / link).exists(), f"README links to {link}, which does not exist"

@@ -127,3 +127,32 @@ def test_a_renamed_notebook_leaves_no_stale_entry(study, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["notebooks"]) == {"01_data", "03_report"}
     assert not (out / "notebooks" / "02_report.ipynb").exists() and (out / "notebooks" / "03_report.ipynb").exists()
+
+
+def test_a_notebook_knows_what_it_needs_and_what_is_missing(study, monkeypatch):
+    from rlcp_utils.core import notebook
+
+    notebooks, out = study
+    monkeypatch.setattr(notebook, "NOTEBOOK_DIR", notebooks)
+    _notebook(notebooks / "01_data.ipynb", "print(1)")
+    _notebook(notebooks / "02_a.ipynb", "print(2)", reads="01_data")
+    _notebook(notebooks / "03_b.ipynb", "print(3)", reads="02_a")
+    _notebook(notebooks / "04_c.ipynb", "print(4)", reads="03_b, 01_data")
+    assert notebook.upstream("04_c") == ["01_data", "02_a", "03_b"] and notebook.upstream("01_data") == []
+    P = load_profile("smoke")
+    assert notebook.missing_upstream(P, "04_c") == ["01_data", "02_a", "03_b"]
+    out.mkdir(parents=True)
+    (out / "manifest.json").write_text(json.dumps({"notebooks": {
+        "01_data": {"status": "ok"}, "02_a": {"status": "failed"}, "03_b": {"status": "direct"}}}))
+    # a failed run is missing; a direct run (Jupyter, Colab, nbval) left its results and counts as present
+    assert notebook.missing_upstream(P, "04_c") == ["02_a"]
+    assert notebook.build_missing_upstream(P, "02_a") == []  # nothing missing: nothing runs
+
+
+def test_the_estimate_comes_from_the_committed_run_of_the_profile():
+    from rlcp_utils.core import notebook
+    from rlcp_utils.core.config import REPO_ROOT
+
+    runs = json.loads((REPO_ROOT / "outputs" / "default" / "manifest.json").read_text())["notebooks"]
+    assert notebook.recorded_minutes("default", ["01_data", "no_such"]) == {"01_data": runs["01_data"]["wall_s"] / 60}
+    assert notebook.recorded_minutes("no-such-profile", ["01_data"]) == {}

@@ -88,6 +88,9 @@ PARAMETERS: dict[str, Parameter] = {
     "n_targets": _range(int, "target facts to forget (paper: 15)", 2, 200),
     "n_retain": _range(int, "known facts kept as collateral-damage checks", 1, 500),
     "min_probe_cities": _range(int, "further known cities required per target country (country probe)", 1, 20),
+    "n_question_templates": _range(int, "question paraphrases used, the first of facts.QUESTION_TEMPLATES (all 10 but in smoke)", 3, 10),
+    "n_evidence_templates": _range(int, "evidence phrasings used, the first of facts.EVIDENCE_TEMPLATES (all 6 but in smoke)", 2, 6),
+    "n_control_entities": _range(int, "control entities per type (fruits, numbers) for the collapse figures", 2, 20),
     "n_heldout_templates": _range(int, "no-context templates held out of training for evaluation", 1, 20),
     "n_heldout_evidence": _range(int, "evidence phrasings held out of training for evaluation", 1, 20),
     "known_threshold": _range(float, "fraction of training templates a fact must be recalled on to count as known", 0.0, 1.0),
@@ -144,6 +147,7 @@ PARAMETERS: dict[str, Parameter] = {
     "arith_seeds": _seed_list("14: training seeds of the arithmetic arms (RLCP and Just-RAG)", stage=14),
     "sweep_gsm8k_problems": _range(int, "11: GSM8K problems (07's seeded subset, first ones) per KL setting's first-seed model", 1, 1319, stage=11),
     # --- analysis notebooks (04-07): changing these never retrains an arm ------------------------------
+    "probe_curve_stride": _range(int, "04's per-layer probe curve fits every k-th layer (l* and the last always; 1: every layer)", 1, 64, stage=4),
     "n_probe_seeds": _range(int, "seeds (train/test resamples and initialisations) of every post-hoc probe", 1, 100, stage=4),
     "tsne_perplexity": _range(NUMBER, "t-SNE perplexity of the collapse figure (same for every arm)", 2.0, 100.0, stage=5),
     "gsm8k_n_problems": _range(int, "GSM8K test problems evaluated per arm (a fixed, seeded subset)", 1, 1319, stage=7),
@@ -279,6 +283,10 @@ def _cross_checks(values: dict, source: str) -> None:
         )
     if values["n_retain"] < 1:
         raise ParameterError(f"parameter 'n_retain' in {source} must be at least 1")
+    for used, heldout in (("n_question_templates", "n_heldout_templates"), ("n_evidence_templates", "n_heldout_evidence")):
+        if values[heldout] >= values[used]:
+            raise ParameterError(f"parameter '{heldout}' in {source} = {values[heldout]} leaves no training template of "
+                                 f"the {values[used]} that '{used}' uses")
 
 
 def load_profile(profile: str = "default", overrides: dict | None = None) -> Profile:

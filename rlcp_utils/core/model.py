@@ -76,7 +76,15 @@ def _cache_is_valid(folder: Path) -> bool:
     weights, checksum = folder / WEIGHTS, folder / CHECKSUM
     if not (weights.exists() and checksum.exists() and (folder / "config.json").exists()):
         return False
-    return file_sha256(weights) == checksum.read_text().strip()
+    stat = weights.stat()
+    return _checksum_matches(str(weights), stat.st_size, stat.st_mtime_ns, checksum.read_text().strip())
+
+
+@functools.lru_cache(maxsize=8)
+def _checksum_matches(weights: str, size: int, mtime_ns: int, expected: str) -> bool:
+    """The weights' checksum against the recorded one: hashed once per process for a file of this size and
+    modification time (0.5 s per load otherwise; a study process loads the model dozens of times)."""
+    return file_sha256(Path(weights)) == expected
 
 
 def _dequantize(gguf: Path):

@@ -14,11 +14,16 @@ list of known names; papermill itself would only log a warning and run the defau
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
+import subprocess
 import sys
+import time
 import types
 from datetime import datetime, timezone
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -28,6 +33,11 @@ import transformers
 from rlcp_utils.core import config, outputs
 from rlcp_utils.core.model import resolve_precision
 
+try:
+    import resource  # POSIX only: a kernel's own peak memory
+except ImportError:
+    resource = None
+
 # Names IPython puts into a kernel's namespace by itself
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 # The notebook's own parameters (the parameters cell) besides the profile keys
@@ -36,6 +46,11 @@ NOTEBOOK_PARAMETERS = {"profile"}
 PIPELINE_ENV = "RLCP_PIPELINE_RUN"
 # Set by `pipeline --force`: recompute everything, reuse no trained job or cached generation
 FORCE_ENV = "RLCP_FORCE"
+# Set by the pipeline for each kernel: the file where the kernel keeps its own peak resident memory (GiB)
+PEAK_RSS_ENV = "RLCP_PEAK_RSS_FILE"
+
+NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
+_READS = re.compile(r"^\s*#?\s*Reads:\s*(.+?)\.?\s*$", re.M)
 
 _first_seen: dict[int, dict] = {}
 
@@ -86,15 +101,18 @@ def set_threads(n: int) -> None:
 
 
 def start(notebook: str, namespace: dict) -> config.Profile:
-    """Open the profile from the notebook's parameters; seed, threads, figures inline; mark a direct run."""
+    """Open the profile from the notebook's parameters; seed, threads, figures inline; mark a direct run (and
+    build the earlier notebooks' results it reads when they are missing, as in a fresh Colab runtime)."""
     P = profile_from_parameters(injected_parameters(namespace))
     _quiet_library_progress()
+    _keep_peak_rss(P, notebook)
     if "ipykernel" in sys.modules:  # figures inline in the executed notebook, even when MPLBACKEND=Agg is set
         matplotlib.use("module://matplotlib_inline.backend_inline")
         matplotlib.rcParams["figure.dpi"] = 80
     seed_everything(P["seed"])
     set_threads(P["torch_threads"])
     if os.environ.get(PIPELINE_ENV) != "1":
+        build_missing_upstream(P, notebook)
         _record_direct_run(P, notebook)
     prec = resolve_precision(P["precision"], P["device"])
     print(f"{notebook}: profile {P.name} ({P.hash}), results in {_shown(P.output_dir)}; {P['description']}\n"
@@ -126,3 +144,130 @@ def _record_direct_run(P: config.Profile, notebook: str) -> None:
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "note": "run outside the pipeline (papermill, Jupyter or Colab): make reproduce reruns it"}
     outputs.write_json(path, manifest)
+
+
+# --- what a notebook reads, and building it when it is missing ---------------------------------------------
+
+
+def reads(notebook: Path) -> list[str]:
+    """The notebooks whose results this one reads, from the 'Reads: 01_data, 02_baselines' line of its
+    first markdown cell (none when there is no such line)."""
+    nb = json.loads(notebook.read_text())
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            found = _READS.search("".join(cell.get("source", "")))
+            return [name.strip(" `") for name in found.group(1).split(",")] if found else []
+    return []
+
+
+def upstream(notebook: str) -> list[str]:
+    """Every notebook whose results this one needs, directly or through another, in the study's order."""
+    needed: set[str] = set()
+    todo = [notebook]
+    while todo:
+        for dep in reads(NOTEBOOK_DIR / f"{todo.pop()}.ipynb"):
+            if dep not in needed:
+                needed.add(dep)
+                todo.append(dep)
+    return sorted(needed)
+
+
+def missing_upstream(P: config.Profile, notebook: str) -> list[str]:
+    """The notebooks this one needs that have no finished run in this profile's outputs (never ran, failed or
+    stopped). A stale run (`make check`) still counts as present: its results are there to read."""
+    runs = (outputs.read_json(P.output_dir / "manifest.json", {}) or {}).get("notebooks", {})
+    return [nb for nb in upstream(notebook) if runs.get(nb, {}).get("status") not in ("ok", "direct")]
+
+
+def recorded_minutes(profile_name: str, notebooks: list[str]) -> dict[str, float]:
+    """{notebook: minutes} of the committed run of this profile (outputs/<profile>/manifest.json in the
+    repository), where it recorded one: the estimate shown before building what is missing."""
+    runs = (outputs.read_json(config.REPO_ROOT / "outputs" / profile_name / "manifest.json", {}) or {}).get("notebooks", {})
+    return {nb: runs[nb]["wall_s"] / 60 for nb in notebooks if runs.get(nb, {}).get("wall_s")}
+
+
+def build_missing_upstream(P: config.Profile, notebook: str) -> list[str]:
+    """Run, with the pipeline, the earlier notebooks whose results this one reads and that are missing (a fresh
+    Colab runtime has only the committed outputs; a new profile has none). Their output streams here, with a
+    line per finished notebook and the time left, estimated from the committed run of the profile."""
+    missing = missing_upstream(P, notebook)
+    if not missing:
+        return []
+    if "+" in P.name:
+        raise RuntimeError(f"{notebook} reads {', '.join(missing)}, which have not run with these overridden parameters "
+                           f"({P.name}): run them first with the same overrides (papermill -p ...)")
+    estimate = recorded_minutes(P.name, missing)
+    known = " in all" if len(estimate) == len(missing) else f" for the {len(estimate)} with a recorded run"
+    print(f"{notebook} reads results that are missing here: {', '.join(missing)}. Building them now with the pipeline"
+          + (f" (~{sum(estimate.values()):.0f} min{known}, from the committed run of profile {P.name})" if estimate else "")
+          + ".", flush=True)
+    profile_arg = P.path.stem if P.committed else str(P.path)
+    cmd = [sys.executable, "-m", "rlcp_utils.study.pipeline", "--profile", profile_arg, "--only", *missing]
+    t0, done = time.monotonic(), 0
+    finished = re.compile(r"^\[\d+/\d+\] (\S+): finished in")
+    with subprocess.Popen(cmd, cwd=config.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "PYTHONPATH": _with_repository(os.environ.get("PYTHONPATH", ""))}) as run:
+        for line in run.stdout:
+            if "Kernel is running over TCP" in line:  # jupyter_client's notice for local kernels: noise here
+                continue
+            print(line, end="", flush=True)
+            if finished.match(line):
+                done += 1
+                left = sum(estimate.get(nb, 0.0) for nb in missing[done:])
+                print(f"upstream of {notebook}: {done}/{len(missing)} built, {(time.monotonic() - t0) / 60:.1f} min elapsed"
+                      + (f", ~{left:.1f} min left" if left and done < len(missing) else ""), flush=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"building {', '.join(missing)} for {notebook} failed (the pipeline's message is above); "
+                           f"fix it and rerun this cell, or run `make reproduce PROFILE={P.name}`")
+    return missing
+
+
+def _with_repository(pythonpath: str) -> str:
+    """PYTHONPATH with this checkout first: the pipeline and its kernels import the same rlcp_utils as this one."""
+    return os.pathsep.join([str(config.REPO_ROOT), *[p for p in pythonpath.split(os.pathsep) if p]])
+
+
+# --- each kernel's own peak memory -------------------------------------------------------------------------
+
+
+def peak_rss_gib() -> dict:
+    """This kernel's peak resident memory so far and that of its worker processes (joblib's probe fits), in GiB.
+    The workers' figure sums each one's own peak (Linux VmHWM): an upper bound of what they held at once."""
+    own = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2) if resource else None  # KiB on Linux
+    workers_kib = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:  # a process that ended while we read
+            continue
+        if fields.get("PPid", "").strip() == str(os.getpid()) and "VmHWM" in fields:
+            workers_kib += int(fields["VmHWM"].split()[0])
+    return {"peak_rss_gib": own, "workers_peak_rss_gib": round(workers_kib / 2**20, 2)}
+
+
+def _keep_peak_rss(P: config.Profile, notebook: str) -> None:
+    """After every cell, record this kernel's peak memory: in the file the pipeline named (PEAK_RSS_ENV), which it
+    copies into the manifest when the notebook has finished, or, in a direct run, in the manifest's entry itself.
+    One value per notebook, its own (not the largest kernel the runner has seen so far)."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    if not shell:
+        return
+    target = os.environ.get(PEAK_RSS_ENV)
+    started = time.monotonic()
+
+    def write(*_args) -> None:
+        peak = peak_rss_gib()
+        if target:
+            Path(target).write_text(json.dumps({"notebook": notebook, **peak}))
+            return
+        path = P.output_dir / "manifest.json"
+        manifest = outputs.read_json(path, {}) or {}
+        entry = manifest.get("notebooks", {}).get(notebook)
+        if entry and entry.get("status") == "direct":
+            entry.update(peak, wall_s=round(time.monotonic() - started, 1))  # from notebook.start to this cell's end
+            outputs.write_json(path, manifest)
+
+    for callback in [f for f in shell.events.callbacks["post_run_cell"] if getattr(f, "_rlcp_peak", False)]:
+        shell.events.unregister("post_run_cell", callback)  # a rerun of the first cell: one recorder per kernel
+    write._rlcp_peak = True
+    shell.events.register("post_run_cell", write)

@@ -88,7 +88,7 @@ def machine() -> dict:
 
 def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook_sha: str, status: str,
                         read_runs: dict | None = None, peak_rss_gib: float | None = None,
-                        code_files: dict[str, str] | None = None) -> dict:
+                        workers_peak_rss_gib: float | None = None, code_files: dict[str, str] | None = None) -> dict:
     """Add one notebook's run to manifest.json: its commit, the parameters and precision, the runs of the
     notebooks it read, wall time and memory; package versions and the machine at the top."""
     path = profile.output_dir / "manifest.json"
@@ -115,8 +115,11 @@ def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook
         "code_files": code_files,
         "reads": read_runs or {},
         "precision": resolve_precision(profile["precision"], profile["device"]),
-        # the runner's largest finished kernel so far (resource.getrusage): an upper bound of this notebook's peak
+        # this notebook's kernel's own peak resident memory (its getrusage RUSAGE_SELF after its last cell)
         "peak_rss_gib": peak_rss_gib,
+        # ... and its worker processes' (joblib), each one's own peak summed: an upper bound of what they held at once
+        "workers_peak_rss_gib": workers_peak_rss_gib,
+        "peak_rss_how": "the kernel's getrusage(RUSAGE_SELF).ru_maxrss and its child processes' VmHWM, read after each cell",
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(path, manifest)
@@ -132,16 +135,43 @@ def markdown_table(frame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-# The README's generated blocks: block -> (the table it copies, relative to outputs/, the notebook that writes it;
-# None for the bench, written by `make bench`). The pipeline copies each after a run of the default profile.
+# The documentation's generated blocks: block -> (the table it copies, relative to outputs/; what writes it: a notebook,
+# "pipeline" (after every run, from the manifest) or None for the bench, written by `make bench`; the document, relative
+# to the repository). The pipeline copies each after a run of the default profile; tests check they agree.
 README_TABLES = {
-    "table1": ("default/tables/table1.md", "03_rlcp_training"),
-    "claims": ("default/tables/15_claims.md", "15_report"),
-    "benchmark": ("default/tables/10_benchmark.md", "10_unlearning_checks"),
-    "bench": ("bench/bench.md", None),
+    "run_times": ("default/tables/run_times.md", "pipeline", "README.md"),
+    "table1": ("default/tables/table1.md", "03_rlcp_training", "README.md"),
+    "claims": ("default/tables/15_claims.md", "15_report", "README.md"),
+    "benchmark": ("default/tables/10_benchmark.md", "10_unlearning_checks", "docs/results.md"),
+    "bench": ("bench/bench.md", None, "docs/performance.md"),
 }
 README_BLOCKS = {block: (f"<!-- {block}:start (written by {'make bench' if nb is None else 'the pipeline'} from outputs/{table}) -->",
-                         f"<!-- {block}:end -->") for block, (table, nb) in README_TABLES.items()}
+                         f"<!-- {block}:end -->") for block, (table, nb, _doc) in README_TABLES.items()}
+
+
+def run_times_table(manifest: dict) -> str:
+    """What a run cost, per notebook, from its manifest: wall time, peak memory, the commit that ran it and the
+    precision; then the machine and the total. Peak memory is the kernel's own where the run measured it that way,
+    else a bound marked '≤' (older runs recorded the runner's largest kernel so far)."""
+    lines = ["| notebook | minutes | peak memory (GiB) | commit | precision |", "|---|---|---|---|---|"]
+    total = 0.0
+    for name, entry in manifest.get("notebooks", {}).items():
+        wall = entry.get("wall_s")
+        total += wall or 0.0
+        peak = entry.get("peak_rss_gib")
+        shown = "" if peak is None else (f"{peak:.2f}" if entry.get("peak_rss_how") else f"≤ {peak:.2f}")
+        if entry.get("workers_peak_rss_gib"):
+            shown += f" (+ workers {entry['workers_peak_rss_gib']:.2f})"
+        commit = (entry.get("git_commit") or "")
+        commit = commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
+        precision = (entry.get("precision") or {}).get("precision", "")
+        lines.append(f"| `{name}` | {'' if wall is None else f'{wall / 60:.1f}'} | {shown} | {commit} | {precision} |")
+    machine = manifest.get("machine") or {}
+    where = (f"{machine.get('cpu_count')} CPU cores ({machine.get('cpu') or machine.get('processor')}"
+             f"{', ' + ', '.join(machine['cpu_bf16_flags']) if machine.get('cpu_bf16_flags') else ''})"
+             + (f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU"))
+    lines.append(f"| **all** | **{total / 60:.1f}** |  |  |  |")
+    return "\n".join(lines) + f"\n\nMachine: {where}; profile `{manifest.get('profile', '')}`.\n"
 
 
 def update_readme_table(readme: Path, table_md: str, block: str = "table1") -> bool:

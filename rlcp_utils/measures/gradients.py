@@ -8,7 +8,8 @@ at most (first order) eta * delta * |grad L_fact| * |grad L_logic|. This module 
 - `cosines(a, b)`: the cosine per group and over all parameters ("all");
 - `first_order_steps(...)`: plain steps of size eta along -grad L_fact (and +grad L_fact), the measured change of
   L_logic, its first-order prediction -eta * <grad L_fact, grad L_logic> and the proposition's bound;
-- `answer_loss`: the loss measured (answer CE given a prompt, as in training);
+- `answer_loss`: the loss measured (answer CE given a prompt, as in training), run in chunks of prompts so that a
+  gradient over long prompts (GSM8K solutions) never holds every prompt's activations at once;
 - `monitor(...)`: cosines and norms of several losses' gradients every few steps along training, as rows
   (`jobs.run_job(monitor=...)` saves them with the job).
 """
@@ -40,14 +41,22 @@ def parameter_group(name: str) -> str:
 
 def gradient(model, loss_fn) -> dict[str, torch.Tensor]:
     """Gradient of loss_fn(model) (a scalar) with respect to every trainable parameter, concatenated per
-    parameter group (float32, on the CPU). The model's .grad fields are left as they were (None)."""
+    parameter group (float32, on the CPU). A loss made of weighted chunks (AnswerLoss) is differentiated chunk by
+    chunk and the gradients summed with the chunks' weights: the same gradient, with one chunk's activations in
+    memory at a time. The model's .grad fields are left as they were (None)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    loss = loss_fn(model)
-    grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+    parts = loss_fn.chunks if isinstance(loss_fn, AnswerLoss) else [(1.0, loss_fn)]
+    total: list[torch.Tensor | None] = [None] * len(params)
+    for weight, part in parts:
+        grads = torch.autograd.grad(part(model), [p for _, p in params], allow_unused=True)
+        for i, g in enumerate(grads):
+            if g is not None:
+                g = weight * g.detach().float()
+                total[i] = g if total[i] is None else total[i] + g
     groups: dict[str, list[torch.Tensor]] = {}
-    for (name, p), g in zip(params, grads):
-        g = torch.zeros_like(p) if g is None else g
-        groups.setdefault(parameter_group(name), []).append(g.detach().float().reshape(-1).cpu())
+    for (name, p), g in zip(params, total):
+        g = torch.zeros_like(p, dtype=torch.float32) if g is None else g
+        groups.setdefault(parameter_group(name), []).append(g.reshape(-1).cpu())
     return {k: torch.cat(v) for k, v in groups.items()}
 
 
@@ -110,12 +119,32 @@ def first_order_steps(model, fact_loss, logic_loss, etas: list[float], direction
     return rows
 
 
-def answer_loss(prompt_ids: list[list[int]], answer_ids: list[list[int]], pad_id: int):
-    """L(model): mean cross-entropy of each answer given its prompt (teacher forcing, one batch), as in training."""
-    def loss(model):
-        ids, mask = right_pad([p + a for p, a in zip(prompt_ids, answer_ids)], pad_id, next(model.parameters()).device)
-        return answer_ce_only(model, ids, mask, [len(p) for p in prompt_ids], [len(a) for a in answer_ids])
-    return loss
+class AnswerLoss:
+    """L(model): the mean over prompts of each answer's mean cross-entropy given its prompt (teacher forcing), as in
+    training. It is a weighted sum of chunks of at most `chunk` prompts (weight: the chunk's share of the prompts),
+    so `gradient` can take it chunk by chunk; calling it sums the chunks."""
+
+    def __init__(self, prompt_ids: list[list[int]], answer_ids: list[list[int]], pad_id: int, chunk: int = 8):
+        n = len(prompt_ids)
+        if n == 0 or n != len(answer_ids):
+            raise ValueError(f"need as many answers as prompts, at least one: {n} prompts, {len(answer_ids)} answers")
+        self.chunks = [(len(prompt_ids[i:i + chunk]) / n, self._chunk_loss(prompt_ids[i:i + chunk], answer_ids[i:i + chunk], pad_id))
+                       for i in range(0, n, chunk)]
+
+    @staticmethod
+    def _chunk_loss(prompt_ids, answer_ids, pad_id):
+        def loss(model):
+            ids, mask = right_pad([p + a for p, a in zip(prompt_ids, answer_ids)], pad_id, next(model.parameters()).device)
+            return answer_ce_only(model, ids, mask, [len(p) for p in prompt_ids], [len(a) for a in answer_ids])
+        return loss
+
+    def __call__(self, model) -> torch.Tensor:
+        return sum(weight * part(model) for weight, part in self.chunks)
+
+
+def answer_loss(prompt_ids: list[list[int]], answer_ids: list[list[int]], pad_id: int, chunk: int = 8) -> AnswerLoss:
+    """The answer loss of these prompts (AnswerLoss), in chunks of `chunk` prompts."""
+    return AnswerLoss(prompt_ids, answer_ids, pad_id, chunk)
 
 
 def monitor(losses: dict, pairs: dict[str, tuple[str, str]], every: int, last: int | None = None):

@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs.write_json(out_dir / "bench.json", result)
     outputs.atomic_write_text(out_dir / "bench.md", bench_table(result))
     if out_dir == config.REPO_ROOT / "outputs" / "bench":
-        outputs.update_readme_table(config.REPO_ROOT / "README.md", bench_table(result), "bench")
+        outputs.update_readme_table(config.REPO_ROOT / outputs.README_TABLES["bench"][2], bench_table(result), "bench")
     print(f"[bench] done in {result['bench_wall_s'] / 60:.1f} min: {out_dir / 'bench.json'}")
     return 0
 

@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -47,9 +46,11 @@ from rlcp_utils.core.config import (
     notebook_stage,
 )
 from rlcp_utils.core.model import resolve_precision
-from rlcp_utils.core.notebook import FORCE_ENV, PIPELINE_ENV
+from rlcp_utils.core.notebook import FORCE_ENV, NOTEBOOK_DIR, PEAK_RSS_ENV, PIPELINE_ENV, reads
+from rlcp_utils.core.files import atomic_write_text
 from rlcp_utils.core.outputs import (
     read_json,
+    run_times_table,
     readable,
     record_notebook_run,
     README_TABLES,
@@ -57,13 +58,6 @@ from rlcp_utils.core.outputs import (
     write_json,
 )
 
-try:
-    import resource  # POSIX only: the kernels' peak memory
-except ImportError:
-    resource = None
-
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-_READS = re.compile(r"^\s*#?\s*Reads:\s*(.+?)\.?\s*$", re.M)
 
 
 def study_notebooks() -> list[Path]:
@@ -73,17 +67,6 @@ def study_notebooks() -> list[Path]:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def reads(notebook: Path) -> list[str]:
-    """The notebooks whose results this one reads, from the 'Reads: 01_data, 02_baselines' line of its
-    first markdown cell (none when there is no such line)."""
-    nb = json.loads(notebook.read_text())
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "markdown":
-            found = _READS.search("".join(cell.get("source", "")))
-            return [name.strip(" `") for name in found.group(1).split(",")] if found else []
-    return []
 
 
 def notebook_code(notebook: Path) -> dict[str, str]:
@@ -157,13 +140,13 @@ def is_done(profile, notebook: Path) -> bool:
     return why_stale(profile, notebook, _manifest(profile)) is None
 
 
-def _kernels_peak_rss_gib() -> float | None:
-    """Largest resident memory of any finished child process (the notebook kernels) so far, in GiB; a
-    notebook's kernel has exited when this is read, so each notebook's value bounds its own peak."""
-    if resource is None:  # not on Windows
-        return None
-    kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
-    return round(kib / 2**20, 2)
+def _kernel_peak_rss(path: Path) -> dict:
+    """The kernel's own peak resident memory and its workers', as it wrote them after its last cell
+    (core.notebook.peak_rss_gib); empty when it wrote nothing (a notebook that never calls notebook.start)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool = False) -> float:
@@ -179,7 +162,10 @@ def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool 
     read_runs = {dep: manifest.get("notebooks", {}).get(dep, {}).get("finished_utc") for dep in reads(notebook)}
     # the kernel inherits this environment: figures inline (MPLBACKEND=Agg would drop them from the
     # executed notebook), the pipeline's mark, and the force switch
-    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", PIPELINE_ENV: "1", FORCE_ENV: "1" if force else "0"}
+    peak_file = out_dir / f".{notebook.stem}.peak_rss.json"
+    peak_file.unlink(missing_ok=True)
+    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", PIPELINE_ENV: "1", FORCE_ENV: "1" if force else "0",
+           PEAK_RSS_ENV: str(peak_file)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     t0 = time.time()
@@ -208,7 +194,10 @@ def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool 
     _relative_papermill_paths(partial)
     os.replace(partial, final)
     failed.unlink(missing_ok=True)
-    record_notebook_run(profile, notebook.stem, wall, sha, "ok", read_runs, peak_rss_gib=_kernels_peak_rss_gib(), code_files=code)
+    peak = _kernel_peak_rss(peak_file)
+    record_notebook_run(profile, notebook.stem, wall, sha, "ok", read_runs, peak_rss_gib=peak.get("peak_rss_gib"),
+                        workers_peak_rss_gib=peak.get("workers_peak_rss_gib"), code_files=code)
+    peak_file.unlink(missing_ok=True)
     return wall
 
 
@@ -324,14 +313,15 @@ def main(argv: list[str] | None = None) -> int:
         wall = run_notebook(profile, nb, log_output=args.log_output, force=args.force)
         print(f"[{i}/{len(notebooks)}] {nb.stem}: finished in {wall / 60:.1f} min", flush=True)
     print(f"done in {(time.time() - total) / 60:.1f} min; results in {profile.output_dir}")
-    # only the committed default profile, written to the repository's own outputs/, rewrites the README
+    atomic_write_text(profile.sub("tables") / "run_times.md", run_times_table(_manifest(profile)))
+    # only the committed default profile, written to the repository's own outputs/, rewrites the documentation
     if profile.committed and profile.name == "default" and profile.output_dir == REPO_ROOT / "outputs" / "default":
-        for block, (name, writer) in README_TABLES.items():
+        for block, (name, writer, document) in README_TABLES.items():
             table = REPO_ROOT / "outputs" / name
             if writer is None:  # the bench's block is written by make bench
                 continue
-            if table.exists() and update_readme_table(REPO_ROOT / "README.md", table.read_text(), block):
-                print(f"README.md: {block} block updated from", table.relative_to(REPO_ROOT))
+            if table.exists() and update_readme_table(REPO_ROOT / document, table.read_text(), block):
+                print(f"{document}: {block} block updated from", table.relative_to(REPO_ROOT))
     return 0
 
 

@@ -1,0 +1,107 @@
+"""Memory: each notebook's own peak, and what the paper profile needs on a 16 GB GPU.
+
+    python -m rlcp_utils.study.memory           # writes outputs/bench/memory.json (and measures the paper shape)
+
+Per notebook, from the manifests: since each kernel records its own peak resident memory (core.notebook), the
+manifest's `peak_rss_gib` of a notebook is that notebook's; older runs recorded the runner's largest kernel so far,
+an upper bound, kept with its commit and marked as a bound.
+
+The paper profile's Qwen2.5-0.5B-Instruct needs the hub, so its memory is measured on a random-initialised model of
+the same shape (PAPER_SHAPE): one RLCP training step as the loop runs it (the trained model, the frozen reference,
+AdamW, the probe, batch 4 of the study's prompts), fp32 on this CPU, in a fresh process so that its peak is its own;
+the generation's KV cache at the paper profile's settings is computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from rlcp_utils.core import config, model, outputs
+from rlcp_utils.core.notebook import peak_rss_gib
+from rlcp_utils.study import bench
+
+# Qwen/Qwen2.5-0.5B-Instruct's shape (its config.json on the hub)
+PAPER_SHAPE = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                   num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768,
+                   rope_theta=1000000.0)
+GIB = 2**30
+
+
+def paper_shape_step(batch_size: int = 4, n_facts: int = 15) -> dict:
+    """Peak resident memory and time of one RLCP step of a random-initialised model of the paper's shape (fp32, CPU):
+    run this in a fresh process (see main) so the peak is the step's."""
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model("qwen2", **PAPER_SHAPE), dtype=torch.float32).eval()
+    lm.rlcp_precision = "fp32"
+    params = sum(p.numel() for p in lm.parameters())
+    _, tok = model.load_model(precision="fp32")  # the offline tokenizer: its ids are valid in Qwen's larger vocabulary
+    items = bench._items(tok, bench.bench_facts(n_facts))
+    t0 = time.perf_counter()
+    step = bench.training_steps(lm, tok, items, batch_size, repeats=1, layer=20, only=("rlcp_step_s",))
+    return {"parameters": params, "step_s": round(step["rlcp_step_s"], 1), "tokens_per_step": step["tokens_per_step"],
+            "host_peak_rss_gib": peak_rss_gib()["peak_rss_gib"], "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def paper_profile_memory(step: dict, profile: str = "paper") -> dict:
+    """The paper profile on a GPU: the training state computed from the parameter count (fp32 weights of the trained
+    model and the frozen reference, gradients, AdamW's two moments), next to the measured CPU peak of a step (which
+    adds activations and the framework); the KV cache of batched greedy generation at the profile's settings."""
+    P = config.load_profile(profile)
+    n = step["parameters"]
+    head_dim = PAPER_SHAPE["hidden_size"] // PAPER_SHAPE["num_attention_heads"]
+    # GSM8K prompts run to about 200 tokens with the chat template; the replies to gsm8k_max_new_tokens
+    kv_tokens = 200 + P["gsm8k_max_new_tokens"]
+    kv = 2 * PAPER_SHAPE["num_hidden_layers"] * PAPER_SHAPE["num_key_value_heads"] * head_dim * kv_tokens * P["generation_batch_size"] * 4
+    training_state = n * 4 * (1 + 1 + 1 + 2)  # weights, reference weights, gradients, AdamW moments; fp32
+    return {"training_state_gib": round(training_state / GIB, 2), "generation_kv_cache_gib": round(kv / GIB, 2),
+            "generation_kv_assumes": f"batch {P['generation_batch_size']}, about 200 prompt + {P['gsm8k_max_new_tokens']} new tokens, fp32",
+            "measured_cpu_step_peak_rss_gib": step["host_peak_rss_gib"],
+            "fits_16_gb_t4": bool(step["host_peak_rss_gib"] + 0.5 < 16 * 1e9 / GIB),
+            "note": "on a T4 (compute capability 7.5) precision auto is fp32; a GPU adds its CUDA context (about 0.3-0.5 GiB) "
+                    "to the measured step peak, which already counts the training state and the activations"}
+
+
+def notebook_peaks() -> list[dict]:
+    """Every notebook's peak memory as its profile's manifest records it (committed profiles), with how it was measured."""
+    rows = []
+    for path in sorted((config.REPO_ROOT / "outputs").glob("*/manifest.json")):
+        manifest = outputs.read_json(path, {}) or {}
+        for name, entry in manifest.get("notebooks", {}).items():
+            if entry.get("peak_rss_gib") is None:
+                continue
+            own = bool(entry.get("peak_rss_how"))
+            rows.append({"notebook": name, "profile": path.parent.name, "peak_rss_gib": entry["peak_rss_gib"],
+                         "workers_peak_rss_gib": entry.get("workers_peak_rss_gib"), "commit": entry.get("git_commit"),
+                         "how": entry["peak_rss_how"] if own else
+                         "upper bound: the runner's largest finished kernel so far (getrusage RUSAGE_CHILDREN), before per-kernel records"})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--step-only", action="store_true", help="(internal) print the paper-shape step's record as JSON")
+    args = ap.parse_args(argv)
+    if args.step_only:
+        print(json.dumps(paper_shape_step()))
+        return 0
+    print("one RLCP step of a random-initialised model of Qwen2.5-0.5B's shape, fp32, in a fresh process ...", flush=True)
+    run = subprocess.run([sys.executable, "-m", "rlcp_utils.study.memory", "--step-only"], capture_output=True, text=True, check=True)
+    step = json.loads(run.stdout.strip().splitlines()[-1])
+    record = {"commit": outputs.git_commit(), "machine": outputs.machine(), "notebooks": notebook_peaks(),
+              "paper_shape_step": step, "paper_profile_on_gpu": paper_profile_memory(step)}
+    path = config.REPO_ROOT / "outputs" / "bench" / "memory.json"
+    outputs.write_json(path, record)
+    print(json.dumps(record["paper_shape_step"]), json.dumps(record["paper_profile_on_gpu"]), sep="\n")
+    print(f"written {path.relative_to(config.REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""outputs/bench/memory.json's parts: the paper profile's memory from its parameter count, and each notebook's peak as
+its manifest records it (its own, or an older run's bound, marked as one)."""
+
+import json
+
+import pytest
+
+from rlcp_utils.core.config import REPO_ROOT
+from rlcp_utils.study import memory
+
+
+def test_the_paper_profile_on_a_gpu_is_computed_from_its_shape():
+    n = 494_032_768  # Qwen2.5-0.5B's parameter count (tied embeddings)
+    out = memory.paper_profile_memory({"parameters": n, "host_peak_rss_gib": 9.5})
+    # fp32 weights of the trained and the frozen model, gradients, AdamW's two moments: 5 x 4 bytes per parameter
+    assert out["training_state_gib"] == pytest.approx(n * 20 / 2**30, abs=0.01)
+    # greedy generation at the paper profile (batch 64, 512 new tokens): keys and values of 24 layers, 2 KV heads of 64
+    assert out["generation_kv_cache_gib"] == pytest.approx(2 * 24 * 2 * 64 * (200 + 512) * 64 * 4 / 2**30, abs=0.01)
+    assert out["fits_16_gb_t4"] and not memory.paper_profile_memory({"parameters": n, "host_peak_rss_gib": 15.0})["fits_16_gb_t4"]
+
+
+def test_the_paper_shape_has_qwen_05b_parameters():
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.for_model("qwen2", **memory.PAPER_SHAPE)
+    h, i, layers, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    kv = cfg.num_key_value_heads * h // cfg.num_attention_heads
+    per_layer = h * h + h + 2 * (h * kv + kv) + h * h + 3 * h * i + 2 * h  # q (with bias), k, v (with bias), o, MLP, 2 norms
+    assert v * h + layers * per_layer + h == 494_032_768  # the hub's count for Qwen2.5-0.5B
+
+
+def test_notebook_peaks_say_how_each_was_measured():
+    rows = memory.notebook_peaks()
+    manifest = json.loads((REPO_ROOT / "outputs" / "default" / "manifest.json").read_text())
+    recorded = {nb for nb, e in manifest["notebooks"].items() if e.get("peak_rss_gib") is not None}
+    assert {r["notebook"] for r in rows if r["profile"] == "default"} == recorded
+    for r in rows:
+        entry = json.loads((REPO_ROOT / "outputs" / r["profile"] / "manifest.json").read_text())["notebooks"][r["notebook"]]
+        assert r["peak_rss_gib"] == entry["peak_rss_gib"]
+        assert r["how"].startswith("upper bound") != bool(entry.get("peak_rss_how"))
