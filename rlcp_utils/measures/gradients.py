@@ -43,21 +43,24 @@ def gradient(model, loss_fn) -> dict[str, torch.Tensor]:
     """Gradient of loss_fn(model) (a scalar) with respect to every trainable parameter, concatenated per
     parameter group (float32, on the CPU). A loss made of weighted chunks (AnswerLoss) is differentiated chunk by
     chunk and the gradients summed with the chunks' weights: the same gradient, with one chunk's activations in
-    memory at a time. The model's .grad fields are left as they were (None)."""
+    memory at a time. The sums go straight into the flat per-group vectors (no second copy of the model's size).
+    The model's .grad fields are left as they were (None)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    sizes: dict[str, int] = {}
+    where = []  # (group, offset) of each parameter in its group's flat vector, in the order of named_parameters
+    for name, p in params:
+        group = parameter_group(name)
+        where.append((group, sizes.get(group, 0)))
+        sizes[group] = sizes.get(group, 0) + p.numel()
+    flat = {group: torch.zeros(n, dtype=torch.float32) for group, n in sizes.items()}
     parts = loss_fn.chunks if isinstance(loss_fn, AnswerLoss) else [(1.0, loss_fn)]
-    total: list[torch.Tensor | None] = [None] * len(params)
     for weight, part in parts:
         grads = torch.autograd.grad(part(model), [p for _, p in params], allow_unused=True)
-        for i, g in enumerate(grads):
+        for (group, start), (_, p), g in zip(where, params, grads):
             if g is not None:
-                g = weight * g.detach().float()
-                total[i] = g if total[i] is None else total[i] + g
-    groups: dict[str, list[torch.Tensor]] = {}
-    for (name, p), g in zip(params, total):
-        g = torch.zeros_like(p, dtype=torch.float32) if g is None else g
-        groups.setdefault(parameter_group(name), []).append(g.reshape(-1).cpu())
-    return {k: torch.cat(v) for k, v in groups.items()}
+                flat[group][start:start + p.numel()].add_(g.detach().reshape(-1).float().cpu(), alpha=weight)
+        del grads
+    return flat
 
 
 def cosines(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -151,13 +154,25 @@ def monitor(losses: dict, pairs: dict[str, tuple[str, str]], every: int, last: i
     """A measurement along training (training.loop.train_arm's on_step): at every `every`-th step and at step `last`
     (the end of training, when given), the gradient of each loss in `losses` (name -> L(model)), the cosine of
     each named pair per parameter group and overall, and each gradient's norm. Rows: step, measure ('cosine' or
-    'norm'), of (pair or loss name), group, value."""
+    'norm'), of (pair or loss name), group, value. The gradients are taken in the order of `losses` and each is
+    dropped once no pair still needs it: a model-sized vector each, they are the measurement's memory."""
     def measure(step: int, model) -> list[dict]:
         if step % every and step != last:
             return []
-        grads = {name: gradient(model, fn) for name, fn in losses.items()}
-        rows = [{"step": step, "measure": "cosine", "of": pair, "group": group, "value": c}
-                for pair, (a, b) in pairs.items() for group, c in cosines(grads[a], grads[b]).items()]
-        rows += [{"step": step, "measure": "norm", "of": name, "group": "all", "value": norm(g)} for name, g in grads.items()]
+        grads: dict[str, dict[str, torch.Tensor]] = {}
+        todo = dict(pairs)
+        rows = []
+        for name, fn in losses.items():
+            grads[name] = gradient(model, fn)
+            rows.append({"step": step, "measure": "norm", "of": name, "group": "all", "value": norm(grads[name])})
+            for pair, (a, b) in list(todo.items()):
+                if a in grads and b in grads:
+                    rows += [{"step": step, "measure": "cosine", "of": pair, "group": group, "value": c}
+                             for group, c in cosines(grads[a], grads[b]).items()]
+                    del todo[pair]
+            for held in [k for k in grads if not any(k in ab for ab in todo.values())]:
+                del grads[held]
+        if todo:
+            raise ValueError(f"pairs name losses that are not measured: {sorted(todo)}")
         return [r for r in rows if not (isinstance(r["value"], float) and math.isnan(r["value"]) and r["group"] != "all")]
     return measure
