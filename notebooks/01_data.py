@@ -37,22 +37,25 @@ import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules or os.environ.get("RLCP_COLAB") == "1":
+# (Not in the kernels the pipeline starts inside the clone: they are already there.)
+if ("google.colab" in sys.modules or os.environ.get("RLCP_COLAB") == "1") and os.environ.get("RLCP_PIPELINE_RUN") != "1":
     import tomllib
 
-    checkout = os.path.abspath("rlcp")
-    if not os.path.isdir(os.path.join(checkout, ".git")):
-        repository = os.environ.get("RLCP_REPOSITORY", "https://github.com/rlcp-study/rlcp")
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1", repository, checkout], check=True)
-    with open(os.path.join(checkout, "pyproject.toml"), "rb") as f:
-        needs = tomllib.load(f)["project"]["dependencies"]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *needs], check=True)
-    subprocess.run([sys.executable, "-m", "rlcp_utils.core.model"], cwd=checkout, check=True)  # the offline model
-    sys.path.insert(0, checkout)  # this kernel, the pipeline and its kernels all import the clone's rlcp_utils
-    os.environ["PYTHONPATH"] = checkout
-    os.chdir(os.path.join(checkout, "notebooks"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
-    print(f"working in {checkout} at commit {commit.stdout.strip()}")
+    # names with a leading underscore: notebook.start takes every other plain name here for a parameter;
+    # the clone's place is kept in the environment, so running this cell again finds it from any folder
+    _checkout = os.environ.setdefault("RLCP_CHECKOUT", os.path.abspath("rlcp"))
+    if not os.path.isdir(os.path.join(_checkout, ".git")):
+        _repository = os.environ.get("RLCP_REPOSITORY", "https://github.com/rlcp-study/rlcp")
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", _repository, _checkout], check=True)
+    with open(os.path.join(_checkout, "pyproject.toml"), "rb") as _file:
+        _needs = tomllib.load(_file)["project"]["dependencies"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *_needs], check=True)
+    subprocess.run([sys.executable, "-m", "rlcp_utils.core.model"], cwd=_checkout, check=True)  # the offline model
+    sys.path.insert(0, _checkout)  # this kernel, the pipeline and its kernels all import the clone's rlcp_utils
+    os.environ["PYTHONPATH"] = _checkout
+    os.chdir(os.path.join(_checkout, "notebooks"))
+    _commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_checkout, capture_output=True, text=True)
+    print(f"working in {_checkout} at commit {_commit.stdout.strip()}")
 
 # %% tags=["parameters"]
 profile: str = "default"  # params/<profile>.yaml (default: offline SmolLM2 on CPU; paper: Qwen2.5-0.5B on a GPU)

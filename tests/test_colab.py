@@ -44,6 +44,8 @@ def colab_run(tmp_path_factory):
     # the model cache is this checkout's (a fresh runtime dequantizes the GGUF once, 20-30 s, and measures bf16)
     env = {colab.COLAB_ENV: "1", colab.REPOSITORY_ENV: origin.as_uri(), "MPLBACKEND": "Agg", "RLCP_CACHE_DIR": str(cache_root())}
     saved = {k: os.environ.get(k) for k in [*env, "RLCP_OUTPUTS_DIR", "PYTHONPATH"]}
+    here = REPO_ROOT / "outputs" / "smoke" / "manifest.json"  # this checkout's smoke results, if any: left alone
+    before = here.stat().st_mtime_ns if here.exists() else None
     os.environ.update(env)
     for k in ("RLCP_OUTPUTS_DIR", "PYTHONPATH"):  # the clone's own outputs/ and package, as in a fresh runtime
         os.environ.pop(k, None)
@@ -54,6 +56,7 @@ def colab_run(tmp_path_factory):
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    assert (here.stat().st_mtime_ns if here.exists() else None) == before, "the notebook wrote into this checkout"
     return runtime / "rlcp", executed
 
 
@@ -70,7 +73,6 @@ def test_the_setup_cell_clones_the_repository_and_the_notebook_runs_inside_it(co
     manifest = json.loads((clone / "outputs" / "smoke" / "manifest.json").read_text())
     assert manifest["notebooks"][NOTEBOOK]["status"] == "direct"
     assert (clone / "outputs" / "smoke" / "results" / f"{NOTEBOOK}.csv").exists()
-    assert not (REPO_ROOT / "outputs" / "smoke").exists()
 
 
 def test_the_missing_upstream_notebook_is_built_by_the_pipeline_with_its_own_peak_memory(colab_run):
