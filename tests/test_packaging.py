@@ -1,4 +1,4 @@
-"""A wheel install (what Colab's install cell does) carries the profiles and the GSM8K data, and writes
+"""A wheel install (pip install git+... of this repository, outside a checkout) carries the profiles and the GSM8K data, and writes
 results to the working folder instead of site-packages."""
 
 import subprocess

@@ -19,7 +19,7 @@ import yaml
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # rlcp_utils/
 _CHECKOUT = _PACKAGE_DIR.parent
 # In a repository checkout (or an editable install) the profiles are in params/ at its root and results go to
-# outputs/ there. Installed from a wheel (Colab: pip install git+...), the same profiles ship inside the
+# outputs/ there (Colab works in a clone too). Installed from a wheel (pip install git+...), the same profiles ship inside the
 # package (pyproject maps params/ to rlcp_utils.params) and results go to the working folder.
 IN_CHECKOUT = (_CHECKOUT / "params").is_dir() and (_CHECKOUT / "pyproject.toml").is_file()
 REPO_ROOT = _CHECKOUT if IN_CHECKOUT else Path.cwd()

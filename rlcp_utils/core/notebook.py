@@ -106,8 +106,10 @@ def start(notebook: str, namespace: dict) -> config.Profile:
     P = profile_from_parameters(injected_parameters(namespace))
     _quiet_library_progress()
     _keep_peak_rss(P, notebook)
-    if "ipykernel" in sys.modules:  # figures inline in the executed notebook, even when MPLBACKEND=Agg is set
-        matplotlib.use("module://matplotlib_inline.backend_inline")
+    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+    if shell is not None and "ipykernel" in sys.modules:
+        # figures inline in the executed notebook (PNG), even in a kernel started with MPLBACKEND=Agg (nbval's)
+        shell.run_line_magic("matplotlib", "inline")
         matplotlib.rcParams["figure.dpi"] = 80
     seed_everything(P["seed"])
     set_threads(P["torch_threads"])

@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -68,17 +69,22 @@ def paper_profile_memory(step: dict, profile: str = "paper") -> dict:
                     "to the measured step peak, which already counts the training state and the activations"}
 
 
-def notebook_peaks() -> list[dict]:
-    """Every notebook's peak memory as its profile's manifest records it (committed profiles), with how it was measured."""
+def notebook_peaks(extra_manifests: list[Path] = ()) -> list[dict]:
+    """Every notebook's peak memory as a manifest records it, with how it was measured: the committed profiles'
+    manifests, then `extra_manifests` (runs made elsewhere, for example one notebook on the default profile in a
+    scratch folder; the row names that manifest's folder)."""
     rows = []
-    for path in sorted((config.REPO_ROOT / "outputs").glob("*/manifest.json")):
+    committed = sorted((config.REPO_ROOT / "outputs").glob("*/manifest.json"))
+    for path in [*committed, *map(Path, extra_manifests)]:
         manifest = outputs.read_json(path, {}) or {}
         for name, entry in manifest.get("notebooks", {}).items():
             if entry.get("peak_rss_gib") is None:
                 continue
             own = bool(entry.get("peak_rss_how"))
-            rows.append({"notebook": name, "profile": path.parent.name, "peak_rss_gib": entry["peak_rss_gib"],
-                         "workers_peak_rss_gib": entry.get("workers_peak_rss_gib"), "commit": entry.get("git_commit"),
+            rows.append({"notebook": name, "profile": manifest.get("profile") or path.parent.name,
+                         "manifest": str(path.relative_to(config.REPO_ROOT)) if path.is_relative_to(config.REPO_ROOT) else path.parent.name,
+                         "peak_rss_gib": entry["peak_rss_gib"], "workers_peak_rss_gib": entry.get("workers_peak_rss_gib"),
+                         "commit": entry.get("git_commit"), "status": entry.get("status"),
                          "how": entry["peak_rss_how"] if own else
                          "upper bound: the runner's largest finished kernel so far (getrusage RUSAGE_CHILDREN), before per-kernel records"})
     return rows
@@ -87,6 +93,8 @@ def notebook_peaks() -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--step-only", action="store_true", help="(internal) print the paper-shape step's record as JSON")
+    ap.add_argument("--manifest", action="append", default=[], type=Path,
+                    help="also take the notebooks' peaks from this manifest (a run outside the committed outputs)")
     args = ap.parse_args(argv)
     if args.step_only:
         print(json.dumps(paper_shape_step()))
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print("one RLCP step of a random-initialised model of Qwen2.5-0.5B's shape, fp32, in a fresh process ...", flush=True)
     run = subprocess.run([sys.executable, "-m", "rlcp_utils.study.memory", "--step-only"], capture_output=True, text=True, check=True)
     step = json.loads(run.stdout.strip().splitlines()[-1])
-    record = {"commit": outputs.git_commit(), "machine": outputs.machine(), "notebooks": notebook_peaks(),
+    record = {"commit": outputs.git_commit(), "machine": outputs.machine(), "notebooks": notebook_peaks(args.manifest),
               "paper_shape_step": step, "paper_profile_on_gpu": paper_profile_memory(step)}
     path = config.REPO_ROOT / "outputs" / "bench" / "memory.json"
     outputs.write_json(path, record)
