@@ -72,14 +72,15 @@ def paper_profile_memory(step: dict, profile: str = "paper") -> dict:
 def notebook_peaks(extra_manifests: list[Path] = ()) -> list[dict]:
     """Every notebook's peak memory as a manifest records it, with how it was measured: the committed profiles'
     manifests, then `extra_manifests` (runs made elsewhere, for example one notebook on the default profile in a
-    scratch folder; the row names that manifest's folder)."""
+    scratch folder: only its runs that measured their own kernel; the row names that manifest's folder)."""
     rows = []
     committed = sorted((config.REPO_ROOT / "outputs").glob("*/manifest.json"))
-    for path in [*committed, *map(Path, extra_manifests)]:
+    extra = [Path(p) for p in extra_manifests]
+    for path in [*committed, *extra]:
         manifest = outputs.read_json(path, {}) or {}
         for name, entry in manifest.get("notebooks", {}).items():
-            if entry.get("peak_rss_gib") is None:
-                continue
+            if entry.get("peak_rss_gib") is None or (path in extra and not entry.get("peak_rss_how")):
+                continue  # from an extra manifest, only the runs that measured their own kernel
             own = bool(entry.get("peak_rss_how"))
             rows.append({"notebook": name, "profile": manifest.get("profile") or path.parent.name,
                          "manifest": str(path.relative_to(config.REPO_ROOT)) if path.is_relative_to(config.REPO_ROOT) else path.parent.name,
