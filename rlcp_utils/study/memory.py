@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from rlcp_utils.core import config, model, outputs
 from rlcp_utils.core.notebook import peak_rss_gib
-from rlcp_utils.study import bench
+from rlcp_utils.study import bench, pipeline
 
 # Qwen/Qwen2.5-0.5B-Instruct's shape (its config.json on the hub)
 PAPER_SHAPE = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -71,10 +71,10 @@ def paper_profile_memory(step: dict, profile: str = "paper") -> dict:
 
 def notebook_peaks(extra_manifests: list[Path] = ()) -> list[dict]:
     """Every notebook's peak memory as a manifest records it, with how it was measured: the committed profiles'
-    manifests, then `extra_manifests` (runs made elsewhere, for example one notebook on the default profile in a
+    manifests (tracked by git; a local smoke run is not), then `extra_manifests` (runs made elsewhere, for example one notebook on the default profile in a
     scratch folder: only its runs that measured their own kernel; the row names that manifest's folder)."""
     rows = []
-    committed = sorted((config.REPO_ROOT / "outputs").glob("*/manifest.json"))
+    committed = [config.REPO_ROOT / "outputs" / name / "manifest.json" for name in pipeline.committed_profiles()]
     extra = [Path(p) for p in extra_manifests]
     for path in [*committed, *extra]:
         manifest = outputs.read_json(path, {}) or {}
