@@ -250,6 +250,12 @@ class Profile:
         return _hash({k: v for k, v in self.params.items() if PARAMETERS[k].stage == stage})
 
     @property
+    def argument(self) -> str:
+        """How the pipeline's --profile (and papermill's `profile`) names it: a profile of params/ by name, any other
+        YAML by its path."""
+        return self.path.stem if self.committed else str(self.path)
+
+    @property
     def committed(self) -> bool:
         """A profile of params/ used as it is (its results may rewrite the README's blocks)."""
         return self.path.parent == PARAMS_DIR and self.name == self.path.stem

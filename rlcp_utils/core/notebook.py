@@ -105,9 +105,10 @@ def start(notebook: str, namespace: dict) -> config.Profile:
     build the earlier notebooks' results it reads when they are missing, as in a fresh Colab runtime)."""
     P = profile_from_parameters(injected_parameters(namespace))
     _quiet_library_progress()
-    _keep_peak_rss(P, notebook)
-    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
-    if shell is not None and "ipykernel" in sys.modules:
+    shell = _ipython_shell()
+    if shell is not None:
+        _keep_peak_rss(shell, P, notebook)
+    if shell is not None and "ipykernel" in sys.modules:  # a notebook kernel, not an IPython terminal
         # figures inline in the executed notebook (PNG), even in a kernel started with MPLBACKEND=Agg (nbval's)
         shell.run_line_magic("matplotlib", "inline")
         matplotlib.rcParams["figure.dpi"] = 80
@@ -203,8 +204,7 @@ def build_missing_upstream(P: config.Profile, notebook: str) -> list[str]:
     print(f"{notebook} reads results that are missing here: {', '.join(missing)}. Building them now with the pipeline"
           + (f" (~{sum(estimate.values()):.0f} min{known}, from the committed run of profile {P.name})" if estimate else "")
           + ".", flush=True)
-    profile_arg = P.path.stem if P.committed else str(P.path)
-    cmd = [sys.executable, "-m", "rlcp_utils.study.pipeline", "--profile", profile_arg, "--only", *missing]
+    cmd = [sys.executable, "-m", "rlcp_utils.study.pipeline", "--profile", P.argument, "--only", *missing]
     t0, done = time.monotonic(), 0
     finished = re.compile(r"^\[\d+/\d+\] (\S+): finished in")
     with subprocess.Popen(cmd, cwd=config.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -247,13 +247,15 @@ def peak_rss_gib() -> dict:
     return {"peak_rss_gib": own, "workers_peak_rss_gib": round(workers_kib / 2**20, 2)}
 
 
-def _keep_peak_rss(P: config.Profile, notebook: str) -> None:
+def _ipython_shell():
+    """The IPython shell this code runs in (a notebook kernel), or None in a plain Python process."""
+    return sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+
+
+def _keep_peak_rss(shell, P: config.Profile, notebook: str) -> None:
     """After every cell, record this kernel's peak memory: in the file the pipeline named (PEAK_RSS_ENV), which it
     copies into the manifest when the notebook has finished, or, in a direct run, in the manifest's entry itself.
     One value per notebook, its own (not the largest kernel the runner has seen so far)."""
-    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
-    if not shell:
-        return
     target = os.environ.get(PEAK_RSS_ENV)
     started = time.monotonic()
 

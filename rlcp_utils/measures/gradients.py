@@ -39,24 +39,31 @@ def parameter_group(name: str) -> str:
     return "other"
 
 
+def _layout(model) -> tuple[list[tuple[str, int, torch.nn.Parameter]], dict[str, int]]:
+    """Where each trainable parameter sits in the flat per-group vectors of `gradient`: (group, offset, parameter)
+    in the order of named_parameters, and each group's length. `gradient` writes this layout, `_step` reads it."""
+    sizes: dict[str, int] = {}
+    where = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            group = parameter_group(name)
+            where.append((group, sizes.get(group, 0), p))
+            sizes[group] = sizes.get(group, 0) + p.numel()
+    return where, sizes
+
+
 def gradient(model, loss_fn) -> dict[str, torch.Tensor]:
     """Gradient of loss_fn(model) (a scalar) with respect to every trainable parameter, concatenated per
     parameter group (float32, on the CPU). A loss made of weighted chunks (AnswerLoss) is differentiated chunk by
     chunk and the gradients summed with the chunks' weights: the same gradient, with one chunk's activations in
     memory at a time. The sums go straight into the flat per-group vectors (no second copy of the model's size).
     The model's .grad fields are left as they were (None)."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    sizes: dict[str, int] = {}
-    where = []  # (group, offset) of each parameter in its group's flat vector, in the order of named_parameters
-    for name, p in params:
-        group = parameter_group(name)
-        where.append((group, sizes.get(group, 0)))
-        sizes[group] = sizes.get(group, 0) + p.numel()
+    where, sizes = _layout(model)
     flat = {group: torch.zeros(n, dtype=torch.float32) for group, n in sizes.items()}
     parts = loss_fn.chunks if isinstance(loss_fn, AnswerLoss) else [(1.0, loss_fn)]
     for weight, part in parts:
-        grads = torch.autograd.grad(part(model), [p for _, p in params], allow_unused=True)
-        for (group, start), (_, p), g in zip(where, params, grads):
+        grads = torch.autograd.grad(part(model), [p for _, _, p in where], allow_unused=True)
+        for (group, start, p), g in zip(where, grads):
             if g is not None:
                 flat[group][start:start + p.numel()].add_(g.detach().reshape(-1).float().cpu(), alpha=weight)
         del grads
@@ -84,14 +91,8 @@ def norm(g: dict[str, torch.Tensor]) -> float:
 @torch.no_grad()
 def _step(model, g: dict[str, torch.Tensor], eta: float) -> None:
     """p -= eta * g for every trainable parameter, g in the grouped layout of `gradient`."""
-    offsets: dict[str, int] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        k = parameter_group(name)
-        start = offsets.get(k, 0)
-        p -= eta * g[k][start:start + p.numel()].view_as(p).to(p.device, p.dtype)
-        offsets[k] = start + p.numel()
+    for group, start, p in _layout(model)[0]:
+        p -= eta * g[group][start:start + p.numel()].view_as(p).to(p.device, p.dtype)
 
 
 def first_order_steps(model, fact_loss, logic_loss, etas: list[float], directions: list[int]) -> list[dict[str, float]]:

@@ -57,9 +57,11 @@ def adopt(executed_dir: Path, notebooks: list[Path] | None = None) -> list[str]:
             if outputs != cell.outputs or cell.execution_count != 1:
                 # nbval compares only the cells that ran in the stored notebook (an execution count)
                 cell.outputs, cell.execution_count = outputs, 1
-                changed.append(path.name)
-        nbformat.write(nb, path)
-    return sorted(set(changed))
+                if path.name not in changed:
+                    changed.append(path.name)
+        if path.name in changed:  # a notebook whose stored outputs already agree is left as it is
+            nbformat.write(nb, path)
+    return sorted(changed)
 
 
 def prepare(dest: Path, profile: str) -> list[Path]:

@@ -154,8 +154,6 @@ def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool 
     final = out_dir / notebook.name
     partial = out_dir / f"{notebook.stem}.running.ipynb"
     failed = out_dir / f"{notebook.stem}.failed.ipynb"
-    # a profile of params/ is passed by name, any other YAML by its path
-    profile_arg = profile.path.stem if profile.committed else str(profile.path)
     sha = _sha256(notebook)  # before running: an edit made during the run must not pass for what ran
     code = notebook_code(notebook)  # likewise for the package code it runs
     manifest = _manifest(profile)
@@ -172,7 +170,7 @@ def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool 
     try:
         # the notebooks' own progress lines (stdout) go to this log as they come; papermill's cell bar is off
         pm.execute_notebook(
-            str(notebook), str(partial), parameters={"profile": profile_arg},
+            str(notebook), str(partial), parameters={"profile": profile.argument},
             kernel_name="python3", language="python", cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=log_output,
             stdout_file=None if log_output else _Prefixed(sys.stdout, f"  {notebook.stem} | "),
         )
