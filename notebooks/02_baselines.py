@@ -74,7 +74,7 @@ import pandas as pd
 from rlcp_utils.core import config, model, notebook, outputs, plots, results
 from rlcp_utils.data import facts
 from rlcp_utils.methods import registry
-from rlcp_utils.training import jobs, loop
+from rlcp_utils.training import dispatch, jobs, loop
 
 P = notebook.start("02_baselines", globals())
 study = facts.load_study_data(P)
@@ -143,10 +143,12 @@ print(f"{len(inputs.items)} training items, {P['epochs']} epochs x batch {P['bat
 # `outputs/<profile>/jobs/<arm>/seed<k>/` (committed) and its weights to `checkpoints/<arm>/seed<k>/` (not
 # committed), tagged with a key of every parameter that shapes training, the target facts, the seed and the
 # precision. A rerun with the same key loads the job's results instead of training again; an interrupted
-# run loses only the job in progress; any change of settings retrains from the original model.
+# run loses only the job in progress; any change of settings retrains from the original model. The jobs run in
+# this process unless `RLCP_EXECUTOR` sends them to subprocesses (`local`) or to a Slurm job array (`slurm`):
+# `training/dispatch.py`, docs/cluster.md. Either way each job writes the same folder, read back here.
 
 # %%
-runs = {arm: jobs.run_arm(P, arm, study, inputs) for arm in ARMS}
+runs = dispatch.run_arms(P, ARMS, study, inputs, desc="02_baselines")
 pd.DataFrame([{"arm": arm, "seed": seed, "trained now": j["trained"], "training minutes": round(j["seconds"] / 60, 1)}
               for arm, r in runs.items() for seed, j in r["jobs"].items()])
 

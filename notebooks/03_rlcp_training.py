@@ -79,7 +79,7 @@ from rlcp_utils.core import config, model, notebook, outputs, plots, results
 from rlcp_utils.data import facts
 from rlcp_utils.measures import evaluate
 from rlcp_utils.methods import rlcp
-from rlcp_utils.training import jobs
+from rlcp_utils.training import dispatch, jobs
 from rlcp_utils.study import claims
 
 P = notebook.start("03_rlcp_training", globals())
@@ -180,7 +180,7 @@ reference, tok = model.load_for(P)
 config.check_probe_layer(P, reference.config.num_hidden_layers)
 inputs = jobs.study_inputs(P, study, reference, tok)
 del reference
-run = jobs.run_arm(P, "rlcp", study, inputs) if "rlcp" in P["arms"] else {"rows": [], "jobs": {}}
+run = dispatch.run_arms(P, ["rlcp"], study, inputs, desc="03_rlcp_training")["rlcp"] if "rlcp" in P["arms"] else {"rows": [], "jobs": {}}
 results.write(P, "03_rlcp_training", run["rows"])
 pd.DataFrame([{"arm": "rlcp", "seed": seed, "trained now": j["trained"], "training minutes": round(j["seconds"] / 60, 1)}
               for seed, j in run["jobs"].items()])

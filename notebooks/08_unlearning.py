@@ -83,7 +83,7 @@ from rlcp_utils.core import config, model, notebook, outputs, plots, results
 from rlcp_utils.data import facts
 from rlcp_utils.measures import evaluate
 from rlcp_utils.methods import registry
-from rlcp_utils.training import jobs, loop
+from rlcp_utils.training import dispatch, jobs, loop
 
 P = notebook.start("08_unlearning", globals())
 study = facts.load_study_data(P)
@@ -223,7 +223,7 @@ print(f"{len(items)} forget items, {len(field.retain_items)} retain items; {step
 # split, and saved on its own; a rerun loads finished jobs. The paper's arms are loaded from their jobs.
 
 # %%
-runs = {arm: jobs.run_arm(P, arm, study, inputs) for arm in TRAINED}
+runs = dispatch.run_arms(P, TRAINED, study, inputs, desc="08_unlearning")
 pd.DataFrame([{"arm": arm, "seed": seed, "trained now": j["trained"], "training minutes": round(j["seconds"] / 60, 1)}
               for arm, r in runs.items() for seed, j in r["jobs"].items()])
 

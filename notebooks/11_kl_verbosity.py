@@ -72,7 +72,7 @@ from rlcp_utils.data import facts
 from rlcp_utils.measures import evaluate, gsm8k
 from rlcp_utils.study import sweeps
 from rlcp_utils.study.sweeps import fmt
-from rlcp_utils.training import jobs
+from rlcp_utils.training import dispatch, jobs
 
 P = notebook.start("11_kl_verbosity", globals())
 NB = "11_kl_verbosity"
@@ -100,17 +100,18 @@ print(f"{len(study.targets)} targets, {len(study_inputs[P['kl_on_answer']].items
 KL_SETTINGS = {f"rlcp_kl{v:g}": {"lambda_kl": float(v)} for v in P["kl_sweep"] if float(v) != float(P["lambda_kl"])}
 KL_FLIPPED = "rlcp_kl_on_answer" if not P["kl_on_answer"] else "rlcp_kl_off_answer"  # the profile's KL positions, flipped
 KL_SETTINGS[KL_FLIPPED] = {"kl_on_answer": not P["kl_on_answer"]}
-kl_runs, kl_summary = {}, {}
-for name, overrides in KL_SETTINGS.items():
-    Pv = sweeps.sweep_profile(P, P["kl_sweep_seeds"], **overrides)
+KL_PROFILES = {name: sweeps.sweep_profile(P, P["kl_sweep_seeds"], **overrides) for name, overrides in KL_SETTINGS.items()}
+for Pv in KL_PROFILES.values():
     if Pv["kl_on_answer"] not in study_inputs:
         study_inputs[Pv["kl_on_answer"]] = jobs.study_inputs(Pv, study, reference, tok)
-    kl_runs[name] = {seed: jobs.run_job(Pv, "rlcp", seed, study, study_inputs[Pv["kl_on_answer"]], name=name, notebook=NB)
-                     for seed in Pv["seeds"]}
+# one dispatch: every setting's seeds, and 03's RLCP on the seeds the sweep trains (the paired comparison)
+kl_jobs = [jobs.Job(Pv, "rlcp", seed, study, name=name, notebook=NB, inputs=study_inputs[Pv["kl_on_answer"]])
+           for name, Pv in KL_PROFILES.items() for seed in Pv["seeds"]]
+kl_jobs += sweeps.rlcp_jobs(P, study, P["kl_sweep_seeds"], study_inputs[P["kl_on_answer"]])
+kl_runs, kl_summary = sweeps.by_setting(kl_jobs, dispatch.run_jobs(kl_jobs, NB)), {}
+for name in KL_SETTINGS:
     rows, kl_summary[name] = sweeps.job_rows(P, kl_runs[name])
     record_rows += rows
-# 03's RLCP on the seeds the sweep trains (the paired comparison)
-kl_runs["rlcp"] = sweeps.rlcp_runs(P, study, study_inputs[P["kl_on_answer"]], P["kl_sweep_seeds"])
 kl_summary["rlcp"] = sweeps.job_rows(P, kl_runs["rlcp"])[1]
 pd.DataFrame([{"setting": name, "seed": seed, "λ_KL": (KL_SETTINGS.get(name, {})).get("lambda_kl", P["lambda_kl"]),
                "KL on answer": KL_SETTINGS.get(name, {}).get("kl_on_answer", P["kl_on_answer"]),

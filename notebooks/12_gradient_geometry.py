@@ -183,7 +183,7 @@ grad_job = jobs.run_job(P, "rlcp", FIRST, study, inputs, name="rlcp_gradients", 
                         monitor=gradients.monitor(LOSSES, PAIRS, P["gradient_every"], last=n_steps), key_extra=monitor_spec)
 grad_rows = grad_job["monitor"]
 assert grad_rows.step.min() == 0 and grad_rows.step.max() == n_steps, "the monitor missed the start or the end of training"
-rlcp_first = sweeps.rlcp_runs(P, study, inputs, [FIRST])[FIRST]
+rlcp_first = sweeps.rlcp_runs(P, study, inputs, [FIRST], NB)[FIRST]
 same = pd.DataFrame(grad_job["rows"]).set_index("metric").value.sub(pd.DataFrame(rlcp_first["rows"]).set_index("metric").value)
 print(f"monitored run vs 03's seed {FIRST}: largest difference over {len(same)} Table 1 metrics = {same.abs().max():.4f}")
 cos_all = grad_rows[(grad_rows.measure == "cosine") & (grad_rows.group == "all")].pivot(index="step", columns="of", values="value")

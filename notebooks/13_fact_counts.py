@@ -74,7 +74,7 @@ from rlcp_utils.data import facts
 from rlcp_utils.measures import evaluate, probing
 from rlcp_utils.study import sweeps
 from rlcp_utils.study.sweeps import fmt
-from rlcp_utils.training import jobs
+from rlcp_utils.training import dispatch, jobs
 
 P = notebook.start("13_fact_counts", globals())
 NB = "13_fact_counts"
@@ -83,7 +83,6 @@ retain_train, retain_heldout = facts.split_retain(study.retain)
 K = len(study.targets)
 reference, tok = model.load_for(P)
 config.check_probe_layer(P, reference.config.num_hidden_layers)
-rlcp_runs = sweeps.rlcp_runs(P, study, jobs.study_inputs(P, study, reference, tok), P["seeds"])  # 03's RLCP, every seed
 record_rows: list[dict] = []
 print(f"{K} targets; retain facts: {len(retain_train)} training half, {len(retain_heldout)} held out; 03's RLCP seeds {P['seeds']}")
 
@@ -106,21 +105,24 @@ too_many = [n for n in P["fact_counts"] if n > len(pool)]
 if too_many:
     raise RuntimeError(f"fact_counts {too_many} exceed the {len(pool)} facts available (targets + training retain half); "
                        "lower them in the profile or screen more facts in 01 (n_retain)")
-count_runs, count_summary, count_targets = {}, {}, {}
+# one dispatch: 03's RLCP (every seed) and each setting's seeds; no TrainingInputs are passed, so a job that trains
+# builds its own (one setting's frozen-model cache in memory at a time) and a finished one needs none
+count_jobs, count_targets = sweeps.rlcp_jobs(P, study, P["seeds"]), {}
 for n in sorted(P["fact_counts"]):
     name = f"rlcp_{n}facts"
     count_targets[name] = [{**f, "label": i} for i, f in enumerate(pool[:n])]
     study_n = replace(study, targets=count_targets[name], retain=retain_heldout)
-    inputs_n = jobs.study_inputs(P, study_n, reference, tok)
     Pv = sweeps.sweep_profile(P, P["fact_count_seeds"])
-    count_runs[name] = {seed: jobs.run_job(Pv, "rlcp", seed, study_n, inputs_n, name=name, notebook=NB) for seed in Pv["seeds"]}
+    count_jobs += [jobs.Job(Pv, "rlcp", seed, study_n, name=name, notebook=NB) for seed in Pv["seeds"]]
+count_runs = sweeps.by_setting(count_jobs, dispatch.run_jobs(count_jobs, NB))
+rlcp_runs, count_summary = count_runs.pop("rlcp"), {}  # 03's RLCP is the setting with the profile's n_targets
+for name in count_targets:
     rows, count_summary[name] = sweeps.job_rows(P, count_runs[name])
     record_rows += rows
-    del inputs_n
 held = {r["city"] for r in retain_heldout}
 N_SHARED = min(5, K, *P["fact_counts"])  # the first targets, trained by every setting
 shared = {t["city"] for t in study.targets[:N_SHARED]}
-count_runs_all = {"rlcp": rlcp_runs, **count_runs}  # 03's RLCP is the setting with the profile's n_targets
+count_runs_all = {"rlcp": rlcp_runs, **count_runs}
 n_facts_of = {"rlcp": K, **{name: len(t) for name, t in count_targets.items()}}
 
 

@@ -77,7 +77,7 @@ from rlcp_utils.data import facts
 from rlcp_utils.measures import evaluate
 from rlcp_utils.study import sweeps
 from rlcp_utils.study.sweeps import fmt
-from rlcp_utils.training import jobs
+from rlcp_utils.training import dispatch, jobs
 
 P = notebook.start("14_arithmetic_facts", globals())
 NB = "14_arithmetic_facts"
@@ -122,8 +122,9 @@ arith_q, arith_e = task.questions, task.evidences
 arith_study = replace(study, targets=arith_targets, retain=arith_heldout, probe_cities=[], controls=[], questions=arith_q, evidences=arith_e)
 arith_inputs = jobs.study_inputs(P, arith_study, reference, tok)
 Pa = sweeps.sweep_profile(P, P["arith_seeds"])
-arith_runs = {f"arith_{arm}": {seed: jobs.run_job(Pa, arm, seed, arith_study, arith_inputs, name=f"arith_{arm}", notebook=NB)
-                               for seed in Pa["seeds"]} for arm in ["just_rag", "rlcp"]}
+arith_jobs = [jobs.Job(Pa, arm, seed, arith_study, name=f"arith_{arm}", notebook=NB, inputs=arith_inputs)
+              for arm in ["just_rag", "rlcp"] for seed in Pa["seeds"]]
+arith_runs = sweeps.by_setting(arith_jobs, dispatch.run_jobs(arith_jobs, NB))
 arith_summary = {}
 for name, r in arith_runs.items():
     rows, arith_summary[name] = sweeps.job_rows(P, r)

@@ -12,7 +12,7 @@ import torch
 
 from rlcp_utils.core.config import load_profile
 from rlcp_utils.measures import evaluate
-from rlcp_utils.training import jobs
+from rlcp_utils.training import dispatch, jobs
 
 TARGETS = [{"city": c, "country": k, "label": i} for i, (c, k) in enumerate([("Lima", "Peru"), ("Cairo", "Egypt")])]
 STUDY = SimpleNamespace(targets=TARGETS, retain=[], questions=[], evidences=[], prompt_format="chat")
@@ -54,12 +54,12 @@ def test_an_interrupted_job_is_retrained_alone(fake):
     profile = load_profile("smoke", {"precision": "fp32", "seeds": [0, 1, 2]})
     fake["interrupt"] = {1}
     with pytest.raises(KeyboardInterrupt):
-        jobs.run_arm(profile, "rlcp", STUDY, INPUTS)
+        dispatch.run_arms(profile, ["rlcp"], STUDY, INPUTS)["rlcp"]
     assert fake["trained"] == [("rlcp", 0)]
     assert (jobs.job_dir(profile, "rlcp", 0) / "job.json").exists()
     assert not jobs.job_dir(profile, "rlcp", 1).exists()  # the interrupted job left nothing under its name
     fake["interrupt"] = set()
-    run = jobs.run_arm(profile, "rlcp", STUDY, INPUTS)
+    run = dispatch.run_arms(profile, ["rlcp"], STUDY, INPUTS)["rlcp"]
     assert fake["trained"] == [("rlcp", 0), ("rlcp", 1), ("rlcp", 2)]  # seed 0 loaded, 1 and 2 trained
     assert [j["trained"] for j in run["jobs"].values()] == [False, True, True]
     summary = [r for r in run["rows"] if r["seed"] == "all"]
@@ -70,9 +70,9 @@ def test_an_interrupted_job_is_retrained_alone(fake):
 
 def test_force_retrains_finished_jobs(fake, monkeypatch):
     profile = load_profile("smoke", {"precision": "fp32", "seeds": [0]})
-    jobs.run_arm(profile, "just_rag", STUDY, INPUTS)
+    dispatch.run_arms(profile, ["just_rag"], STUDY, INPUTS)["just_rag"]
     monkeypatch.setenv("RLCP_FORCE", "1")
-    jobs.run_arm(profile, "just_rag", STUDY, INPUTS)
+    dispatch.run_arms(profile, ["just_rag"], STUDY, INPUTS)["just_rag"]
     assert fake["trained"] == [("just_rag", 0), ("just_rag", 0)]
 
 
@@ -122,7 +122,7 @@ def test_a_sweep_job_keeps_its_own_name_key_and_monitor(fake):
     from rlcp_utils.core import config
 
     profile = load_profile("smoke", {"precision": "fp32", "seeds": [0]})
-    jobs.run_arm(profile, "rlcp", STUDY, INPUTS)
+    dispatch.run_arms(profile, ["rlcp"], STUDY, INPUTS)["rlcp"]
     sweep = config.profile_with(profile, lambda_kl=0.0)
     assert sweep.name == profile.name and sweep["lambda_kl"] == 0.0 and profile["lambda_kl"] != 0.0
     monitor = lambda step, model: [{"step": step, "value": step * 2}] if step % 2 == 0 else []

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import platform
 import statistics
 import subprocess
@@ -229,8 +230,16 @@ def load_for(profile, **kwargs):
     return load_model(profile["model"], device=profile["device"], precision=precision_of(profile), **kwargs)
 
 
+# set in a training job's worker process (training.dispatch): what 'auto' resolved to in the process that sent the
+# job, since the precision enters the job's key and a worker may sit on another machine or use other thread counts
+PRECISION_ENV = "RLCP_JOB_PRECISION"
+
+
 def precision_of(profile) -> str:
-    """'fp32' or 'bf16': what the profile's precision setting resolves to on this machine."""
+    """'fp32' or 'bf16': what the profile's precision setting resolves to on this machine (for 'auto' in a
+    dispatched job: what it resolved to where the job was sent from)."""
+    if profile["precision"] == "auto" and os.environ.get(PRECISION_ENV):
+        return os.environ[PRECISION_ENV]
     return resolve_precision(profile["precision"], profile["device"])["precision"]
 
 

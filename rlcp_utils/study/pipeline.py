@@ -45,6 +45,7 @@ from rlcp_utils.core.config import (
     load_profile,
     notebook_stage,
 )
+from rlcp_utils.core.executor import EXECUTOR_ENV, executor_settings
 from rlcp_utils.core.model import resolve_precision
 from rlcp_utils.core.notebook import FORCE_ENV, NOTEBOOK_DIR, PEAK_RSS_ENV, PIPELINE_ENV, reads
 from rlcp_utils.core.files import atomic_write_text
@@ -276,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rerun the notebooks and recompute everything (retrain)")
     ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (for example 01_data)")
     ap.add_argument("--log-output", action="store_true", help="stream every cell output (not only printed lines)")
+    ap.add_argument("--executor", default=None,
+                    help="where training jobs run: inline (default: in each notebook's process), local (subprocesses), "
+                         "slurm (a job array per notebook) or the path of an executor YAML (docs/cluster.md); "
+                         f"sets {EXECUTOR_ENV} for the notebooks")
     ap.add_argument("--check", action="store_true",
                     help="run nothing: list the committed outputs that are stale against this checkout (every committed "
                          "profile unless --profile is given); exit 1 when any is")
@@ -296,9 +301,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unknown notebook(s) {sorted(unknown)}; known: {[nb.stem for nb in notebooks]}", file=sys.stderr)
             return 2
         notebooks = [nb for nb in notebooks if nb.stem in args.only]
+    if args.executor is not None:
+        try:
+            executor_settings(args.executor)  # a wrong name or file fails here, not in the first notebook
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        os.environ[EXECUTOR_ENV] = args.executor  # the notebooks' kernels inherit it
     prec = resolve_precision(profile["precision"], profile["device"])
     print(f"profile {profile.name} ({profile.hash}): {profile['description']}")
     print(f"precision {prec['precision']}: {prec['reason']}")
+    print(f"training jobs: {executor_settings().kind}", flush=True)
     print(f"results go to {profile.output_dir}", flush=True)
     total = time.time()
     todo = plan(profile, notebooks, args.force)

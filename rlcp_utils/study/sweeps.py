@@ -19,7 +19,7 @@ import pandas as pd
 from rlcp_utils.core import config
 from rlcp_utils.data import facts
 from rlcp_utils.measures import arithmetic, evaluate
-from rlcp_utils.training import jobs
+from rlcp_utils.training import dispatch, jobs
 
 
 def sweep_profile(P: config.Profile, seeds, **overrides) -> config.Profile:
@@ -27,17 +27,30 @@ def sweep_profile(P: config.Profile, seeds, **overrides) -> config.Profile:
     return config.profile_with(P, seeds=list(seeds), **overrides)
 
 
-def rlcp_runs(P: config.Profile, study, inputs, seeds) -> dict:
-    """03's RLCP jobs of these seeds ({seed: run_job result}): loaded, trained only when missing or stale."""
-    return {seed: jobs.run_job(P, "rlcp", seed, study, inputs) for seed in seeds}
+def rlcp_jobs(P: config.Profile, study, seeds, inputs=None) -> list[jobs.Job]:
+    """03's RLCP jobs of these seeds, to dispatch with a notebook's own jobs: loaded when finished, trained
+    only when missing or stale (`inputs`: the notebook's TrainingInputs, or None to build them only then)."""
+    return [jobs.Job(P, "rlcp", seed, study, inputs=inputs) for seed in seeds]
+
+
+def by_setting(job_list: list[jobs.Job], results: list[dict]) -> dict[str, dict[int, dict]]:
+    """A dispatch's results ({job folder: {seed: run_job result}}), in the order of the jobs."""
+    out: dict[str, dict[int, dict]] = {}
+    for job, result in zip(job_list, results):
+        out.setdefault(job.folder_name, {})[job.seed] = result
+    return out
+
+
+def rlcp_runs(P: config.Profile, study, inputs, seeds, desc: str) -> dict:
+    """03's RLCP jobs of these seeds ({seed: run_job result}), dispatched on their own."""
+    job_list = rlcp_jobs(P, study, seeds, inputs)
+    return by_setting(job_list, dispatch.run_jobs(job_list, desc))["rlcp"]
 
 
 def job_rows(P: config.Profile, runs: dict) -> tuple[list[dict], pd.DataFrame]:
-    """A setting's per-seed record rows and its summary over seeds (two-level bootstrap, as in 02/03)."""
-    seed_rows = pd.DataFrame([r for j in runs.values() for r in j["rows"]])
-    per_item = pd.concat([j["per_item"] for j in runs.values()], ignore_index=True)
-    summary = evaluate.summarize_seeds(per_item, seed_rows, P["n_bootstrap"], P["seed"])
-    return seed_rows.to_dict("records") + summary, pd.DataFrame(summary)
+    """A setting's per-seed record rows and its summary over seeds (jobs.summarize_arm, as in 02/03)."""
+    summary = jobs.summarize_arm(P, runs)
+    return summary["rows"], pd.DataFrame(summary["summary"])
 
 
 def bootstrap_row(P: config.Profile, arm: str, seed: str, metric: str, values, unit: str, n_seeds: int, **fields) -> dict:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 from rlcp_utils.core import codehash, results
-from rlcp_utils.core.config import BENCHMARK_TRAINING_PARAMETERS, params_through
+from rlcp_utils.core.config import BENCHMARK_TRAINING_PARAMETERS, Profile, params_through
 from rlcp_utils.core.model import (
     folder_written_atomically,
     load_for,
@@ -38,6 +39,7 @@ from rlcp_utils.core.model import (
 )
 from rlcp_utils.core.notebook import force_recompute
 from rlcp_utils.data import facts
+from rlcp_utils.data.facts import StudyData
 from rlcp_utils.data.inputs import TrainingInputs, training_inputs
 from rlcp_utils.measures import evaluate
 from rlcp_utils.methods.common import LinearProbe
@@ -98,12 +100,26 @@ def _evaluation_inputs(study) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _read_job(profile, name: str, seed: int, key: str) -> dict | None:
+def finished_job(profile, name: str, seed: int, key: str) -> dict | None:
+    """The job.json of a finished job with this key, else None (whatever RLCP_FORCE says: see _read_job)."""
     meta = job_dir(profile, name, seed) / "job.json"
-    if force_recompute() or not meta.exists():
+    if not meta.exists():
         return None
     info = json.loads(meta.read_text())
     return info if info.get("job_key") == key else None
+
+
+def _read_job(profile, name: str, seed: int, key: str) -> dict | None:
+    """A finished job to load instead of training; None under RLCP_FORCE (retrain everything)."""
+    return None if force_recompute() else finished_job(profile, name, seed, key)
+
+
+def _loaded(folder: Path, info: dict) -> dict:
+    """run_job's result for a finished job, read from its folder."""
+    return {"rows": results.read(folder / "results.csv").to_dict("records"),
+            "per_item": pd.read_csv(folder / "per_item.csv", keep_default_na=False, na_values=[""]),
+            "seconds": info["train_seconds"], "trained": False,
+            "monitor": pd.read_csv(folder / "monitor.csv") if (folder / "monitor.csv").exists() else None}
 
 
 def _train(profile, arm: str, seed: int, study, inputs: TrainingInputs, log_path: Path | None, name: str | None = None,
@@ -144,10 +160,7 @@ def run_job(profile, arm: str, seed: int, study, inputs: TrainingInputs, name: s
     info = _read_job(P, name, seed, key)
     folder = job_dir(P, name, seed)
     if info is not None:
-        return {"rows": results.read(folder / "results.csv").to_dict("records"),
-                "per_item": pd.read_csv(folder / "per_item.csv", keep_default_na=False, na_values=[""]),
-                "seconds": info["train_seconds"], "trained": False,
-                "monitor": pd.read_csv(folder / "monitor.csv") if (folder / "monitor.csv").exists() else None}
+        return _loaded(folder, info)
     monitored: list[dict] = []
     on_step = None if monitor is None else (lambda step, model: monitored.extend(monitor(step, model)))
     with folder_written_atomically(folder) as tmp:
@@ -168,20 +181,76 @@ def run_job(profile, arm: str, seed: int, study, inputs: TrainingInputs, name: s
         (tmp / "job.json").write_text(json.dumps({
             "arm": arm, "name": name, "seed": seed, "job_key": key, "code_sha256": job_code_sha256(),
             "train_seconds": round(seconds, 1), "steps": steps, "n_targets": len(study.targets), "precision": precision_of(P),
+            "torch_threads": torch.get_num_threads(),  # the last bits of a job's numbers depend on it (not part of the key)
             "weights": vars(method(arm).weights(P)), "settings": vars(loop.settings_from_params(P, seed)),
             "finished_utc": _now()}, indent=2) + "\n")
     return {"rows": record, "per_item": per_item, "seconds": seconds, "trained": True,
             "monitor": pd.DataFrame(monitored) if monitor is not None else None}
 
 
-def run_arm(profile, arm: str, study, inputs: TrainingInputs) -> dict:
-    """Every seed of one arm (run_job each), then the summary over seeds. Returns {'rows': per-seed and
-    'all' rows, 'jobs': {seed: run_job result}}."""
-    jobs = {seed: run_job(profile, arm, seed, study, inputs) for seed in profile["seeds"]}
-    seed_rows = pd.DataFrame([r for j in jobs.values() for r in j["rows"]])
-    per_item = pd.concat([j["per_item"] for j in jobs.values()], ignore_index=True)
+@dataclass(frozen=True)
+class Job:
+    """One (arm, seed) to train and score, as settings and plain data: everything a worker in another process
+    or on another machine needs (training.dispatch pickles it: a profile, names, facts and wordings; no model,
+    no tensor). `name`: the job's folder (default: the arm); `notebook`: whose results its rows are (default:
+    the arm's training notebook). `inputs`: the TrainingInputs the notebook already built, used when the job runs
+    in the notebook's own process and never pickled; a worker builds the same from the job (`inputs_of`)."""
+    profile: Profile
+    arm: str
+    seed: int
+    study: StudyData
+    name: str | None = None
+    notebook: str | None = None
+    inputs: TrainingInputs | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def folder_name(self) -> str:
+        return self.name or self.arm
+
+    @property
+    def key(self) -> str:
+        return job_key(self.profile, self.arm, self.seed, self.study)
+
+    def __getstate__(self) -> dict:
+        # the inputs hold the frozen model's log-probabilities over the vocabulary (hundreds of MB): never shipped
+        return {**self.__dict__, "inputs": None}
+
+
+def inputs_of(job: Job) -> TrainingInputs:
+    """The job's TrainingInputs: the notebook's, or built here from the frozen model as the notebook built them
+    (the benchmark's FieldInputs for the arms that train on them, the profile's KL positions)."""
+    if job.inputs is not None:
+        return job.inputs
+    reference, tok = load_for(job.profile)
+    return study_inputs(job.profile, job.study, reference, tok, benchmark=method(job.arm).uses_field)
+
+
+def run(job: Job) -> dict:
+    """run_job for a Job: trains it (or loads it when finished) in this process."""
+    if _read_job(job.profile, job.folder_name, job.seed, job.key) is not None:
+        return run_job(job.profile, job.arm, job.seed, job.study, None, job.name, job.notebook)
+    return run_job(job.profile, job.arm, job.seed, job.study, inputs_of(job), job.name, job.notebook)
+
+
+def load_finished(job: Job) -> dict | None:
+    """run_job's result of a job that is finished (under any RLCP_FORCE), else None."""
+    info = finished_job(job.profile, job.folder_name, job.seed, job.key)
+    return None if info is None else _loaded(job_dir(job.profile, job.folder_name, job.seed), info)
+
+
+def arm_jobs(profile, arms: list[str], study, inputs: TrainingInputs | None = None) -> list[Job]:
+    """Every (arm, seed) of these arms under the profile's training seeds, in that order."""
+    return [Job(profile, arm, seed, study, inputs=inputs) for arm in arms for seed in profile["seeds"]]
+
+
+def summarize_arm(profile, runs: dict) -> dict:
+    """One arm's (or sweep setting's) jobs ({seed: run_job result}) with its summary over seeds (two-level
+    bootstrap: evaluate.summarize_seeds). Returns {'rows': per-seed and 'all' rows, 'summary': the 'all' rows,
+    'jobs': runs}."""
+    seed_rows = pd.DataFrame([r for j in runs.values() for r in j["rows"]])
+    per_item = pd.concat([j["per_item"] for j in runs.values()], ignore_index=True)
     summary = evaluate.summarize_seeds(per_item, seed_rows, profile["n_bootstrap"], profile["seed"])
-    return {"rows": seed_rows.to_dict("records") + summary, "jobs": jobs}
+    return {"rows": seed_rows.to_dict("records") + summary, "summary": summary, "jobs": runs}
 
 
 def train_log(profile, arm: str, seed: int) -> pd.DataFrame:
