@@ -220,3 +220,12 @@ def test_slurm_array_carries_the_settings_and_its_jobs_equal_inline(study_and_pr
         os.environ.update(env)
     assert_same(job_files(profile, job_list), reference)
     assert (folder / "rlcp_seed1.job.pkl").exists()
+
+
+def test_a_cpu_only_slurm_job_asks_for_no_gpu(tmp_path):
+    with MockedSubprocess(known_cmds=["srun"]).context():
+        cpu = dispatch.make_executor(executor.ExecutorSettings(kind="slurm", gpus_per_job=0), tmp_path, 3)
+        gpu = dispatch.make_executor(executor.ExecutorSettings(kind="slurm", gpus_per_job=2), tmp_path, 3)
+    assert "gpus_per_node" not in cpu._executor.parameters and gpu._executor.parameters["gpus_per_node"] == 2
+    assert cpu._executor.parameters["array_parallelism"] == 3  # never more than the array's size
+

@@ -116,11 +116,12 @@ def make_executor(settings: ExecutorSettings, folder: Path, n_jobs: int):
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     optional = {f"slurm_{k}": v for k, v in (("partition", settings.partition), ("account", settings.account),
                                               ("qos", settings.qos), ("constraint", settings.constraint)) if v}
+    if settings.gpus_per_job:  # no --gpus-per-node=0 line: clusters without GPU resources reject it
+        optional["gpus_per_node"] = settings.gpus_per_job
     executor.update_parameters(
         name="rlcp", timeout_min=settings.timeout_min, nodes=1, tasks_per_node=1, cpus_per_task=settings.cpus_per_job,
-        gpus_per_node=settings.gpus_per_job, mem_gb=settings.mem_gb,
-        slurm_array_parallelism=min(settings.array_parallelism, n_jobs), slurm_setup=list(settings.setup),
-        slurm_additional_parameters=dict(settings.additional), **optional)
+        mem_gb=settings.mem_gb, slurm_array_parallelism=min(settings.array_parallelism, n_jobs),
+        slurm_setup=list(settings.setup), slurm_additional_parameters=dict(settings.additional), **optional)
     return executor
 
 
@@ -212,7 +213,13 @@ def _run_elsewhere(pending: list[jobs.Job], settings: ExecutorSettings, desc: st
     # relative to the outputs folder: this line lands in executed notebooks, which carry no machine paths
     shown = folder.relative_to(outputs_root()) if folder.is_relative_to(outputs_root()) else folder
     print(f"{desc}: {len(pending)} jobs sent {where}; logs in <outputs>/{shown}", flush=True)
-    failures = wait(pending, handles, settings, folder, desc, worker)
+    try:
+        failures = wait(pending, handles, settings, folder, desc, worker)
+    except KeyboardInterrupt:  # the notebook was interrupted: stop what it sent (finished jobs stay)
+        for handle in handles:
+            if handle is not None and not handle.done():
+                handle.cancel(check=False)
+        raise
     if failures:
         raise JobsFailed(f"{len(failures)} of {len(pending)} jobs failed (the others' results are kept; rerunning the "
                          "notebook sends only the failed ones again):\n" + "\n".join(failures))

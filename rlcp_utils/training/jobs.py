@@ -14,6 +14,8 @@ of training; a job computed by other code is trained again. An interrupted run l
 progress, since job.json is written last and each folder is replaced atomically. Jobs are independent: any
 order, any subset. Trained weights stay on the machine that trained them; an analysis that needs them on
 another machine retrains that one job (`load_arm`, which says so and shows its progress), never the others.
+A `Job` is one (arm, seed) as settings and plain data, so that training.dispatch can send it to another process
+or machine (RLCP_EXECUTOR); `run` trains it wherever it is.
 """
 
 from __future__ import annotations
