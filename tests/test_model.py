@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 
@@ -102,3 +104,17 @@ def test_auto_precision_on_a_gpu_is_bf16_only_where_native(monkeypatch, capabili
     assert f"compute capability {capability[0]}.{capability[1]}" in out["reason"]
     assert model_mod.resolve_precision("fp32", "cuda")["precision"] == "fp32"  # an explicit setting is kept
     model_mod.resolve_precision.cache_clear()
+
+
+@pytest.mark.parametrize("flags,expected", [([], "fp32"), (["avx512_bf16"], "bf16"), (["amx_bf16", "avx512_bf16"], "bf16")])
+def test_auto_precision_on_a_cpu_follows_its_flags_and_never_a_timing(monkeypatch, flags, expected):
+    """The same machine must get the same answer every time (it enters every job key): no timing is consulted."""
+    monkeypatch.setattr(model_mod, "cpu_bf16_flags", lambda: flags)
+    monkeypatch.setattr(time, "perf_counter", lambda: pytest.fail("resolve_precision timed something"))
+    model_mod.resolve_precision.cache_clear()
+    try:
+        out = model_mod.resolve_precision("auto", "cpu")
+        assert out["precision"] == expected and out["cpu_bf16_flags"] == flags
+        assert ("natively" in out["reason"]) == (expected == "bf16")
+    finally:
+        model_mod.resolve_precision.cache_clear()

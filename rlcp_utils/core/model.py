@@ -11,11 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import json
 import logging
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -207,24 +204,6 @@ def cpu_bf16_flags() -> list[str]:
     return sorted({f for f in flags.split() if f in ("avx512_bf16", "amx_bf16")})
 
 
-def _matmul_speedup(repeats: int = 5) -> float:
-    """fp32 time / bf16-autocast time of a forward+backward through an MLP-sized linear layer (seconds)."""
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(576, 1536)
-    x = torch.randn(512, 576, requires_grad=True)
-
-    def run(bf16: bool) -> float:
-        times = []
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                layer(x).float().pow(2).mean().backward()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times[1:])
-
-    return run(False) / run(True)
-
-
 def load_for(profile, **kwargs):
     """(model, tokenizer) of a profile's model, on its device, in the precision it resolves to here."""
     return load_model(profile["model"], device=profile["device"], precision=precision_of(profile), **kwargs)
@@ -247,10 +226,11 @@ def precision_of(profile) -> str:
 def resolve_precision(setting: str, device: str = "auto") -> dict:
     """What 'auto' | 'fp32' | 'bf16' means on this machine, with the evidence: {'precision', 'reason', ...}.
 
-    'auto' on a GPU: bf16 where the GPU runs it natively (compute capability >= 8.0), else fp32. On a CPU: bf16 only when the CPU has a native bf16
-    instruction set (avx512_bf16 or amx_bf16) and a measured bf16 matmul is at least 1.2x faster than fp32;
-    without them bf16 is emulated and was measured 22x slower per training step. The CPU decision is
-    measured once per machine and kept in .cache/precision.json, so every notebook of a run agrees."""
+    'auto' on a GPU: bf16 where the GPU runs it natively (compute capability >= 8.0), else fp32. On a CPU: bf16
+    where the CPU has a native bf16 instruction set (avx512_bf16 or amx_bf16), else fp32 (bf16 is emulated there:
+    one AVX2-only CPU took 22x longer per training step). The rule reads the hardware's flags only, never a timing:
+    the precision enters every job's key and the screened facts, so it must not change between two runs on the
+    same machine (a timed rule gave bf16 speedups of 1.17x and 5.37x on one machine, minutes apart, under load)."""
 
     if setting not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {setting!r}")
@@ -271,22 +251,8 @@ def resolve_precision(setting: str, device: str = "auto") -> dict:
     if not flags:
         return {"precision": "fp32", "device": "cpu", "cpu_bf16_flags": flags,
                 "reason": "this CPU has no native bf16 instructions (avx512_bf16/amx_bf16): bf16 would be emulated"}
-    machine = f"{platform.processor() or platform.machine()}|{','.join(flags)}|torch {torch.__version__}|threads {torch.get_num_threads()}"
-    path = cache_root() / "precision.json"
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if machine not in known:
-        speedup = _matmul_speedup()
-        known[machine] = {"bf16_speedup": round(speedup, 2)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(known, indent=2))
-    speedup = known[machine]["bf16_speedup"]
-    use = speedup >= 1.2
-    return {"precision": "bf16" if use else "fp32", "device": "cpu", "cpu_bf16_flags": flags, "bf16_speedup": speedup,
-            "reason": f"CPU with {', '.join(flags)}; measured bf16 matmul speedup {speedup:.2f}x "
-                      f"({'>=' if use else '<'} 1.2x)"}
+    return {"precision": "bf16", "device": "cpu", "cpu_bf16_flags": flags,
+            "reason": f"CPU with {', '.join(flags)}: bf16 runs natively"}
 
 
 def install_offline_model(force_reinstall: bool = False) -> None:
