@@ -14,11 +14,11 @@
 # %% [markdown]
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rlcp-study/rlcp/blob/main/notebooks/09_relearning.ipynb)
 #
-# # 09 · Does the knowledge come back? Relearning attacks on the unlearned models
+# # 09 · Does the knowledge come back? Relearning and quantization attacks on the unlearned models
 #
 # A method that only hides a fact gives it back after a little fine-tuning on *related* facts; a method that
 # removed it does not (Deeb & Roger 2024; Hu et al. 2024). This notebook attacks the first training seed's
-# model of every arm of 08 (the paper's arms and the benchmark's) in two ways:
+# model of every arm of 08 (the paper's arms and the benchmark's) in three ways:
 #
 # - **Relearning** on held-out folds: `relearn_folds` folds of the targets; for each fold, fine-tune the model
 #   with plain CE on the *other* folds' no-context training items (same learning rate and batch size as
@@ -28,6 +28,10 @@
 # - **Benign relearning**: the same number of steps on unrelated text, other GSM8K reference solutions (the
 #   `lm_loss_texts` problems before the sample that 10 measures the per-token loss on), then the targets'
 #   recall.
+# - **Quantization** (Zhang et al. 2025): no training at all. Every model is stored the way our offline model
+#   ships (a GGUF file: the blocks' linear weights in 4 bits, the embedding in 8) and read back, in Q4_1 (the
+#   shipped format), Q4_0 and Q8_0, then scored like the trained arm itself. Unlearning that moves the weights
+#   by less than a quantization step is rounded away.
 #
 # The trained weights are kept for the first training seed only (0.5 GB per model), so every number here is one
 # model per arm, with an interval over facts; the record says n seeds = 1.
@@ -76,7 +80,7 @@ import pandas as pd
 from rlcp_utils.core import cache, model, notebook, outputs, plots, results
 from rlcp_utils.data import facts
 from rlcp_utils.data.inputs import make_train_items
-from rlcp_utils.measures import evaluate, gsm8k, unlearning
+from rlcp_utils.measures import evaluate, gsm8k, quantization, unlearning
 from rlcp_utils.methods import registry
 from rlcp_utils.training import jobs
 
@@ -181,7 +185,6 @@ for arm in TRAINED:
         recovery = ((relearned[arm][top] - before) / gap)[forgot]
         rows.append(per_fact_row(arm, "relearn.recovery", recovery))
     rows.append(per_fact_row(arm, "benign_relearn.targets_recall", by_fact(t[t.attack == "benign"]), n_prompts=len(study.questions) * K))
-results.write(P, NOTEBOOK, rows)
 pd.DataFrame(rows).pivot(index="arm", columns="metric", values="value").loc[TRAINED].round(3)
 
 # %% [markdown]
@@ -203,3 +206,127 @@ ax.legend(fontsize=8)
 fig.tight_layout()
 outputs.save_figure(P, fig, "09_relearning")
 plt.show()
+
+# %% [markdown]
+# ## Quantization attack
+# Each model's weights are rounded through gguf-py's own quantize/dequantize (`measures/quantization.py`): the
+# tensors the shipped file quantizes, in the same blocks of 32 weights. First a check that this is the shipped
+# grid: the original model, read from the Q4_1 file, must come back unchanged. Then every arm as it is
+# (`none`) and in each format is scored with 02/03's evaluation (targets and retain facts, no context and RAG,
+# every wording split, chance from a deranged answer key); tables are cached like the attacks above.
+# **recovery** = the quantized arm's no-context recall of the targets (held-out wordings) ÷ the original's, a
+# ratio of means over facts with a bootstrap interval over facts (0: still forgotten; 1: all back).
+# **weight change** = |trained − original| of every block weight in units of its block's Q4_1 step: a weight
+# moved by less than half a step rounds back to the original's value (when its block keeps its min and max).
+
+# %%
+FORMATS = ["none", *P["quant_formats"]]
+QUANT_CODE = ["rlcp_utils.measures.quantization", "rlcp_utils.measures.evaluate", "rlcp_utils.data.facts", "rlcp_utils.core.model"]
+QUANT_READS = ["model", "seed", "eval_batch_size", "n_bootstrap", "quant_formats"]
+HELD = "no_context_recall.heldout"
+loaded: dict = {}
+
+
+def model_of(arm: str):
+    """The arm's model, kept while its tables are computed (one trained model in memory at a time)."""
+    if arm not in loaded:
+        loaded.pop(next((a for a in loaded if a != "original"), None), None)
+        loaded[arm] = jobs.load_arm(P, arm, study)[0]
+    return loaded[arm]
+
+
+def model_key_of(arm: str) -> str:
+    return "original" if arm == "original" else jobs.job_key(P, arm, P["seeds"][0], study)
+
+
+def quantized_scores(arm: str) -> pd.DataFrame:
+    """evaluate_arm's rows for the model as it is and through each format, with the targets' per-fact held-out recall."""
+    key = {"model": model_key_of(arm), "precision": model.precision_of(P), "params": {k: P[k] for k in QUANT_READS},
+           "data": DATA, "formats": FORMATS}
+
+    def compute() -> pd.DataFrame:
+        parts = []
+        for fmt in FORMATS:
+            lm = model_of(arm) if fmt == "none" else quantization.quantized_copy(model_of(arm), fmt)
+            rows, items_out = evaluate.evaluate_arm(lm, tok, arm, {"targets": study.targets, "retain": study.retain}, study.questions,
+                                                    study.evidences, study.prompt_format, P["eval_batch_size"], P["n_bootstrap"],
+                                                    P["seed"], desc=f"{arm} {fmt}")
+            items_df = pd.DataFrame(items_out)
+            per_fact = items_df[(items_df.facts == "targets") & (items_df.condition == HELD)].groupby("city").correct.mean()
+            parts += [pd.DataFrame(rows).assign(fmt=fmt, city=""),
+                      pd.DataFrame({"fmt": fmt, "facts": "targets", "metric": f"per_fact.{HELD}", "city": per_fact.index,
+                                    "value": per_fact.to_numpy()})]
+        return pd.concat(parts, ignore_index=True)
+
+    return cache.cached_table(P, NOTEBOOK, f"{arm}_quantized", key, compute, QUANT_CODE)
+
+
+def weight_change(arm: str) -> pd.DataFrame:
+    """The arm's block weights' change from the original in Q4_1 steps (the original: its shipped round trip)."""
+    def compute() -> pd.DataFrame:
+        if arm == "original":
+            changed, total = quantization.shipped_round_trip_changes(model_of("original"))
+            return pd.DataFrame([{"changed_by_round_trip": changed, "n_weights": total}])
+        steps = quantization.change_in_steps(model_of("original"), model_of(arm))
+        return pd.DataFrame([{"median_steps": float(np.median(steps)), "share_under_half_step": float((steps < 0.5).mean()),
+                              "n_weights": steps.size}])
+
+    return cache.cached_table(P, NOTEBOOK, f"{arm}_weight_change", {"model": model_key_of(arm), "data": DATA}, compute, QUANT_CODE)
+
+
+quant = {arm: quantized_scores(arm) for arm in ["original"] + TRAINED}
+moved = {arm: weight_change(arm) for arm in ["original"] + TRAINED}
+loaded.clear()
+grid = moved["original"].iloc[0]
+print(f"the original read back through the shipped formats: {int(grid.changed_by_round_trip)} of {int(grid.n_weights):,} "
+      "weights changed (0: the same grid as the shipped file)")
+
+# %%
+quant_rows = [results.analysis_row(P, "original", "quant.original_off_grid_share", grid.changed_by_round_trip / grid.n_weights,
+                                   unit="weights", n_units=int(grid.n_weights), interval="none (a count)")]
+per_fact_of = {arm: {fmt: t[(t.fmt == fmt) & (t.metric == f"per_fact.{HELD}")].set_index("city").value for fmt in FORMATS}
+               for arm, t in quant.items()}
+for arm, t in quant.items():
+    for r in t[t.metric != f"per_fact.{HELD}"].to_dict("records"):
+        quant_rows.append(results.analysis_row(P, arm, f"quant.{r['fmt']}.{r['facts']}.{r['metric']}", r["value"], ci_low=r["ci_low"],
+                                               ci_high=r["ci_high"], chance=r["chance"], unit="facts", n_units=int(r["n_facts"]),
+                                               n_prompts=int(r["n_prompts"]), interval=evaluate.FACT_INTERVAL))
+    if arm == "original":
+        continue
+    original = per_fact_of["original"]["none"]
+    for fmt in FORMATS:
+        if original.mean() > 0:
+            ratio, lo, hi = quantization.ratio_ci(per_fact_of[arm][fmt].loc[original.index], original, P["n_bootstrap"], P["seed"])
+            quant_rows.append(results.analysis_row(P, arm, f"quant.{fmt}.recovery", ratio, ci_low=lo, ci_high=hi, chance=np.nan,
+                                                   unit="facts", n_units=len(original), interval="95% bootstrap over facts"))
+    w = moved[arm].iloc[0]
+    for stat in ["median_steps", "share_under_half_step"]:
+        quant_rows.append(results.analysis_row(P, arm, f"quant.weight_change.{stat}", w[stat], unit="weights",
+                                               n_units=int(w.n_weights), interval="none (every block weight)"))
+results.write(P, NOTEBOOK, rows + quant_rows)
+view = pd.DataFrame(quant_rows)
+view = view[view.metric.str.contains(f"targets.{HELD}|retain.{HELD}|recovery|weight_change", regex=True)]
+view.pivot(index="arm", columns="metric", values="value").reindex(["original"] + TRAINED).round(3).T
+
+# %% [markdown]
+# No-context recall of the targets and of the retain facts (held-out wordings), each model as it is and read back
+# through each format (95% intervals over facts). A bar of a trained arm that climbs back towards the original's
+# after quantization is forgetting that the rounding undid.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+width = 0.8 / len(FORMATS)
+all_rows = pd.DataFrame(quant_rows)
+for ax, fact_set in zip(axes, ["targets", "retain"]):
+    for j, fmt in enumerate(FORMATS):
+        d = all_rows[all_rows.metric == f"quant.{fmt}.{fact_set}.{HELD}"].set_index("arm").reindex(["original"] + TRAINED)
+        x = np.arange(len(d)) + (j - (len(FORMATS) - 1) / 2) * width
+        ax.bar(x, d.value, width, yerr=[d.value - d.ci_low, d.ci_high - d.value], capsize=2, label=fmt, alpha=0.85)
+    ax.set_xticks(np.arange(len(d)), d.index, rotation=30, ha="right")
+    ax.set(title=f"{fact_set}: no-context recall (held-out wordings)", ylim=(0, 1.05))
+axes[0].set_ylabel("recall")
+axes[1].legend(title="read back as", fontsize=8)
+fig.tight_layout()
+outputs.save_figure(P, fig, "09_quantization")
+plt.show()
+

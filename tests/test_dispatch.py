@@ -110,11 +110,12 @@ def inline_reference(profile, job_list, tmp_path, monkeypatch, threads: int) -> 
 def local_worker(job, context):
     """train_job, leaving its process id and start/end times next to the outputs (to see that two ran at once),
     except that the process of seed 1 is killed (as by the OOM killer) before it writes anything."""
-    if job.seed == 1:
-        os.kill(os.getpid(), signal.SIGKILL)
     t0 = time.time()
-    folder = dispatch.train_job(job, context)
     stamp = Path(os.environ["RLCP_OUTPUTS_DIR"]).parent / f"ran-{job.folder_name}-{job.seed}.json"
+    if job.seed == 1:
+        stamp.write_text(json.dumps({"pid": os.getpid(), "start": t0}))
+        os.kill(os.getpid(), signal.SIGKILL)
+    folder = dispatch.train_job(job, context)
     stamp.write_text(json.dumps({"pid": os.getpid(), "start": t0, "end": time.time()}))
     return folder
 
@@ -168,6 +169,8 @@ def test_local_runs_jobs_at_once_equal_to_inline_and_a_killed_job_is_reported_an
     ran = [json.loads((tmp_path / f"ran-{j.folder_name}-{j.seed}.json").read_text()) for j in job_list[:2]]
     assert ran[0]["pid"] != ran[1]["pid"] and os.getpid() not in {r["pid"] for r in ran}
     assert ran[0]["start"] < ran[1]["end"] and ran[1]["start"] < ran[0]["end"], "the two jobs did not overlap"
+    third = json.loads((tmp_path / "ran-rlcp-1.json").read_text())
+    assert third["start"] >= min(r["end"] for r in ran), "a third job started while two were running (workers: 2)"
     assert_same(job_files(profile, job_list[:2]), reference)
 
     # the third was killed: reported with its logs and a command that reruns it alone; the others are kept
@@ -177,7 +180,7 @@ def test_local_runs_jobs_at_once_equal_to_inline_and_a_killed_job_is_reported_an
     assert not jobs.job_dir(profile, "rlcp", 1).exists()
     kept = (jobs.job_dir(profile, "rlcp", 0) / "job.json").read_text()
     command = message.split("rerun it alone: ")[1].split()
-    assert command[:3] == [Path(sys.executable).name, "-m", "rlcp_utils.training.dispatch"]
+    assert command[:3] == [sys.executable, "-m", "rlcp_utils.training.dispatch"]
     threads, env = torch.get_num_threads(), dict(os.environ)
     try:
         dispatch.rerun(Path(command[3]))  # what the command runs (its __main__), here in this process

@@ -65,6 +65,8 @@ def _seed_list(help, stage):
 # The study's arms by name, in order: the paper's (02, 03) and the unlearning benchmark's (08). Profiles are
 # validated against these names; methods/registry.py gives each name its loss function (and checks it has all).
 PAPER_ARMS = ("just_rag", "unlikelihood", "rlcp")
+# the GGUF formats of the quantization attack (gguf-py quantizes them; measures/quantization.py)
+QUANT_FORMATS = ("Q4_1", "Q4_0", "Q8_0")
 BENCHMARK_ARMS = ("selective_rlcp", "grad_diff", "npo", "rmu")
 
 PARAMETERS: dict[str, Parameter] = {
@@ -126,6 +128,9 @@ PARAMETERS: dict[str, Parameter] = {
     "relearn_steps": Parameter(list, "relearning attack: fine-tuning budgets (steps) at which the held-out fold is tested",
                                lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
                                and list(v) == sorted(set(v)), "an increasing list of integers >= 0", stage=9),
+    "quant_formats": Parameter(list, "09's quantization attack: the GGUF formats every model is read back through "
+                               "(Q4_1 is the offline model's own)", lambda v: len(v) > 0 and set(v) <= set(QUANT_FORMATS),
+                               f"a non-empty list of {', '.join(QUANT_FORMATS)}", stage=9),
     "lm_loss_texts": _range(int, "GSM8K reference solutions in the fixed text sample for the per-token loss (and as many for benign relearning)", 1, 600, stage=9),
     # --- the paper's open questions (11-14, one notebook each): sweeps of RLCP through the same loop ------
     "kl_sweep": Parameter(list, "11: lambda_KL values RLCP is trained with besides the profile's lambda_kl (03's jobs)",

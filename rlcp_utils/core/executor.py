@@ -30,11 +30,12 @@ KINDS = ("inline", "local", "slurm")
 class ExecutorSettings:
     """Where training jobs run (see the module's docstring); the YAML files of params/executors/ set these fields."""
     kind: str = "inline"                   # inline | local | slurm
-    workers: int = 2                       # local: jobs running at once
+    workers: int = 2                       # local: jobs running at once (on a machine with GPUs, each job gets one,
+    #                                        the least used: CUDA_VISIBLE_DEVICES)
     threads_per_job: int | None = None     # torch threads in each job; default local: this machine's cores / workers,
     #                                        slurm: cpus_per_job
     timeout_min: int = 120                 # a job still running after this is stopped and reported (local and slurm)
-    log_dir: str | None = None             # default outputs/<profile>/executor_logs/<notebook> (not committed)
+    log_dir: str | None = None             # default outputs/<profile>/executor_logs/<notebook>/<dispatch> (not committed)
     # slurm only (sbatch's options; see docs/cluster.md)
     partition: str | None = None           # --partition
     account: str | None = None             # --account
@@ -59,7 +60,7 @@ class ExecutorSettings:
         if self.kind == "slurm":
             return self.cpus_per_job
         if self.kind == "local":
-            return max(1, (os.cpu_count() or 1) // self.workers)
+            return max(1, len(os.sched_getaffinity(0)) // self.workers)  # the cores this process may use (cgroups, Slurm)
         return torch.get_num_threads()
 
 
@@ -68,7 +69,7 @@ def executor_settings(value: str | None = None) -> ExecutorSettings:
     value = os.environ.get(EXECUTOR_ENV, "") if value is None else value
     if value in ("", "inline"):
         return ExecutorSettings()
-    path = EXECUTORS_DIR / f"{value}.yaml" if value in KINDS else Path(value)
+    path = EXECUTORS_DIR / f"{value}.yaml" if value in KINDS else Path(value).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"{EXECUTOR_ENV}={value!r}: no such executor; use inline, local, slurm or the path of "
                                 f"a YAML file with the fields of ExecutorSettings (see {EXECUTORS_DIR.name}/ and docs/cluster.md)")

@@ -45,7 +45,7 @@ from rlcp_utils.core.config import (
     load_profile,
     notebook_stage,
 )
-from rlcp_utils.core.executor import EXECUTOR_ENV, executor_settings
+from rlcp_utils.core.executor import EXECUTOR_ENV, KINDS as EXECUTOR_KINDS, executor_settings
 from rlcp_utils.core.model import resolve_precision
 from rlcp_utils.core.notebook import FORCE_ENV, NOTEBOOK_DIR, PEAK_RSS_ENV, PIPELINE_ENV, reads
 from rlcp_utils.core.files import atomic_write_text
@@ -307,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        os.environ[EXECUTOR_ENV] = args.executor  # the notebooks' kernels inherit it
+        # the notebooks' kernels inherit it; a file's path made absolute, since kernels run inside notebooks/
+        os.environ[EXECUTOR_ENV] = args.executor if args.executor in EXECUTOR_KINDS else str(Path(args.executor).resolve())
     prec = resolve_precision(profile["precision"], profile["device"])
     print(f"profile {profile.name} ({profile.hash}): {profile['description']}")
     print(f"precision {prec['precision']}: {prec['reason']}")

@@ -100,8 +100,9 @@ def run_arms(profile, arms: list[str], study, inputs=None, desc: str | None = No
 
 
 def log_folder(settings: ExecutorSettings, profile, desc: str) -> Path:
+    """A new folder per dispatch (submitit names local jobs by process id, which the system reuses)."""
     root = Path(settings.log_dir) if settings.log_dir else profile.output_dir / "executor_logs"
-    return root / desc
+    return root / desc / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
 def make_executor(settings: ExecutorSettings, folder: Path, n_jobs: int):
@@ -152,8 +153,21 @@ def submit(job_list: list[jobs.Job], settings: ExecutorSettings, desc: str, work
         return executor.map_array(worker, job_list, [context] * len(job_list)), folder
     handles = [None] * len(job_list)
     for i in range(min(settings.workers, len(job_list))):
-        handles[i] = executor.submit(worker, job_list[i], context)
+        handles[i] = _submit_local(executor, handles, i, worker, job_list[i], context)
     return handles, folder
+
+
+def _submit_local(executor, handles: list, i: int, worker, job: jobs.Job, context: WorkerContext):
+    """Start job i as a subprocess; on a machine with GPUs it sees one, the one fewest running jobs use (submitit's
+    local executor hides every GPU from a job that asks for none)."""
+    n_gpus = torch.cuda.device_count()
+    if n_gpus:
+        using = [h.rlcp_gpu for h in handles if h is not None and not h.done()]
+        gpu = min(range(n_gpus), key=using.count)
+        executor.update_parameters(gpus_per_node=1, visible_gpus=[gpu])
+    handle = executor.submit(worker, job, context)
+    handle.rlcp_gpu = gpu if n_gpus else None
+    return handle
 
 
 def wait(job_list: list[jobs.Job], handles: list, settings: ExecutorSettings, folder: Path, desc: str,
@@ -178,7 +192,7 @@ def wait(job_list: list[jobs.Job], handles: list, settings: ExecutorSettings, fo
         running = sum(1 for i, h in enumerate(handles) if h is not None and i not in ended)
         for i, handle in enumerate(handles):
             if handle is None and running < settings.workers:
-                handles[i] = executor.submit(worker, job_list[i], context)
+                handles[i] = _submit_local(executor, handles, i, worker, job_list[i], context)
                 running += 1
         if len(ended) < len(job_list):
             time.sleep(POLL_S)
@@ -203,7 +217,7 @@ def _error_of(handle) -> str | None:
 
 def _report(job: jobs.Job, handle, error: str, folder: Path) -> str:
     return (f"{_label(job)}: {error}\n    logs: {handle.paths.stdout} and {handle.paths.stderr}\n"
-            f"    rerun it alone: {Path(sys.executable).name} -m rlcp_utils.training.dispatch {_spec_path(folder, job)}")
+            f"    rerun it alone: {sys.executable} -m rlcp_utils.training.dispatch {_spec_path(folder, job)}")
 
 
 def _run_elsewhere(pending: list[jobs.Job], settings: ExecutorSettings, desc: str, worker) -> None:
@@ -215,7 +229,7 @@ def _run_elsewhere(pending: list[jobs.Job], settings: ExecutorSettings, desc: st
     print(f"{desc}: {len(pending)} jobs sent {where}; logs in <outputs>/{shown}", flush=True)
     try:
         failures = wait(pending, handles, settings, folder, desc, worker)
-    except KeyboardInterrupt:  # the notebook was interrupted: stop what it sent (finished jobs stay)
+    except BaseException:  # interrupted, or the scheduler failed: stop what was sent (finished jobs stay)
         for handle in handles:
             if handle is not None and not handle.done():
                 handle.cancel(check=False)
