@@ -142,6 +142,7 @@ CASES += [
     ("Reasoning kept or improved", {**GSM, ("original", CORRECT): (0.06, 0.0, 0.1),
                                     (R, f"{CORRECT}.minus_original"): (-0.1, -0.2, -0.01)}, "not reproduced"),
 ]
+QUANT = claims_rules.QUANT_Q4_1
 S, ORIG_HO = "selective_rlcp", {("original", NO_CTX_HO): (0.9, 0.8, 1.0), ("original", RETAIN_HO): (0.5, 0.4, 0.6),
                                 ("original", "fluency.names_a_country.targets"): (1.0, 1.0, 1.0)}
 COUNTRY = "fluency.names_a_country.targets"
@@ -162,6 +163,10 @@ CASES += [
     ("Selective RLCP's no-context answers", {**ORIG_HO, (S, COUNTRY): (0.95, 0.9, 1.0)}, "met"),
     ("Selective RLCP's no-context answers", {**ORIG_HO, (S, COUNTRY): (0.95, 0.8, 1.0)}, "partly"),
     ("Selective RLCP's no-context answers", {**ORIG_HO, (S, COUNTRY): (0.7, 0.5, 0.9)}, "not met"),
+    # FORGOTTEN = 10%, after the Q4_1 round trip
+    ("RLCP's forgetting survives", {("original", QUANT): (0.9, 0.8, 1.0), (R, QUANT): (0.05, 0.0, 0.1)}, "met"),
+    ("RLCP's forgetting survives", {("original", QUANT): (0.9, 0.8, 1.0), (R, QUANT): (0.1, 0.0, 0.2)}, "partly"),
+    ("RLCP's forgetting survives", {("original", QUANT): (0.9, 0.8, 1.0), (R, QUANT): (0.6, 0.4, 0.8)}, "not met"),
 ]
 KL_N, KL_LOOP = "kl_sweep.gsm8k.n_tokens", "kl_sweep.gsm8k.repeats_itself"
 COS = "gradients.cosine.{}.{}"
@@ -297,7 +302,7 @@ def test_sections_name_the_notebooks_and_keep_their_prefixes():
     sections = {c.section for c in claims.CLAIMS}
     assert all(re.search(r"\((0[3-9]|1[0-4])\b", s) for s in sections), sections
     assert claims.BENCH == "Unlearning benchmark" and claims.OPEN == "Open questions"
-    assert len([c for c in claims.CLAIMS if c.section.startswith(claims.BENCH)]) == 5
+    assert len([c for c in claims.CLAIMS if c.section.startswith(claims.BENCH)]) == 6
     assert len([c for c in claims.CLAIMS if c.section.startswith(claims.OPEN)]) == 6
     assert len([c for c in claims.CLAIMS if c.section.startswith("Forgetting")]) == 5
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from rlcp_utils.core import results
 from rlcp_utils.core.outputs import markdown_table
-from rlcp_utils.study.claims_rules import (ADV, NO_CTX, NO_CTX_HO, RAG_HO, RAG_TR, RETAIN, RETAIN_HO, VERDICTS, Check,
+from rlcp_utils.study.claims_rules import (ADV, NO_CTX, NO_CTX_HO, QUANT_Q4_1, RAG_HO, RAG_TR, RETAIN, RETAIN_HO, VERDICTS, Check,
                                            Coded, Missing, Rule, View, adversary_buys, most_facts, orthogonal, scales)
 from rlcp_utils.study.claims_thresholds import (AT_CHANCE, COUNTRY_NAMED, DELTA_VS_REFERENCE, EVIDENCE_FOCUSED,
                                                 EVIDENCE_IGNORED, FIRST_ORDER_SLACK, FORGOTTEN, GAP, GSM8K_FLOOR,
@@ -191,6 +191,11 @@ CLAIMS: list[Claim] = [
           "(≥ {COUNTRY_NAMED})", "(our goal)", "selective_rlcp", "fluency.names_a_country.targets",
           Rule(at_least(COUNTRY_NAMED), mean_at_least(COUNTRY_NAMED), words="interval at or above {COUNTRY_NAMED} "
                "(partly: the mean only)"), compare_to="original", scale="goal"),
+    Claim(f"{BENCH} (09, quantization)", "RLCP's forgetting survives the offline model's own 4-bit format: no-context "
+          "recall of the targets read back through Q4_1 ≤ {FORGOTTEN} (held-out wordings)", "(the field's cheap attack: "
+          "Zhang et al. 2025)", "rlcp", QUANT_Q4_1,
+          Rule(at_most(FORGOTTEN), mean_at_most(FORGOTTEN), words="interval at or below {FORGOTTEN} (partly: the mean "
+               "only)"), compare_to="original", scale="goal"),
     Claim(f"{BENCH} (08 collateral, 09 relearning)", "RLCP's adversary buys something over GradDiff, NPO and RMU "
           "(less collateral or harder to relearn, among methods that forget)", "(implied: RLCP's advantage)", "rlcp",
           RETAIN_HO, Coded(adversary_buys, (FORGOTTEN, GAP), words=(
