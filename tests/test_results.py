@@ -201,6 +201,9 @@ FULL = {
     ("grad_diff", "targets.no_context_recall.heldout"): (0.0, 0.0, 0.0),
     ("grad_diff", "retain_heldout.no_context_recall.heldout"): (0.3, 0.2, 0.4),
     ("npo", "targets.no_context_recall.heldout"): (0.5, 0.3, 0.7),
+    # 09's quantization attack: made up (RLCP's targets back after the Q4_1 round trip)
+    ("original", "quant.Q4_1.targets.no_context_recall.heldout"): (0.9, 0.8, 1.0),
+    ("rlcp", "quant.Q4_1.targets.no_context_recall.heldout"): (0.6, 0.4, 0.8),
     # the open questions (09): made up
     ("rlcp_kl0", "kl_sweep.gsm8k.n_tokens"): (150.0, 130.0, 170.0),
     ("rlcp", "kl_sweep.gsm8k.n_tokens"): (240.0, 230.0, 250.0),
@@ -244,6 +247,8 @@ EXPECTED = {  # claim -> verdict, each worked out by hand from FULL and the clai
     "Selective RLCP keeps the held-out retain facts (≥ 90% of the original's recall)": "met",  # 82% >= 0.9 x 90%
     "Selective RLCP answers from context on held-out wordings (RAG ≥ 90%)": "not met",  # mean 80% < 90% (RAG_KEPT)
     "Selective RLCP's no-context answers about the targets still name a country (≥ 90%)": "met",  # [90, 100]
+    "RLCP's forgetting survives the offline model's own 4-bit format: no-context recall of the targets read back "
+    "through Q4_1 ≤ 10% (held-out wordings)": "not met",  # [40, 80] above 10%
     # GradDiff forgets too and keeps more held-out retain facts ([20, 40] above RLCP's [0, 0]); NPO does not forget
     "RLCP's adversary buys something over GradDiff, NPO and RMU (less collateral or harder to relearn, among methods "
     "that forget)": "not met",
