@@ -325,7 +325,7 @@ for ax, fact_set in zip(axes, ["targets", "retain"]):
     ax.set_xticks(np.arange(len(d)), d.index, rotation=30, ha="right")
     ax.set(title=f"{fact_set}: no-context recall (held-out wordings)", ylim=(0, 1.05))
 axes[0].set_ylabel("recall")
-axes[1].legend(title="read back as", fontsize=8)
+axes[1].legend(title="read back as", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 fig.tight_layout()
 outputs.save_figure(P, fig, "09_quantization")
 plt.show()

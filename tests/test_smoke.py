@@ -213,7 +213,7 @@ def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
     record = results.load_dir(out / "results").query("arm in @arms")
     owner = {"relearn.": "09_relearning", "benign_relearn.": "09_relearning", "fluency.": "10_unlearning_checks",
              "lm_loss.": "10_unlearning_checks", "country_probe.targets.": "10_unlearning_checks",
-             "retain_heldout.": "08_unlearning"}
+             "retain_heldout.": "08_unlearning", "quant.": "09_relearning"}
     for prefix, notebook in owner.items():
         assert set(record[record.metric.str.startswith(prefix)].notebook) == {notebook}, prefix
     # their measures of trained weights are cached analyses, one table per model
@@ -222,10 +222,20 @@ def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
         for name in ("fluency", "lm_loss", "country_probe"):
             assert (out / "analyses" / "10_unlearning_checks" / f"{name}_{arm}.json").exists()
     assert (out / "figures" / "09_relearning.png").exists()
+    # 09's quantization attack: every model through each format, its weight change; the original sits on the shipped grid
+    for arm in arms:
+        for name in ("quantized", "weight_change"):
+            assert (out / "analyses" / "09_relearning" / f"{arm}_{name}.csv").exists()
+        for fmt in ["none", *p["quant_formats"]]:
+            assert 0 <= v.value(arm, f"quant.{fmt}.targets.no_context_recall.heldout") <= 1
+    assert v.value("original", "quant.original_off_grid_share") == 0
+    for arm in arms[1:]:
+        assert v.value(arm, "quant.none.recovery") >= 0 and 0 <= v.value(arm, "quant.weight_change.share_under_half_step") <= 1
+    assert (out / "figures" / "09_quantization.png").exists()
     # 10 writes the benchmark's table, figure and verdicts under their names of before the split (08_*)
     assert (out / "figures" / "10_pareto.png").exists() and (out / "tables" / "10_benchmark.md").exists()
     verdicts = pd.read_csv(out / "tables" / "10_claims.csv")
-    assert len(verdicts) == 5 and set(verdicts.verdict) <= {"met", "partly", "not met", "inconclusive"}
+    assert len(verdicts) == 6 and set(verdicts.verdict) <= {"met", "partly", "not met", "inconclusive"}
 
 
 def test_open_questions_train_their_sweeps_and_measure_each_part(smoke_run):
