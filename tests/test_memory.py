@@ -6,6 +6,7 @@ import json
 import pytest
 
 from rlcp_utils.core.config import REPO_ROOT
+from rlcp_utils.core import outputs
 from rlcp_utils.study import memory
 
 
@@ -38,3 +39,14 @@ def test_notebook_peaks_say_how_each_was_measured():
         entry = json.loads((REPO_ROOT / "outputs" / r["profile"] / "manifest.json").read_text())["notebooks"][r["notebook"]]
         assert r["peak_rss_gib"] == entry["peak_rss_gib"]
         assert r["how"].startswith("upper bound") != bool(entry.get("peak_rss_how"))
+
+
+def test_earlier_kernel_measurements_stay_unless_measured_again():
+    kernel = {"how": outputs.PEAK_RSS_HOW, "profile": "default"}
+    before = [{**kernel, "notebook": "12_gradient_geometry", "peak_rss_gib": 8.8, "manifest": "default"},
+              {**kernel, "notebook": "11_kl_verbosity", "peak_rss_gib": 7.0, "manifest": "default"},
+              {"how": "upper bound: ...", "profile": "default", "notebook": "02_baselines", "peak_rss_gib": 6.1, "manifest": "x"}]
+    now = [{**kernel, "notebook": "11_kl_verbosity", "peak_rss_gib": 6.5, "manifest": "default"}]
+    kept = memory.kept_kernel_rows(before, now)
+    assert [r["notebook"] for r in kept] == ["12_gradient_geometry"]  # 11 measured again; bounds are not carried over
+

