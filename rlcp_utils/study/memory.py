@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         print("one RLCP step of a random-initialised model of Qwen2.5-0.5B's shape, fp32, in a fresh process ...", flush=True)
         run = subprocess.run([sys.executable, "-m", "rlcp_utils.study.memory", "--step-only"], capture_output=True, text=True, check=True)
         step = json.loads(run.stdout.strip().splitlines()[-1])
-    record = {"commit": outputs.git_commit(), "machine": outputs.machine(), "notebooks": rows,
+    # the machine of the paper-shape step (the notebooks' rows name their own commits and manifests)
+    machine = before.get("machine") if args.notebooks_only and "paper_shape_step" in before else outputs.machine()
+    record = {"commit": outputs.git_commit(), "machine": machine, "notebooks": rows,
               "paper_shape_step": step, "paper_profile_on_gpu": paper_profile_memory(step)}
     outputs.write_json(path, record)
     print(json.dumps(record["paper_shape_step"]), json.dumps(record["paper_profile_on_gpu"]), sep="\n")
