@@ -153,12 +153,12 @@ def submit(job_list: list[jobs.Job], settings: ExecutorSettings, desc: str, work
         return executor.map_array(worker, job_list, [context] * len(job_list)), folder
     handles = [None] * len(job_list)
     for i in range(min(settings.workers, len(job_list))):
-        handles[i] = _submit_local(executor, handles, i, worker, job_list[i], context)
+        handles[i] = _submit_local(executor, handles, worker, job_list[i], context)
     return handles, folder
 
 
-def _submit_local(executor, handles: list, i: int, worker, job: jobs.Job, context: WorkerContext):
-    """Start job i as a subprocess; on a machine with GPUs it sees one, the one fewest running jobs use (submitit's
+def _submit_local(executor, handles: list, worker, job: jobs.Job, context: WorkerContext):
+    """Start the job as a subprocess; on a machine with GPUs it sees one, the one fewest running jobs use (submitit's
     local executor hides every GPU from a job that asks for none)."""
     n_gpus = torch.cuda.device_count()
     if n_gpus:
@@ -192,7 +192,7 @@ def wait(job_list: list[jobs.Job], handles: list, settings: ExecutorSettings, fo
         running = sum(1 for i, h in enumerate(handles) if h is not None and i not in ended)
         for i, handle in enumerate(handles):
             if handle is None and running < settings.workers:
-                handles[i] = _submit_local(executor, handles, i, worker, job_list[i], context)
+                handles[i] = _submit_local(executor, handles, worker, job_list[i], context)
                 running += 1
         if len(ended) < len(job_list):
             time.sleep(POLL_S)
