@@ -44,6 +44,63 @@ def test_scores_do_not_depend_on_batching_or_padding(tiny_model, tiny_tokenizer,
     assert (one["greedy_correct"] == many["greedy_correct"]).all()
 
 
+def _score_in_batches(model, items, order, batch_size, pad_id) -> np.ndarray:
+    s = evaluate.score_answers(model, [items[i]["prompt_ids"] for i in order], [items[i]["answer_ids"] for i in order],
+                               batch_size, pad_id)
+    out = np.full(len(items), np.nan)
+    out[order] = s["answer_logprob"]
+    return out
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def model_of_real_width(request, tiny_tokenizer):
+    """Two layers at the offline model's widths (hidden 576, MLP 1536, 9 heads, 3 key-value heads): at the tiny
+    models' widths every matrix product is small enough to be batch-invariant anyway, at these it is not (without
+    `row_invariant` this test fails on our CPUs: log-probabilities differ by up to 0.06 in bf16)."""
+    from transformers import AutoModelForCausalLM
+
+    from rlcp_utils.core.model import tiny_config
+
+    torch.manual_seed(0)
+    cfg = tiny_config(request.param, vocab_size=len(tiny_tokenizer), hidden_size=576, intermediate_size=1536,
+                      num_hidden_layers=2, num_attention_heads=9, num_key_value_heads=3,
+                      pad_token_id=tiny_tokenizer.pad_token_id, eos_token_id=tiny_tokenizer.eos_token_id)
+    cfg._attn_implementation = "eager"
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("fmt", ["chat", "plain"])
+def test_a_prompt_gets_the_same_score_in_any_batch(model_of_real_width, tiny_tokenizer, precision, fmt):
+    """Bit for bit: other batch sizes, orders, companions and padding widths (plain and chat prompts mixed, so
+    the shared prefix and the widths change between batches), in a model set to train in either precision."""
+    model = model_of_real_width
+    items = _items(tiny_tokenizer, fmt="chat") + _items(tiny_tokenizer, fmt=fmt)
+    rng = np.random.default_rng(0)
+    everything = np.arange(len(items))
+    model.rlcp_precision = precision
+    reference = _score_in_batches(model, items, everything, 64, tiny_tokenizer.pad_token_id)
+    for batch_size in (1, 2, 3, 5, 16):
+        order = rng.permutation(everything)[: rng.integers(4, len(items) + 1)]
+        scores = _score_in_batches(model, items, order, batch_size, tiny_tokenizer.pad_token_id)
+        assert np.array_equal(scores[order], reference[order]), (batch_size, np.abs(scores[order] - reference[order]).max())
+
+
+def test_row_invariant_restores_the_model(tiny_model):
+    """The context changes nothing once left: the layers' own forward and the model's precision come back."""
+    from rlcp_utils.core import batching
+
+    tiny_model.rlcp_precision = "bf16"
+    try:
+        with batching.row_invariant(tiny_model, rows=4):
+            assert tiny_model.rlcp_precision == "fp32" and "forward" in vars(tiny_model.lm_head)
+            x = torch.randn(7, tiny_model.config.hidden_size)
+            np.testing.assert_allclose(tiny_model.lm_head(x).detach(), x @ tiny_model.lm_head.weight.T.detach(), atol=1e-5)
+        assert tiny_model.rlcp_precision == "bf16" and "forward" not in vars(tiny_model.lm_head)
+    finally:
+        del tiny_model.rlcp_precision
+
+
 def test_greedy_correct_agrees_with_greedy_generation(tiny_model, tiny_tokenizer):
     """Teacher-forced argmax check == generate() producing the answer. Use the model's own greedy output as
     the 'answer' for half the items so that both outcomes occur."""

@@ -264,13 +264,20 @@ def _chat_batch(tok, picks=(0, 8, 15, 27)):
 
 
 def test_common_prefix_stops_at_the_first_difference_and_leaves_every_row_a_token():
-    ids = torch.tensor([[5, 6, 7, 8, 0], [5, 6, 7, 9, 9], [5, 6, 7, 8, 1]])
-    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
-    assert batching.common_prefix_len(ids, mask) == 3
-    same = torch.tensor([[5, 6, 7], [5, 6, 7]])  # identical rows: the last token stays with each row
-    assert batching.common_prefix_len(same, torch.ones_like(same)) == 2
-    short = torch.tensor([[5, 6, 0], [5, 6, 7]])  # a row that ends inside the shared tokens
-    assert batching.common_prefix_len(short, torch.tensor([[1, 1, 0], [1, 1, 1]])) == 1
+    head = list(range(100, 100 + batching.MIN_SHARED_PREFIX))  # rows that share at least the minimum
+
+    def batch(rows, lengths):
+        return (torch.tensor([head + r for r in rows]),
+                torch.tensor([[1] * (len(head) + n) + [0] * (len(rows[0]) - n) for n in lengths]))
+
+    assert batching.common_prefix_len(*batch([[5, 6, 7, 8, 0], [5, 6, 7, 9, 9], [5, 6, 7, 8, 1]], [4, 5, 5])) == len(head) + 3
+    # identical rows: the last token stays with each row
+    assert batching.common_prefix_len(*batch([[5, 6, 7], [5, 6, 7]], [3, 3])) == len(head) + 2
+    # a row that ends inside the shared tokens
+    assert batching.common_prefix_len(*batch([[5, 6, 0], [5, 6, 7]], [2, 3])) == len(head) + 1
+    # fewer shared tokens than the minimum: no prefix pass
+    short = torch.tensor([head[1:] + [1, 2], head[1:] + [3, 2]])
+    assert batching.common_prefix_len(short, torch.ones_like(short)) == 0
     assert batching.common_prefix_len(torch.tensor([[1, 2], [3, 2]]), torch.ones(2, 2, dtype=torch.long)) == 0
 
 

@@ -19,6 +19,7 @@ from rlcp_utils.core.batching import (
     batches,
     left_pad,
     right_pad,
+    row_invariant,
 )
 from rlcp_utils.core.progress import track
 from rlcp_utils.data import facts
@@ -28,9 +29,15 @@ from rlcp_utils.measures.probing import hidden_states_at
 @torch.no_grad()
 def score_answers(model, prompt_ids: list[list[int]], answer_ids: list[list[int]], batch_size: int = 64,
                   pad_id: int = 0, desc: str | None = None) -> dict[str, np.ndarray]:
-    """Teacher-forced answer scores for each (prompt, answer) pair; inputs are token id lists."""
+    """Teacher-forced answer scores for each (prompt, answer) pair; inputs are token id lists. Each pair's scores
+    depend on that pair alone (`row_invariant`), not on the batch size or the other pairs."""
     if len(prompt_ids) != len(answer_ids):
         raise ValueError("prompt_ids and answer_ids must have the same length")
+    with row_invariant(model):
+        return _score_answers(model, prompt_ids, answer_ids, batch_size, pad_id, desc)
+
+
+def _score_answers(model, prompt_ids, answer_ids, batch_size, pad_id, desc) -> dict[str, np.ndarray]:
     device = next(model.parameters()).device
     logprob = np.zeros(len(prompt_ids))
     first_prob = np.zeros(len(prompt_ids))
@@ -38,14 +45,14 @@ def score_answers(model, prompt_ids: list[list[int]], answer_ids: list[list[int]
     order = np.argsort([len(p) + len(a) for p, a in zip(prompt_ids, answer_ids)])  # less padding
     for idx in track(list(batches(len(order), batch_size)), desc):
         rows = [order[i] for i in idx]
-        ids, mask = right_pad([prompt_ids[r] + answer_ids[r] for r in rows], pad_id, device)
+        # at least 32 positions: attention over fewer takes other kernels at other widths (short plain prompts)
+        ids, mask = right_pad([prompt_ids[r] + answer_ids[r] for r in rows], pad_id, device, min_width=32)
         # The rows share the chat template's first tokens: run them once (SharedPrefixPass). Only the positions
         # that predict answer tokens need the (large) vocabulary projection: position t predicts token t+1.
         hidden = SharedPrefixPass(model, ids, mask).last_hidden_state
         owner = [j for j, r in enumerate(rows) for _ in answer_ids[r]]
         cols = [len(prompt_ids[r]) - 1 + k for r in rows for k in range(len(answer_ids[r]))]
-        with autocast(model):
-            logits = model.lm_head(hidden[owner, cols]).float()
+        logits = model.lm_head(hidden[owner, cols]).float()
         start = 0
         for r in rows:
             ans = answer_ids[r]
