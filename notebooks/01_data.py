@@ -73,7 +73,7 @@ from IPython.display import display
 
 from rlcp_utils.core import config, model, notebook, outputs, results
 from rlcp_utils.data import facts
-from rlcp_utils.measures import evaluate
+from rlcp_utils.measures import evaluate, screening
 
 P = notebook.start("01_data", globals())
 DATA = P.sub("data")
@@ -165,31 +165,36 @@ pd.DataFrame({"prompt": [i["prompt"][-60:] for i in peek], "expected": [i["answe
 
 # %% [markdown]
 # ## Screening every candidate
-# Each candidate is asked with the training question templates, no context. `recall_train` (fraction of
-# them answered correctly) decides whether a fact counts as known. Held-out templates are kept for the
-# chosen facts (below), so the selection never looks at them.
+# Each candidate is asked with the training question templates, no context. A template is recalled when greedy
+# decoding produces the country; its **margin** is the log-probability gap between the answer token and the best
+# other token (positive iff recalled). A candidate is **known** when it is recalled on at least `known_threshold`
+# of the templates counting only firm decisions (|margin| >= `screen_margin`), **unknown** when even every infirm
+# decision could not lift it to the threshold, and **borderline** otherwise: a borderline candidate's status could
+# change with the last bits of a computation (another machine, precision or padding), so it enters no pool
+# (`rlcp_utils/measures/screening.py`). Scores do not depend on the batch they are computed in
+# (`batching.row_invariant`). Held-out templates are kept for the chosen facts (below), so the selection never
+# looks at them.
 
 # %%
 t0 = time.time()
-items = facts.build_items(tok, pool, q_train, prompt_format)
-scores = evaluate.score_answers(lm, [i["prompt_ids"] for i in items], [i["answer_ids"] for i in items],
-                                P["eval_batch_size"], tok.pad_token_id, desc="screening")
-by_fact = evaluate.per_fact(items, scores)
-screened = [{**row, "recall_train": float(by_fact.loc[idx, "recall"]), "answer_prob_train": float(by_fact.loc[idx, "prob"])}
-            for idx, row in enumerate(pool)]
+screened = screening.screen(lm, tok, pool, q_train, prompt_format, P["eval_batch_size"], P["known_threshold"],
+                            P["screen_margin"], desc="screening")
 screened_df = pd.DataFrame(screened)
-n_known = int((screened_df["recall_train"] >= P["known_threshold"]).sum())
-print(f"screened {len(items)} prompts in {time.time() - t0:.0f}s: {n_known} of {len(pool)} candidates known "
-      f"(recall_train >= {P['known_threshold']})")
+status_counts = screened_df["status"].value_counts().reindex(screening.STATUSES, fill_value=0)
+print(f"screened {len(pool) * len(q_train)} prompts in {time.time() - t0:.0f}s: "
+      + ", ".join(f"{n} {s}" for s, n in status_counts.items()) + f" of {len(pool)} candidates "
+      f"(recalled on >= {P['known_threshold']:.0%} of {len(q_train)} templates, margin {P['screen_margin']})")
 facts.write_jsonl(DATA / "candidates.jsonl", screened)
+# the borderline candidates: recalled on how many templates, and how close the closest decision is to flipping
+screened_df.loc[screened_df.status == "borderline", ["city", "country", "recall_train", "infirm_templates", "min_abs_margin"]]
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.2))
-sns.histplot(screened_df["recall_train"], bins=np.linspace(0, 1, 12), ax=ax)
+sns.histplot(screened_df, x="recall_train", hue="status", hue_order=list(screening.STATUSES), multiple="stack",
+             bins=np.linspace(0, 1, 12), ax=ax)
 ax.axvline(P["known_threshold"], color="k", ls="--", label=f"known threshold {P['known_threshold']}")
 ax.set(xlabel="no-context recall over training templates", ylabel="candidate cities",
        title=f"What {P['model']} knows ({prompt_format} prompts, n={len(pool)})")
-ax.legend()
 outputs.save_figure(P, fig, "01_screening_recall")
 plt.show()
 
@@ -197,17 +202,42 @@ plt.show()
 # ## Choosing targets, retain facts and country-probe cities
 # Targets are drawn at random (seeded) among known facts whose country has enough further known cities for
 # the country probe, one target per country: the 15 labels of the paper's probe are then 15 countries too.
-# Retain facts are known facts of other countries.
+# Retain facts are known facts of other countries. `fact_draws` independent draws are made from the same
+# screening (draw 0 is the study's; the others measure how much the results depend on which facts were drawn).
+#
+# **The facts are the study's data.** The profile trains on the fact set committed in `params/facts/<fact_set>.json`;
+# this machine's own selection is compared with it below, and a difference is reported, never silently trained on.
+# A new profile (`fact_set: screened`) trains on this machine's selection, written to `data/fact_set.json`: copying
+# that file to `params/facts/<name>.json` commits it.
 
 # %%
-chosen = facts.select_facts(screened, P["n_targets"], P["n_retain"], P["min_probe_cities"], P["known_threshold"], P["seed"])
-targets, retain, probe_cities = chosen["targets"], chosen["retain"], chosen["probe_cities"]
+selected = [facts.select_facts(screened, P["n_targets"], P["n_retain"], P["min_probe_cities"], P["seed"], draw=d)
+            for d in range(P["fact_draws"])]
+outputs.write_json(DATA / "fact_set.json", facts.fact_set_record(P, prompt_format, selected))
+if P["fact_set"] == facts.SCREENED:
+    draws = selected
+    agreement = pd.DataFrame()
+    print(f"fact_set: {facts.SCREENED}: training on this machine's selection; commit it by copying "
+          f"{DATA / 'fact_set.json'} to params/facts/<name>.json")
+else:
+    committed = facts.load_fact_set(P)
+    if committed["prompt_format"] != prompt_format:
+        raise ValueError(f"the committed fact set was screened with {committed['prompt_format']!r} prompts, this run "
+                         f"chose {prompt_format!r}: set prompt_format: {committed['prompt_format']} or commit a new fact set")
+    draws = [facts.committed_draw(committed, d, screened) for d in range(P["fact_draws"])]
+    agreement = pd.DataFrame([{"draw": d, **row} for d in range(P["fact_draws"]) for row in facts.agreement(draws[d], selected[d])])
+    same = bool((agreement.shared == agreement.committed).all() and (agreement.committed == agreement.selected_here).all())
+    print(f"training on the committed fact set {facts.fact_set_path(P['fact_set']).name}; this machine's screening selects "
+          + ("the same facts in every draw" if same else "OTHER facts (below): the committed ones are used"))
+outputs.write_table(P, "fact_set_agreement", agreement)
 n_controls = P["n_control_entities"]
 controls = ([{"entity": e, "type": "fruit"} for e in facts.FRUITS[:n_controls]]
             + [{"entity": e, "type": "number"} for e in facts.NUMBERS[:n_controls]])
-facts.write_jsonl(DATA / "targets.jsonl", targets)
-facts.write_jsonl(DATA / "retain.jsonl", retain)
-facts.write_jsonl(DATA / "country_probe_cities.jsonl", probe_cities)
+for d, draw in enumerate(draws):
+    facts.write_jsonl(facts.draw_dir(P, d) / "targets.jsonl", draw["targets"])
+    facts.write_jsonl(facts.draw_dir(P, d) / "retain.jsonl", draw["retain"])
+    facts.write_jsonl(facts.draw_dir(P, d) / "country_probe_cities.jsonl", draw["probe_cities"])
+targets, retain, probe_cities = draws[0]["targets"], draws[0]["retain"], draws[0]["probe_cities"]
 facts.write_jsonl(DATA / "controls.jsonl", controls)
 outputs.write_json(DATA / "templates.json", {
     "prompt_format": prompt_format,
@@ -216,10 +246,17 @@ outputs.write_json(DATA / "templates.json", {
     "chat_instruction": facts.CHAT_INSTRUCTION,
     "chat_context_instruction": facts.CHAT_CONTEXT_INSTRUCTION,
 })
-print(f"{len(targets)} targets, {len(retain)} retain facts, {len(probe_cities)} country-probe cities, "
+print(f"draw 0: {len(targets)} targets, {len(retain)} retain facts, {len(probe_cities)} country-probe cities; "
       f"{len(controls)} control entities")
+agreement
+
+# %%
+# the targets of every draw, side by side (draw 0 is the study's)
+pd.DataFrame({f"draw {d}": [f"{t['city']} ({t['country']})" for t in draw["targets"]] for d, draw in enumerate(draws)})
+
+# %%
 fact_table = pd.DataFrame(targets)[["label", "city", "country", "is_capital", "city_population", "recall_train",
-                                    "answer_prob_train"]]
+                                    "answer_prob_train", "min_abs_margin"]]
 outputs.write_table(P, "target_facts", fact_table)
 fact_table
 
@@ -249,8 +286,9 @@ outputs.write_table(P, "per_item_original", pd.DataFrame(per_item))
 results.write(P, "01_data", evaluate.record_rows(rows, "all", 0))
 outputs.write_json(DATA / "summary.json", {"prompt_format": {"chosen": prompt_format, "setting": P["prompt_format"],
                                                              **{r["format"]: r["recall"] for r in format_rows}},
-                                           "counts": {"candidates": len(pool), "known": n_known, "targets": len(targets),
+                                           "counts": {"candidates": len(pool), **{k: int(v) for k, v in status_counts.items()}, "targets": len(targets),
                                                       "retain": len(retain), "country_probe_cities": len(probe_cities)},
+                                           "fact_set": P["fact_set"], "fact_draws": P["fact_draws"],
                                            "model": summary})
 print(f"evaluated in {time.time() - t0:.0f}s")
 group_a.drop(columns="arm").round(3)

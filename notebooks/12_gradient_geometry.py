@@ -91,14 +91,15 @@ record_rows: list[dict] = []
 # we first measure an arithmetic task: single-digit multiplication facts (`rlcp_utils/measures/arithmetic.py`,
 # "7 x 8" → "56") under seven wordings in the study's prompt format, and two-step problems that need one fact
 # ("7 x 8 + 5", with a scaffold that makes the model state the product first). A fact is *known* when the model
-# answers it on at least `known_threshold` of the training wordings (01's rule). Notebook 14 forgets these
+# answers it firmly on at least `known_threshold` of the training wordings (01's rule, with its
+# margin `screen_margin`; `rlcp_utils/measures/screening.py`). Notebook 14 forgets these
 # facts, on the same screening (`sweeps.arithmetic_task`).
 
 # %%
 task = sweeps.arithmetic_task(P, study, reference, tok)
 known, two_step = task.known, task.two_step
 print(f"multiplication facts 2..{P['arith_max_factor']}: {len(task.facts)}; no-context recall on the training wordings "
-      f"{task.recall.mean():.1%}; known (>= {P['known_threshold']:.0%} of the wordings): {len(known)}")
+      f"{task.recall.mean():.1%}; known (>= {P['known_threshold']:.0%} of the wordings, margin {P['screen_margin']}): {len(known)}")
 print(f"two-step problems: {len(two_step)}; the original gets the product right on {task.original.product_right.mean():.1%} "
       f"and the final answer on {task.original.answer_right.mean():.1%} (chance {task.chance:.1%})")
 

@@ -89,13 +89,14 @@ record_rows: list[dict] = []
 # %% [markdown]
 # ## The task, screened on the original model
 # Single-digit multiplication facts ("7 x 8" → "56") under seven wordings in the study's prompt format; a fact
-# is *known* when the model answers it on at least `known_threshold` of the training wordings (01's rule).
+# is *known* when the model answers it firmly on at least `known_threshold` of the training wordings (01's rule, with its
+# margin `screen_margin`; `rlcp_utils/measures/screening.py`).
 
 # %%
 task = sweeps.arithmetic_task(P, study, reference, tok)
 known = task.known
 print(f"multiplication facts 2..{P['arith_max_factor']}: {len(task.facts)}; no-context recall on the training wordings "
-      f"{task.recall.mean():.1%}; known (>= {P['known_threshold']:.0%} of the wordings): {len(known)}")
+      f"{task.recall.mean():.1%}; known (>= {P['known_threshold']:.0%} of the wordings, margin {P['screen_margin']}): {len(known)}")
 print(f"two-step problems: {len(task.two_step)}; the original gets the product right on {task.original.product_right.mean():.1%} "
       f"and the final answer on {task.original.answer_right.mean():.1%} (chance {task.chance:.1%})")
 if len(known) < P["arith_n_targets"] + 2:

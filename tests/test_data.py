@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from rlcp_utils.data import facts
@@ -72,38 +74,79 @@ def test_candidate_pool_drops_giveaways_and_ambiguous_names():
     assert all(r["city_population"] >= 0 and r["country"] for r in pool)
 
 
-def _screened():
+def _screened(borderline=()):
     rows = []
     for c in range(6):  # 6 countries, 4 known cities each, plus 1 unknown city each
         for k in range(5):
-            rows.append({"city": f"city{c}_{k}", "country": f"country{c}", "recall_train": 1.0 if k < 4 else 0.2})
+            city = f"city{c}_{k}"
+            rows.append({"city": city, "country": f"country{c}", "recall_train": 1.0 if k < 4 else 0.2,
+                         "status": "borderline" if city in borderline else "known" if k < 4 else "unknown"})
     return rows
 
 
 def test_select_facts_distinct_countries_probe_cities_and_disjoint_retain():
-    out = facts.select_facts(_screened(), n_targets=3, n_retain=2, min_probe_cities=2, known_threshold=0.8, seed=1)
+    out = facts.select_facts(_screened(), n_targets=3, n_retain=2, min_probe_cities=2, seed=1)
     targets, retain, probe = out["targets"], out["retain"], out["probe_cities"]
     assert len({t["country"] for t in targets}) == 3
     assert [t["label"] for t in targets] == [0, 1, 2]
     target_countries = {t["country"] for t in targets}
     assert {p["country"] for p in probe} == target_countries
     assert not {p["city"] for p in probe} & {t["city"] for t in targets}
-    assert all(p["recall_train"] >= 0.8 for p in probe)
+    assert all(p["status"] == "known" for p in probe)
     assert not {r["country"] for r in retain} & target_countries
     assert len({r["country"] for r in retain}) == 2  # one per country first
 
 
-def test_select_facts_is_seeded():
-    a = facts.select_facts(_screened(), 3, 2, 2, 0.8, seed=5)
-    b = facts.select_facts(_screened(), 3, 2, 2, 0.8, seed=5)
+def test_borderline_candidates_enter_no_pool():
+    borderline = {f"city{c}_{k}" for c in range(6) for k in (0, 2)}
+    for draw in range(3):
+        out = facts.select_facts(_screened(borderline), n_targets=3, n_retain=3, min_probe_cities=1, seed=0, draw=draw)
+        chosen = {r["city"] for pool in facts.POOLS for r in out[pool]}
+        assert chosen and not chosen & borderline
+
+
+def test_select_facts_is_seeded_and_draws_differ():
+    a = facts.select_facts(_screened(), 3, 2, 2, seed=5)
+    b = facts.select_facts(_screened(), 3, 2, 2, seed=5)
     assert [t["city"] for t in a["targets"]] == [t["city"] for t in b["targets"]]
+    draws = [facts.select_facts(_screened(), 3, 6, 2, seed=5, draw=d) for d in range(4)]
+    assert draws[0]["targets"] == a["targets"]  # draw 0 is the seed's own draw
+    assert len({tuple(r["city"] for r in d["targets"] + d["retain"]) for d in draws}) == 4
 
 
 def test_select_facts_says_what_to_change_when_too_few_known():
     with pytest.raises(ValueError, match="enlarge the pool"):
-        facts.select_facts(_screened(), n_targets=7, n_retain=1, min_probe_cities=2, known_threshold=0.8, seed=0)
+        facts.select_facts(_screened(), n_targets=7, n_retain=1, min_probe_cities=2, seed=0)
     with pytest.raises(ValueError, match="n_retain"):
-        facts.select_facts(_screened(), n_targets=5, n_retain=5, min_probe_cities=2, known_threshold=0.8, seed=0)
+        facts.select_facts(_screened(), n_targets=5, n_retain=5, min_probe_cities=2, seed=0)
+
+
+def _selection_params(**changes):
+    params = {k: 1 for k in facts.SELECTION_PARAMETERS}
+    return {**params, "model": "m", "fact_set": "unit", **changes}
+
+
+def test_a_committed_fact_set_is_used_and_compared(tmp_path, monkeypatch):
+    """Committed facts come back as full rows of this screening, with their labels; a selection that differs is
+    reported pool by pool; other selection parameters or a missing file are errors that say what to do."""
+    monkeypatch.setattr(facts, "fact_set_path", lambda name: tmp_path / f"{name}.json")
+    screened = _screened()
+    draws = [facts.select_facts(screened, 3, 2, 2, seed=0, draw=d) for d in range(2)]
+    params = _selection_params()
+    (tmp_path / "unit.json").write_text(json.dumps(facts.fact_set_record(params, "chat", draws)))
+    record = facts.load_fact_set(params)
+    back = facts.committed_draw(record, 1, screened)
+    assert back == draws[1]
+    same = facts.agreement(back, draws[1])
+    assert all(r["shared"] == r["committed"] == r["selected_here"] and r["same_order"] for r in same)
+    other = facts.agreement(back, draws[0])
+    assert any(r["only_committed"] and r["only_here"] for r in other)
+    with pytest.raises(ValueError, match=r"seed: 1 there, 2 here"):
+        facts.load_fact_set(_selection_params(seed=2))
+    with pytest.raises(FileNotFoundError, match="fact_set: screened"):
+        facts.load_fact_set(_selection_params(fact_set="missing"))
+    with pytest.raises(ValueError, match="not in this candidate pool"):
+        facts.committed_draw(record, 0, [r for r in screened if r["city"] != draws[0]["targets"][0]["city"]])
 
 
 def test_jsonl_roundtrip(tmp_path):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import nbformat
+import pandas as pd
 import pytest
 
 from rlcp_utils.data import facts
@@ -53,7 +54,12 @@ def test_data_notebook_selects_known_distinct_facts(smoke_run):
     assert len({t["country"] for t in targets}) == p["n_targets"]
     assert sorted(t["label"] for t in targets) == list(range(p["n_targets"]))
     assert {c["country"] for c in probe} == {t["country"] for t in targets}
-    assert all(t["recall_train"] >= p["known_threshold"] for t in targets + retain)
+    assert all(t["recall_train"] >= p["known_threshold"] and t["status"] == "known" for t in targets + retain + probe)
+    # the smoke profile trains on its committed facts, and this screening selects the same ones
+    committed = json.loads(facts.fact_set_path(p["fact_set"]).read_text())["draws"][0]
+    assert [t["city"] for t in targets] == [t["city"] for t in committed["targets"]]
+    agreement = pd.read_csv(out / "tables" / "fact_set_agreement.csv")
+    assert (agreement.shared == agreement.committed).all() and (agreement.committed == agreement.selected_here).all()
     templates = json.loads((out / "data" / "templates.json").read_text())
     assert templates["prompt_format"] in ("plain", "chat")
     assert {q["split"] for q in templates["questions"]} == {"train", "heldout"}

@@ -24,10 +24,10 @@ def batches(n: int, size: int):
         yield range(start, min(start + size, n))
 
 
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(seqs: list[list[int]], pad_id: int, min_width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Left padding puts every sequence's end at the last position. Default position ids then shift the
     real tokens of a shorter row by a constant, which rotary attention does not see (it is relative)."""
-    width = max(map(len, seqs))
+    width = max(*map(len, seqs), min_width)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for j, s in enumerate(seqs):

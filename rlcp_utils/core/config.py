@@ -96,6 +96,13 @@ PARAMETERS: dict[str, Parameter] = {
     "n_heldout_templates": _range(int, "no-context templates held out of training for evaluation", 1, 20),
     "n_heldout_evidence": _range(int, "evidence phrasings held out of training for evaluation", 1, 20),
     "known_threshold": _range(float, "fraction of training templates a fact must be recalled on to count as known", 0.0, 1.0),
+    "screen_margin": _range(float, "log-probability gap below which a template's greedy decision is infirm: candidates whose "
+                            "status such decisions could change are borderline and enter no pool (measures/screening.py)", 0.0),
+    "fact_draws": _range(int, "independent draws of targets, retain facts and country-probe cities from the known facts "
+                         "(draw 0 is the study's; each draw is a fact set of its own)", 1, 100),
+    "fact_set": Parameter(str, "the committed facts this profile trains on, params/facts/<name>.json, or 'screened': "
+                          "this machine's selection (a new profile; commit it by copying data/fact_set.json)",
+                          lambda v: len(v) > 0, "a non-empty string"),
     "prompt_format": _choice("'plain' completion, 'chat' template, or 'auto' (measured, best wins)", "auto", "plain", "chat"),
     "n_format_check": _range(int, "candidate facts used to compare plain vs chat prompting", 1, 2000),
     "max_new_tokens_answer": _range(int, "greedy tokens generated when scoring free-form answers", 1, 64),

@@ -153,33 +153,33 @@ def candidate_pool(n_countries: int, cities_per_country: int) -> list[dict]:
     return [r for r in rows if counts[fold_name(r["city"])] == 1]
 
 
-def select_facts(screened: list[dict], n_targets: int, n_retain: int, min_probe_cities: int,
-                 known_threshold: float, seed: int) -> dict[str, list[dict]]:
-    """Choose targets, retain facts and country-probe cities among the facts the model knows.
+def select_facts(screened: list[dict], n_targets: int, n_retain: int, min_probe_cities: int, seed: int,
+                 draw: int = 0) -> dict[str, list[dict]]:
+    """Choose targets, retain facts and country-probe cities among the facts the model knows (status 'known' of
+    measures.screening; borderline candidates enter no pool).
 
-    A fact is known when its no-context recall over the training templates is >= known_threshold.
-    Targets: drawn at random (seeded) among known facts whose country has at least `min_probe_cities`
-    further known cities, one target per country. Retain: known facts of other countries. Probe cities:
-    the further known cities of each target country."""
-    known = [r for r in screened if r["recall_train"] >= known_threshold]
+    Targets: drawn at random (seeded) among known facts whose country has at least `min_probe_cities` further
+    known cities, one target per country. Retain: known facts of other countries. Probe cities: the further
+    known cities of each target country. `draw` numbers independent draws from the same screening (the fact
+    draw, a factor of the study): each has its own random stream, so draws overlap only by chance."""
+    known = [r for r in screened if r["status"] == "known"]
     by_country: dict[str, list[dict]] = {}
     for r in known:
         by_country.setdefault(r["country"], []).append(r)
     eligible = sorted(c for c, rows in by_country.items() if len(rows) >= min_probe_cities + 1)
-    rng = random.Random(seed)
+    rng = random.Random(seed if draw == 0 else f"fact draw {draw} of seed {seed}")
     rng.shuffle(eligible)
     if len(eligible) < n_targets:
         raise ValueError(
-            f"only {len(eligible)} countries have {min_probe_cities + 1}+ known cities (threshold {known_threshold}); "
-            f"need {n_targets} targets: enlarge the pool (n_countries_pool, cities_per_country) or lower "
-            "known_threshold / min_probe_cities"
+            f"only {len(eligible)} countries have {min_probe_cities + 1}+ known cities; need {n_targets} targets: enlarge "
+            "the pool (n_countries_pool, cities_per_country) or lower known_threshold, screen_margin or min_probe_cities"
         )
     target_countries = eligible[:n_targets]
     targets, probe_cities = [], []
     for country in target_countries:
         rows = sorted(by_country[country], key=lambda r: r["city"])
         pick = rng.choice(rows)
-        targets.append(pick)
+        targets.append(dict(pick))
         probe_cities += [r for r in rows if r is not pick]
     others = sorted((r for r in known if r["country"] not in target_countries), key=lambda r: r["city"])
     rng.shuffle(others)
@@ -195,6 +195,75 @@ def select_facts(screened: list[dict], n_targets: int, n_retain: int, min_probe_
     for i, t in enumerate(targets):
         t["label"] = i  # the paper's y_probe: which of the targets
     return {"targets": targets, "retain": retain[:n_retain], "probe_cities": probe_cities}
+
+
+# --- the committed fact sets: the study's data ------------------------------------------------------------
+# A profile trains on the facts committed in params/facts/<fact_set>.json, not on whatever this machine's screening
+# selects: 01_data screens again and reports where its own selection differs. The file records the parameters of
+# the selection, which must still be the profile's: another pool, threshold, margin, seed or number of draws is
+# another fact set.
+
+POOLS = ("targets", "retain", "probe_cities")
+SELECTION_PARAMETERS = ("model", "n_countries_pool", "cities_per_country", "n_question_templates", "n_heldout_templates",
+                        "known_threshold", "screen_margin", "n_targets", "n_retain", "min_probe_cities", "seed", "fact_draws")
+SCREENED = "screened"  # the fact_set value that trains on this machine's selection
+
+
+def fact_set_path(name: str) -> Path:
+    from rlcp_utils.core.config import PARAMS_DIR
+
+    return PARAMS_DIR / "facts" / f"{name}.json"
+
+
+def fact_set_record(params, prompt_format: str, draws: list[dict[str, list[dict]]]) -> dict:
+    """A selection as committed data: the cities of each pool of each draw (targets with their labels), the
+    parameters it was selected with and the prompt format it was screened in."""
+    def slim(rows, with_label=False):
+        return [{"city": r["city"], "country": r["country"], **({"label": r["label"]} if with_label else {})} for r in rows]
+    return {"selected_with": {k: params[k] for k in SELECTION_PARAMETERS}, "prompt_format": prompt_format,
+            "draws": [{pool: slim(d[pool], pool == "targets") for pool in POOLS} for d in draws]}
+
+
+def load_fact_set(params) -> dict:
+    """The committed fact set the profile names, checked against the profile's selection parameters."""
+    path = fact_set_path(params["fact_set"])
+    if not path.is_file():
+        raise FileNotFoundError(f"no committed fact set {path}: set fact_set: {SCREENED} to train on this machine's "
+                                f"selection, then commit it (copy outputs/<profile>/data/fact_set.json to {path})")
+    record = json.loads(path.read_text())
+    differ = {k: (v, params[k]) for k, v in record["selected_with"].items() if params[k] != v}
+    if differ:
+        said = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in differ.items())
+        raise ValueError(f"the committed fact set {path.name} was selected with other parameters ({said}): that is another "
+                         f"fact set. Set fact_set: {SCREENED} (this machine's selection) or commit a new one.")
+    return record
+
+
+def committed_draw(record: dict, draw: int, screened: list[dict]) -> dict[str, list[dict]]:
+    """One draw of the committed set as full rows: the candidate rows of this machine's screening (population,
+    capital, recall, status), with the committed labels. A committed city missing from the pool is an error."""
+    by_city = {fold_name(r["city"]): r for r in screened}
+    out = {}
+    for pool in POOLS:
+        rows = []
+        for fact in record["draws"][draw][pool]:
+            row = by_city.get(fold_name(fact["city"]))
+            if row is None or row["country"] != fact["country"]:
+                raise ValueError(f"{fact['city']} ({fact['country']}) of the committed fact set is not in this candidate pool")
+            rows.append({**row, **({"label": fact["label"]} if "label" in fact else {})})
+        out[pool] = rows
+    return out
+
+
+def agreement(committed: dict[str, list[dict]], selected: dict[str, list[dict]]) -> list[dict]:
+    """Per pool: how many facts the committed draw and this machine's selection share, and which differ."""
+    rows = []
+    for pool in POOLS:
+        a, b = [r["city"] for r in committed[pool]], [r["city"] for r in selected[pool]]
+        rows.append({"pool": pool, "committed": len(a), "selected_here": len(b), "shared": len(set(a) & set(b)),
+                     "same_order": a == b, "only_committed": ", ".join(c for c in a if c not in b),
+                     "only_here": ", ".join(c for c in b if c not in a)})
+    return rows
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -259,14 +328,22 @@ class StudyData:
     prompt_format: str
 
 
-def load_study_data(profile) -> StudyData:
+def draw_dir(profile, draw: int = 0) -> Path:
+    """Where 01_data writes a fact draw's pools: draw 0, the study's, in data/; the others in data/draw<d>/."""
+    return profile.output_dir / "data" / ("" if draw == 0 else f"draw{draw}")
+
+
+def load_study_data(profile, draw: int = 0) -> StudyData:
     folder = profile.output_dir / "data"
     if not (folder / "templates.json").exists():
         raise FileNotFoundError(f"{folder} has no data yet: run notebook 01_data on profile {profile.name!r} first "
                                 f"(make reproduce PROFILE={profile.name})")
     t = json.loads((folder / "templates.json").read_text())
-    return StudyData(targets=read_jsonl(folder / "targets.jsonl"), retain=read_jsonl(folder / "retain.jsonl"),
-                     probe_cities=read_jsonl(folder / "country_probe_cities.jsonl"),
+    pools = draw_dir(profile, draw)
+    if not (pools / "targets.jsonl").exists():
+        raise FileNotFoundError(f"{pools} has no fact draw {draw}: the profile has fact_draws = {profile['fact_draws']}")
+    return StudyData(targets=read_jsonl(pools / "targets.jsonl"), retain=read_jsonl(pools / "retain.jsonl"),
+                     probe_cities=read_jsonl(pools / "country_probe_cities.jsonl"),
                      controls=read_jsonl(folder / "controls.jsonl"),
                      questions=[Template(**q) for q in t["questions"]], evidences=[Template(**e) for e in t["evidences"]],
                      prompt_format=t["prompt_format"])

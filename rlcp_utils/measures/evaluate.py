@@ -28,43 +28,58 @@ from rlcp_utils.measures.probing import hidden_states_at
 
 @torch.no_grad()
 def score_answers(model, prompt_ids: list[list[int]], answer_ids: list[list[int]], batch_size: int = 64,
-                  pad_id: int = 0, desc: str | None = None) -> dict[str, np.ndarray]:
+                  pad_id: int = 0, desc: str | None = None, padding: str = "right") -> dict[str, np.ndarray]:
     """Teacher-forced answer scores for each (prompt, answer) pair; inputs are token id lists. Each pair's scores
-    depend on that pair alone (`row_invariant`), not on the batch size or the other pairs."""
+    depend on that pair alone (`row_invariant`), not on the batch size or the other pairs.
+
+    greedy_margin: the smallest gap, over the answer's tokens, between the answer token's log-probability and the
+    best other token's; positive iff greedy decoding produces the answer (greedy_correct), and how far the decision
+    is from flipping. `padding`: 'right' (the study's) or 'left' (a check that the screening does not depend on it:
+    left padding shifts every position of a short row, which rotary attention does not see, in exact arithmetic)."""
     if len(prompt_ids) != len(answer_ids):
         raise ValueError("prompt_ids and answer_ids must have the same length")
+    if padding not in ("right", "left"):
+        raise ValueError(f"padding must be 'right' or 'left', got {padding!r}")
     with row_invariant(model):
-        return _score_answers(model, prompt_ids, answer_ids, batch_size, pad_id, desc)
+        return _score_answers(model, prompt_ids, answer_ids, batch_size, pad_id, desc, padding)
 
 
-def _score_answers(model, prompt_ids, answer_ids, batch_size, pad_id, desc) -> dict[str, np.ndarray]:
+def _score_answers(model, prompt_ids, answer_ids, batch_size, pad_id, desc, padding) -> dict[str, np.ndarray]:
     device = next(model.parameters()).device
     logprob = np.zeros(len(prompt_ids))
     first_prob = np.zeros(len(prompt_ids))
-    correct = np.zeros(len(prompt_ids), dtype=bool)
+    margin = np.zeros(len(prompt_ids))
     order = np.argsort([len(p) + len(a) for p, a in zip(prompt_ids, answer_ids)])  # less padding
     for idx in track(list(batches(len(order), batch_size)), desc):
         rows = [order[i] for i in idx]
+        seqs = [prompt_ids[r] + answer_ids[r] for r in rows]
         # at least 32 positions: attention over fewer takes other kernels at other widths (short plain prompts)
-        ids, mask = right_pad([prompt_ids[r] + answer_ids[r] for r in rows], pad_id, device, min_width=32)
-        # The rows share the chat template's first tokens: run them once (SharedPrefixPass). Only the positions
-        # that predict answer tokens need the (large) vocabulary projection: position t predicts token t+1.
-        hidden = SharedPrefixPass(model, ids, mask).last_hidden_state
+        if padding == "right":
+            ids, mask = right_pad(seqs, pad_id, device, min_width=32)
+            # The rows share the chat template's first tokens: run them once (SharedPrefixPass)
+            hidden = SharedPrefixPass(model, ids, mask).last_hidden_state
+            starts = [0] * len(rows)
+        else:
+            ids, mask = left_pad(seqs, pad_id, min_width=32)
+            hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            starts = [ids.shape[1] - len(s) for s in seqs]
+        # Only the positions that predict answer tokens need the (large) vocabulary projection: position t predicts t+1
         owner = [j for j, r in enumerate(rows) for _ in answer_ids[r]]
-        cols = [len(prompt_ids[r]) - 1 + k for r in rows for k in range(len(answer_ids[r]))]
+        cols = [starts[j] + len(prompt_ids[r]) - 1 + k for j, r in enumerate(rows) for k in range(len(answer_ids[r]))]
         logits = model.lm_head(hidden[owner, cols]).float()
         start = 0
         for r in rows:
             ans = answer_ids[r]
-            pred = logits[start: start + len(ans)]
+            logp = torch.log_softmax(logits[start: start + len(ans)], dim=-1)
             start += len(ans)
-            target = torch.tensor(ans, device=pred.device)
-            token_logp = torch.log_softmax(pred, dim=-1).gather(1, target[:, None])[:, 0]
+            target = torch.tensor(ans, device=logp.device)
+            token_logp = logp.gather(1, target[:, None])[:, 0]
+            best_other = logp.scatter(1, target[:, None], float("-inf")).max(-1).values
             logprob[r] = token_logp.sum().item()
             first_prob[r] = token_logp[0].exp().item()
-            correct[r] = bool((pred.argmax(-1) == target).all())
+            margin[r] = (token_logp - best_other).min().item()
     return {"answer_logprob": logprob, "answer_prob": np.exp(logprob), "first_token_prob": first_prob,
-            "greedy_correct": correct}
+            "greedy_correct": margin > 0, "greedy_margin": margin}
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import pandas as pd
 
 from rlcp_utils.core import config
 from rlcp_utils.data import facts
-from rlcp_utils.measures import arithmetic, evaluate
+from rlcp_utils.measures import arithmetic, evaluate, screening
 from rlcp_utils.training import dispatch, jobs
 
 
@@ -75,7 +75,7 @@ class ArithmeticTask:
     evidences: list
     facts: list[dict]  # every a x b, as facts {'city': '7 x 8', 'country': '56'}
     recall: pd.Series  # the original's no-context recall of each fact on the training wordings
-    known: list[dict]  # the facts recalled on at least known_threshold of the training wordings
+    known: list[dict]  # the facts known by 01's rule (measures.screening: firmly recalled on known_threshold of the wordings)
     two_step: list[dict]  # arith_addends problems 'a x b + c' per fact
     two_step_ids: list[list[int]]  # their scaffolded prompts
     original: pd.DataFrame  # the original's scored continuations (solve_two_step)
@@ -96,11 +96,10 @@ def arithmetic_task(P: config.Profile, study, reference, tok) -> ArithmeticTask:
     questions, evidences = arithmetic.templates()
     all_facts = arithmetic.multiplication_facts(2, P["arith_max_factor"])
     train_q = [q for q in questions if q.split == "train"]
-    screen_items = facts.build_items(tok, all_facts, train_q, study.prompt_format)
-    s = evaluate.score_answers(reference, [i["prompt_ids"] for i in screen_items], [i["answer_ids"] for i in screen_items],
-                               P["eval_batch_size"], tok.pad_token_id)
-    recall = pd.Series(s["greedy_correct"]).groupby([i["fact"] for i in screen_items]).mean()
-    known = [all_facts[i] for i in range(len(all_facts)) if recall[i] >= P["known_threshold"]]
+    screened = screening.screen(reference, tok, all_facts, train_q, study.prompt_format, P["eval_batch_size"],
+                                P["known_threshold"], P["screen_margin"])
+    recall = pd.Series([r["recall_train"] for r in screened])
+    known = [f for f, r in zip(all_facts, screened) if r["status"] == "known"]
     two_step = arithmetic.two_step_problems(all_facts, P["arith_addends"], P["seed"])
     two_step_ids = [facts.encode_prompt(tok, facts.render(tok, p["question"], study.prompt_format), study.prompt_format)
                     for p in two_step]
