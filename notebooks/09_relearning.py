@@ -211,9 +211,10 @@ plt.show()
 # ## Quantization attack
 # Each model's weights are rounded through gguf-py's own quantize/dequantize (`measures/quantization.py`): the
 # tensors the shipped file quantizes, in the same blocks of 32 weights. First a check that this is the shipped
-# grid: the original model, read from the Q4_1 file, must come back unchanged. Then every arm as it is
-# (`none`) and in each format is scored with 02/03's evaluation (targets and retain facts, no context and RAG,
-# every wording split, chance from a deranged answer key); tables are cached like the attacks above.
+# grid: the original model, read from the Q4_1 file, must come back unchanged. Then every arm in each format is
+# scored with 02/03's evaluation (targets and retain facts, no context and RAG, every wording split, chance from a
+# deranged answer key); tables are cached like the attacks above. Each arm as it is (`none`) is not scored again:
+# its scores are read from 01 (the original) and from its job (scores do not depend on the batch they ran in).
 # **recovery** = the quantized arm's no-context recall of the targets (held-out wordings) ÷ the original's, a
 # ratio of means over facts with a bootstrap interval over facts (0: still forgotten; 1: all back).
 # **weight change** = |trained − original| of every block weight in units of its block's Q4_1 step: a weight
@@ -239,15 +240,33 @@ def model_key_of(arm: str) -> str:
     return "original" if arm == "original" else jobs.job_key(P, arm, P["seeds"][0], study)
 
 
+def unquantized_scores(arm: str) -> pd.DataFrame:
+    """The arm's scores as it is, read where they were computed, not scored again (scores do not depend on the batch,
+    so they are the numbers a new scoring would give): 01's Group A for the original, the job of the first
+    training seed for a trained arm. The same columns as quantized_scores' rows."""
+    if arm == "original":
+        record, per_item = results.read(results.results_dir(P) / "01_data.csv"), pd.read_csv(P.output_dir / "tables" / "per_item_original.csv")
+    else:
+        folder = jobs.job_dir(P, arm, P["seeds"][0])
+        record, per_item = results.read(folder / "results.csv"), pd.read_csv(folder / "per_item.csv")
+    parts = record.metric.str.extract(r"^(targets|retain)\.((?:no_context_recall|rag_accuracy)\.(?:train|heldout))$")
+    rows = record[parts[0].notna()].assign(facts=parts[0], metric=parts[1], n_facts=lambda d: d.n_units)
+    held = per_item[(per_item.facts == "targets") & (per_item.condition == HELD)].groupby("city").correct.mean()
+    return pd.concat([rows[["facts", "metric", "value", "ci_low", "ci_high", "chance", "n_facts", "n_prompts"]].assign(fmt="none", city=""),
+                      pd.DataFrame({"fmt": "none", "facts": "targets", "metric": f"per_fact.{HELD}", "city": held.index,
+                                    "value": held.to_numpy()})], ignore_index=True)
+
+
 def quantized_scores(arm: str) -> pd.DataFrame:
-    """evaluate_arm's rows for the model as it is and through each format, with the targets' per-fact held-out recall."""
+    """evaluate_arm's rows for the model read back through each format, with the targets' per-fact held-out recall;
+    the model as it is comes from unquantized_scores."""
     key = {"model": model_key_of(arm), "precision": model.precision_of(P), "params": {k: P[k] for k in QUANT_READS},
            "data": DATA, "formats": FORMATS}
 
     def compute() -> pd.DataFrame:
         parts = []
-        for fmt in FORMATS:
-            lm = model_of(arm) if fmt == "none" else quantization.quantized_copy(model_of(arm), fmt)
+        for fmt in P["quant_formats"]:
+            lm = quantization.quantized_copy(model_of(arm), fmt)
             rows, items_out = evaluate.evaluate_arm(lm, tok, arm, {"targets": study.targets, "retain": study.retain}, study.questions,
                                                     study.evidences, study.prompt_format, P["eval_batch_size"], P["n_bootstrap"],
                                                     P["seed"], desc=f"{arm} {fmt}")
@@ -258,7 +277,8 @@ def quantized_scores(arm: str) -> pd.DataFrame:
                                     "value": per_fact.to_numpy()})]
         return pd.concat(parts, ignore_index=True)
 
-    return cache.cached_table(P, NOTEBOOK, f"{arm}_quantized", key, compute, QUANT_CODE)
+    return pd.concat([unquantized_scores(arm), cache.cached_table(P, NOTEBOOK, f"{arm}_quantized", key, compute, QUANT_CODE)],
+                     ignore_index=True)
 
 
 def weight_change(arm: str) -> pd.DataFrame:
