@@ -122,6 +122,29 @@ def test_greedy_correct_agrees_with_greedy_generation(tiny_model, tiny_tokenizer
     assert s["greedy_correct"][::2].all()
 
 
+def test_a_wrong_answer_is_produced_exactly_when_generation_produces_it(tiny_model, tiny_tokenizer):
+    """wrong_answer_produced (chance's numerator) scores only the wrong answers that start with the model's first
+    choice; it must say what generate() says for every one: here a third are the greedy continuation (produced), a
+    third start like it and then differ (scored, not produced) and a third start otherwise (skipped, not produced)."""
+    items = _items(tiny_tokenizer) * 2
+    prompts = [i["prompt_ids"] for i in items]
+    greedy = []
+    for p in prompts:
+        with torch.no_grad():
+            out = tiny_model.generate(torch.tensor([p]), max_new_tokens=2, do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id)
+        greedy.append(out[0, len(p):].tolist())
+    vocab = len(tiny_tokenizer)
+    wrong = [g if k % 3 == 0 else [g[0], (g[1] + 1) % vocab] if k % 3 == 1 else [(g[0] + 1) % vocab, g[1]]
+             for k, g in enumerate(greedy)]
+    wrong_items = [{**i, "answer_ids": w} for i, w in zip(items, wrong)]
+    right = evaluate.score_answers(tiny_model, prompts, [i["answer_ids"] for i in items], 4, tiny_tokenizer.pad_token_id)
+    produced = evaluate.wrong_answer_produced(tiny_model, items, wrong_items, right["first_choice"], 4, tiny_tokenizer.pad_token_id)
+    assert produced.tolist() == [w == g for w, g in zip(wrong, greedy)]
+    assert produced[::3].all() and not produced[1::3].any() and not produced[2::3].any()
+    with pytest.raises(ValueError, match="prompts"):
+        evaluate.wrong_answer_produced(tiny_model, items, wrong_items[::-1], right["first_choice"], 4, tiny_tokenizer.pad_token_id)
+
+
 def test_batched_generation_matches_one_at_a_time(tiny_model, tiny_tokenizer):
     items = _items(tiny_tokenizer, 4)
     prompts = [i["prompt_ids"] for i in items]

@@ -58,27 +58,29 @@ def test_left_padding_scores_like_right_padding(tiny_model, tiny_tokenizer):
 
 @pytest.mark.smoke
 def test_the_smoke_screening_is_the_same_in_any_precision_batch_size_and_padding():
-    """The offline model on the smoke profile's pool: the statuses of every candidate, and so the selection, with
-    the model set to fp32 or bf16, batches of 64 or 16, right or left padding; and one candidate at a time (batch 1,
-    on a fifth of the pool: make test's time budget) gives the same margins, bit for bit."""
-    from rlcp_utils.core import model
+    """The offline model on the smoke profile's pool (study.screening_check): every candidate's status, and so each
+    draw's facts, with the model set to fp32 or bf16, batches of 64 or 16, right or left padding; one candidate at a
+    time (batch 1, on a fifth of the pool: make test's time budget) gives the same margins, bit for bit. The
+    selection is the committed smoke fact set."""
     from rlcp_utils.core.config import load_profile
+    from rlcp_utils.study import screening_check
 
-    p = load_profile("smoke")
-    pool = facts.candidate_pool(p["n_countries_pool"], p["cities_per_country"])
-    questions = [q for q in facts.split_templates(facts.QUESTION_TEMPLATES[: p["n_question_templates"]],
-                                                   p["n_heldout_templates"], "q") if q.split == "train"]
-    lm, tok = model.load_model(precision="fp32")
-    screened = {}
-    for precision, batch_size, padding, candidates in [("fp32", 64, "right", pool), ("bf16", 16, "left", pool),
-                                                       ("fp32", 1, "right", pool[::5])]:
-        lm.rlcp_precision = precision
-        screened[(precision, batch_size, padding)] = screening.screen(
-            lm, tok, candidates, questions, "chat", batch_size, p["known_threshold"], p["screen_margin"], padding=padding)
-    first = [r["status"] for r in screened[("fp32", 64, "right")]]
-    assert "known" in first and "unknown" in first
-    left = [r["status"] for r in screened[("bf16", 16, "left")]]
-    assert left == first, [(r["city"], r["status"], s) for r, s in zip(screened[("fp32", 64, "right")], left) if r["status"] != s]
-    one_at_a_time = screened[("fp32", 1, "right")]
-    assert [(r["city"], r["min_abs_margin"], r["status"]) for r in one_at_a_time] == \
-        [(r["city"], r["min_abs_margin"], r["status"]) for r in screened[("fp32", 64, "right")][::5]]
+    result = screening_check.compare(load_profile("smoke"))
+    first = result["runs"][0]["statuses"]
+    assert first["known"] and first["unknown"]
+    assert [r["candidates"] for r in result["runs"]] == [result["candidates"], result["candidates"], len(range(0, result["candidates"], 5))]
+    assert screening_check.identical(result), result["runs"]
+
+
+def test_the_screening_check_reports_any_difference():
+    """study.screening_check.identical: a status, a margin or a committed fact that differs makes it False."""
+    from rlcp_utils.study import screening_check
+
+    agreeing = {"pool": "targets", "committed": 3, "selected_here": 3, "shared": 3, "same_order": True}
+    same = {"runs": [{"agreement_with_committed": [agreeing]},
+                     {"status_differs": [], "max_margin_difference": 0.0, "agreement_with_committed": [agreeing]}]}
+    assert screening_check.identical(same)
+    for change in [{"status_differs": ["Isfahan: known -> borderline"]}, {"max_margin_difference": 1e-7},
+                   {"agreement_with_committed": [{**agreeing, "shared": 2}]},
+                   {"agreement_with_committed": [{**agreeing, "same_order": False}]}]:
+        assert not screening_check.identical({"runs": [same["runs"][0], {**same["runs"][1], **change}]}), change
