@@ -77,9 +77,10 @@ def test_the_screening_check_reports_any_difference():
     from rlcp_utils.study import screening_check
 
     agreeing = {"pool": "targets", "committed": 3, "selected_here": 3, "shared": 3, "same_order": True}
-    same = {"runs": [{"agreement_with_committed": [agreeing]},
-                     {"status_differs": [], "max_margin_difference": 0.0, "agreement_with_committed": [agreeing]}]}
+    same = {"runs": [{"padding": "right", "agreement_with_committed": [agreeing]},
+                     {"padding": "right", "status_differs": [], "max_margin_difference": 0.0, "agreement_with_committed": [agreeing]}]}
     assert screening_check.identical(same)
+    assert screening_check.identical({"runs": [same["runs"][0], {**same["runs"][1], "padding": "left", "max_margin_difference": 1e-5}]})
     for change in [{"status_differs": ["Isfahan: known -> borderline"]}, {"max_margin_difference": 1e-7},
                    {"agreement_with_committed": [{**agreeing, "shared": 2}]},
                    {"agreement_with_committed": [{**agreeing, "same_order": False}]}]:
