@@ -53,6 +53,11 @@ def compare(profile, settings=SETTINGS, every: int = 5) -> dict:
                "statuses": {s: sum(r["status"] == s for r in rows) for s in screening.STATUSES}}
         if base is None:
             base = {_key(r): r for r in rows}
+            known_by_country: dict[str, int] = {}
+            for r in rows:
+                known_by_country[r["country"]] = known_by_country.get(r["country"], 0) + (r["status"] == "known")
+            # the countries a target can come from: every draw picks n_targets of them, so draws share facts
+            run["eligible_target_countries"] = sum(n >= P["min_probe_cities"] + 1 for n in known_by_country.values())
         else:
             theirs = [(r, base[_key(r)]) for r in rows]
             run["status_differs"] = [f"{r['city']}: {b['status']} -> {r['status']}" for r, b in theirs if r["status"] != b["status"]]
