@@ -31,7 +31,9 @@
 # gradient to the model) so that the paper's "probe accuracy" exists for them too.
 #
 # Every arm is trained once per **training seed** (`seeds` in the profile; the seed orders the batches and
-# initialises the probe). Each (arm, seed) is an independent job (`rlcp_utils/training/jobs.py`).
+# initialises the probe) on every **fact draw** (`fact_draws`: independent draws of targets and retain facts from
+# 01's screening; draw 0 is the study's, the one every later analysis reads). Each (arm, draw, seed) is an
+# independent job (`rlcp_utils/training/jobs.py`).
 #
 # Reads: 01_data
 
@@ -77,9 +79,11 @@ from rlcp_utils.methods import registry
 from rlcp_utils.training import dispatch, jobs, loop
 
 P = notebook.start("02_baselines", globals())
-study = facts.load_study_data(P)
+studies = facts.load_study_draws(P)
+study = studies[0]  # the study's draw
 ARMS = [a for a in P["arms"] if a != "rlcp"]
-print(f"arms {ARMS}, training seeds {P['seeds']}, {len(study.targets)} targets, prompt format {study.prompt_format!r}")
+print(f"arms {ARMS}, training seeds {P['seeds']}, fact draws {len(studies)}, {len(study.targets)} targets, "
+      f"prompt format {study.prompt_format!r}")
 pd.DataFrame({arm: vars(registry.method(arm).weights(P)) for arm in ARMS})
 
 # %% [markdown]
@@ -135,22 +139,22 @@ inputs = jobs.study_inputs(P, study, reference, tok)
 del reference
 steps = len(loop.epoch_schedule(inputs.items, len(study.targets), P["epochs"], P["batch_size"], P["seeds"][0]))
 print(f"{len(inputs.items)} training items, {P['epochs']} epochs x batch {P['batch_size']} = {steps} steps per job, "
-      f"{len(ARMS) * len(P['seeds'])} jobs")
+      f"{len(ARMS) * len(P['seeds']) * len(studies)} jobs (arms x seeds x fact draws)")
 
 # %% [markdown]
-# ## Train and evaluate each (arm, seed)
+# ## Train and evaluate each (arm, fact draw, seed)
 # A finished job writes its evaluation, per-prompt scores and per-step training log to
-# `outputs/<profile>/jobs/<arm>/seed<k>/` (committed) and its weights to `checkpoints/<arm>/seed<k>/` (not
-# committed), tagged with a key of every parameter that shapes training, the target facts, the seed and the
-# precision. A rerun with the same key loads the job's results instead of training again; an interrupted
+# `outputs/<profile>/jobs/<arm>/seed<k>/` (`draw<d>_seed<k>/` for the other fact draws; committed) and, for the
+# study's draw, its weights to `checkpoints/<arm>/seed<k>/` (not committed), tagged with a key of every parameter
+# that shapes training, the facts, the seed and the precision. A rerun with the same key loads the job's results instead of training again; an interrupted
 # run loses only the job in progress; any change of settings retrains from the original model. The jobs run in
 # this process unless `RLCP_EXECUTOR` sends them to subprocesses (`local`) or to a Slurm job array (`slurm`):
 # `training/dispatch.py`, docs/cluster.md. Either way each job writes the same folder, read back here.
 
 # %%
-runs = dispatch.run_arms(P, ARMS, study, inputs, desc="02_baselines")
-pd.DataFrame([{"arm": arm, "seed": seed, "trained now": j["trained"], "training minutes": round(j["seconds"] / 60, 1)}
-              for arm, r in runs.items() for seed, j in r["jobs"].items()])
+runs = dispatch.run_arms(P, ARMS, studies, inputs, desc="02_baselines")
+pd.DataFrame([{"arm": arm, "fact draw": d, "seed": seed, "trained now": j["trained"], "training minutes": round(j["seconds"] / 60, 1)}
+              for arm, r in runs.items() for d, by_seed in r["by_draw"].items() for seed, j in by_seed["jobs"].items()])
 
 # %%
 logs = {(arm, seed): jobs.train_log(P, arm, seed) for arm in ARMS for seed in P["seeds"]}
@@ -162,15 +166,20 @@ plt.show()
 # ## Results
 # Per seed: the mean over facts with a 95% bootstrap interval over facts. Over seeds (`seed = all`): the mean
 # over seeds and facts with a two-level bootstrap interval (seeds, then facts within each drawn seed), so the
-# interval includes how much the outcome moves when the same arm is trained again. `chance` is the
-# deranged-answer rate of the same model (1/K for the probe). The original model's numbers come from 01_data.
+# interval includes how much the outcome moves when the same arm is trained again. Over fact draws
+# (`fact_draw = all`, when there are several): the mean of the draws' means, with the draws as the outer unit of
+# the bootstrap (then seeds and facts within each), so the interval also covers which facts were drawn. `chance`
+# is the deranged-answer rate of the same model (1/K for the probe). The original model's numbers come from 01_data.
 
 # %%
 rows = [r for run in runs.values() for r in run["rows"]]
 results.write(P, "02_baselines", rows)
 table = results.frame(rows, "02_baselines")
 shown = table[~table.metric.str.contains("answer_prob")]
-shown.pivot_table(index="metric", columns=["arm", "seed"], values="value").round(3)
+# each seed and the summary over seeds, per fact draw (columns: arm, draw, seed)
+shown.pivot_table(index="metric", columns=["arm", "fact_draw", "seed"], values="value").round(3)
 
 # %%
-shown[shown.seed == "all"][["arm", "metric", "value", "ci_low", "ci_high", "chance", "n_units", "n_prompts", "n_seeds"]].round(3)
+# the arms' summaries: over the fact draws where there are several, else over seeds
+shown[shown.seed == "all"].pipe(lambda d: d[d.fact_draw == ("all" if len(studies) > 1 else "0")])[
+    ["arm", "metric", "value", "ci_low", "ci_high", "chance", "n_units", "n_prompts", "n_seeds", "n_draws"]].round(3)

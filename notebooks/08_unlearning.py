@@ -279,8 +279,8 @@ for arm, run in runs.items():
     per_item = pd.concat([j["per_item"] for j in run["jobs"].values()], ignore_index=True)
     seed_rows = pd.DataFrame([r for r in run["rows"] if r["seed"] != "all"])
     bench_rows += evaluate.summarize_seeds(split_retain_rows(per_item), chance_rows(seed_rows), P["n_bootstrap"], P["seed"])
-original_items = pd.read_csv(P.sub("tables") / "per_item_original.csv", keep_default_na=False, na_values=[""]).assign(seed=0)
-original_rows = results.load(P).query("notebook == '01_data'")
+original_rows, original_items = jobs.original_scores(P)  # the study's fact draw, on which every benchmark arm trains
+original_items = original_items.assign(seed=0)
 for r in evaluate.summarize_seeds(split_retain_rows(original_items), chance_rows(original_rows), P["n_bootstrap"], P["seed"]):
     bench_rows.append({**r, "seed": "all", "n_seeds": 0, "interval": evaluate.FACT_INTERVAL})
 record_rows = [r for arm in BENCH_ARMS for r in runs[arm]["rows"]] + bench_rows
@@ -297,7 +297,7 @@ print(f"{len(record_rows)} rows written to results/08_unlearning.csv")
 # %%
 SHOWN = {"targets.no_context_recall.heldout": "targets, no context", "retain_heldout.no_context_recall.heldout": "held-out retain",
          "retain_train.no_context_recall.heldout": "training retain", "targets.rag_accuracy.heldout": "targets, RAG"}
-view = results.summary(results.load(P))
+view = results.summary(results.load(P), results.STUDY_DRAW)  # the benchmark arms train on the study's draw only
 
 
 def shown(arm: str, key: str) -> str:

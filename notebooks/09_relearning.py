@@ -245,7 +245,7 @@ def unquantized_scores(arm: str) -> pd.DataFrame:
     so they are the numbers a new scoring would give): 01's Group A for the original, the job of the first
     training seed for a trained arm. The same columns as quantized_scores' rows."""
     if arm == "original":
-        record, per_item = results.read(results.results_dir(P) / "01_data.csv"), pd.read_csv(P.output_dir / "tables" / "per_item_original.csv")
+        record, per_item = jobs.original_scores(P)
     else:
         folder = jobs.job_dir(P, arm, P["seeds"][0])
         record, per_item = results.read(folder / "results.csv"), pd.read_csv(folder / "per_item.csv")

@@ -227,7 +227,7 @@ COLUMNS = {"targets.no_context_recall.train": "targets, no context (train wordin
            f"relearn.recall.step{max(P['relearn_steps'])}": f"recall after relearning ({max(P['relearn_steps'])} steps on other targets)",
            "relearn.recovery": "relearning recovery",
            "benign_relearn.targets_recall": "targets' recall after benign fine-tuning"}
-view = results.summary(record)
+view = results.summary(record, results.STUDY_DRAW)  # every benchmark arm on the study's fact draw
 
 
 def cell(arm, key):

@@ -92,13 +92,13 @@ verdicts
 
 # %% [markdown]
 # ## How much the training seeds move each number
-# For every metric with more than one training seed: the per-seed means, their range, and the interval over
-# seeds and facts next to the interval over facts of the first seed alone.
+# For every metric with more than one training seed, on the study's fact draw: the per-seed means, their range,
+# and the interval over seeds and facts.
 
 # %%
-per_seed = record[(record.seed != "all") & (record.n_seeds == 1)]
+per_seed = record[(record.seed != "all") & (record.n_seeds == 1) & (record.fact_draw == results.STUDY_DRAW)]
 multi = per_seed.groupby(["arm", "metric"]).filter(lambda d: d.seed.nunique() > 1)
-summary = results.summary(record)
+summary = results.summary(record, results.STUDY_DRAW)
 spread = (multi.pivot_table(index=["arm", "metric"], columns="seed", values="value")
           .assign(seed_range=lambda d: d.max(axis=1) - d.min(axis=1)))
 if not spread.empty:
@@ -106,6 +106,16 @@ if not spread.empty:
     spread = spread[~spread.index.get_level_values("metric").str.contains("answer_prob")]
 outputs.write_table(P, "15_seed_spread", spread.reset_index())
 spread.round(3)
+
+# %% [markdown]
+# ## How much the facts drawn move each number
+# Table 1's arms are trained on every fact draw (02, 03): per arm and metric, the spread of the draws' means next
+# to the spread of the seeds within a draw (claims.draw_spread, the table 03 shows).
+
+# %%
+draw_spread = claims.draw_spread(record)
+outputs.write_table(P, "15_draw_spread", draw_spread)
+draw_spread.round(3)
 
 # %% [markdown]
 # ## report.md

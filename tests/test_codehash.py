@@ -14,7 +14,7 @@ from rlcp_utils.study import pipeline
 from rlcp_utils.training import jobs
 
 FACTS = [{"city": "Berlin", "country": "Germany", "label": 0}, {"city": "Lima", "country": "Peru", "label": 1}]
-STUDY = SimpleNamespace(targets=FACTS, retain=FACTS, questions=[], evidences=[], prompt_format="chat")
+STUDY = SimpleNamespace(targets=FACTS, retain=FACTS, questions=[], evidences=[], prompt_format="chat", draw=0)
 
 
 @pytest.fixture

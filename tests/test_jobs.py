@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
+from rlcp_utils.core import results
 from rlcp_utils.core.config import load_profile
 from rlcp_utils.measures import evaluate
 from rlcp_utils.training import dispatch, jobs
 
 TARGETS = [{"city": c, "country": k, "label": i} for i, (c, k) in enumerate([("Lima", "Peru"), ("Cairo", "Egypt")])]
-STUDY = SimpleNamespace(targets=TARGETS, retain=[], questions=[], evidences=[], prompt_format="chat")
+STUDY = SimpleNamespace(targets=TARGETS, retain=[], questions=[], evidences=[], prompt_format="chat", draw=0)
 INPUTS = SimpleNamespace(items=[], n_classes=len(TARGETS))  # the stand-in training reads none of it
 
 
@@ -141,3 +142,30 @@ def test_a_sweep_job_keeps_its_own_name_key_and_monitor(fake):
     assert info["job_key"] == jobs.job_key(profile, "rlcp", 0, STUDY) != jobs.job_key(sweep, "rlcp", 0, STUDY)
     with pytest.raises(config.ParameterError):
         config.profile_with(profile, lambda_kl=-1.0)
+
+
+def test_every_fact_draw_is_a_job_of_its_own_and_the_arm_is_summarized_over_draws(fake, monkeypatch):
+    profile = load_profile("smoke", {"precision": "fp32", "seeds": [0, 1]})
+    other = SimpleNamespace(targets=[{"city": "Quito", "country": "Ecuador", "label": 0}, {"city": "Oslo", "country": "Norway", "label": 1}],
+                            retain=[], questions=[], evidences=[], prompt_format="chat", draw=1)
+    built = []  # a draw other than the notebook's builds its own inputs where its job runs
+    monkeypatch.setattr(jobs, "inputs_of", lambda job: built.append(job.draw) or job.inputs or INPUTS)
+    job_list = jobs.arm_jobs(profile, ["rlcp"], [STUDY, other], INPUTS)
+    assert [(j.draw, j.seed, j.inputs is INPUTS) for j in job_list] == [(0, 0, True), (0, 1, True), (1, 0, False), (1, 1, False)]
+    assert jobs.job_dir(profile, "rlcp", 0, 1).name == "draw1_seed0" and jobs.job_dir(profile, "rlcp", 0).name == "seed0"
+    assert job_list[0].key != job_list[2].key  # other facts, other job
+    run = dispatch.run_arms(profile, ["rlcp"], [STUDY, other], INPUTS)["rlcp"]
+    assert len(fake["trained"]) == 4 and built.count(1) == 2
+    info = json.loads((jobs.job_dir(profile, "rlcp", 1, 1) / "job.json").read_text())
+    assert info["fact_draw"] == 1 and info["job_key"] == job_list[3].key
+    record = results.frame(run["rows"], "03_rlcp_training")  # one row per (seed, draw, metric): no duplicate
+    per_draw = record[(record.seed == "all") & (record.fact_draw != "all")]
+    assert sorted(per_draw.fact_draw) == ["0", "0", "1", "1"] and set(record[record.seed != "all"].fact_draw) == {"0", "1"}
+    over = record[record.fact_draw == "all"]
+    assert len(over) == 2 and set(over.n_draws) == {2} and set(over.seed) == {"all"}  # recall and its answer probability
+    assert all(r["fact_draw"] == "all" for r in run["summary"]) and set(run["by_draw"]) == {0, 1}
+    assert list(run["jobs"]) == [0, 1]  # the study's draw
+    again = dispatch.run_arms(profile, ["rlcp"], [STUDY, other], INPUTS)["rlcp"]
+    assert len(fake["trained"]) == 4 and not any(j["trained"] for s in again["by_draw"].values() for j in s["jobs"].values())
+    numbers = ["arm", "seed", "fact_draw", "metric", "value", "ci_low", "ci_high", "n_seeds", "n_draws"]  # loaded = trained
+    pd.testing.assert_frame_equal(results.frame(again["rows"], "03")[numbers], record[numbers], check_dtype=False)

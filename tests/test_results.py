@@ -6,7 +6,7 @@ import pytest
 
 from rlcp_utils.core import results
 from rlcp_utils.measures import evaluate
-from rlcp_utils.study import claims
+from rlcp_utils.study import claims, claims_rules
 from rlcp_utils.core.config import load_profile
 
 
@@ -31,12 +31,21 @@ def test_write_and_load_roundtrip(profile):
     assert ",15,105,0" in text  # counts stay integers
 
 
+def _csv(*rows: dict) -> str:
+    """A results file of these rows (every other column empty)."""
+    return ",".join(results.COLUMNS) + "\n" + "".join(",".join(str(r.get(c, "")) for c in results.COLUMNS) + "\n" for r in rows)
+
+
+GOOD = {"notebook": "02", "arm": "rlcp", "seed": 0, "fact_draw": 0, "metric": "x", "value": 1}
+
+
 @pytest.mark.parametrize("content,message", [
     ("arm,seed,metric,value\nrlcp,0,x,1\n", "missing columns"),
-    (",".join(results.COLUMNS) + "\n02,rlcp,zero,x,1,,,,,,,,\n", "seed must be a number or 'all'"),
-    (",".join(results.COLUMNS) + "\n02,rlcp,0,x,high,,,,,,,,\n", "not numeric"),
-    (",".join(results.COLUMNS) + "\n02,rlcp,0,x,1,,,,,,,,\n02,rlcp,0,x,2,,,,,,,,\n", "appears twice"),
-    (",".join(results.COLUMNS) + "\n02,,0,x,1,,,,,,,,\n", "empty values"),
+    (_csv({**GOOD, "seed": "zero"}), "seed must be a number or 'all'"),
+    (_csv({**GOOD, "fact_draw": "first"}), "fact_draw must be a number or 'all'"),
+    (_csv({**GOOD, "value": "high"}), "not numeric"),
+    (_csv(GOOD, {**GOOD, "value": 2}), "appears twice"),
+    (_csv({**GOOD, "arm": ""}), "empty values"),
 ])
 def test_loader_rejects_a_malformed_file_naming_it(profile, content, message):
     folder = results.results_dir(profile)
@@ -53,6 +62,98 @@ def test_summary_prefers_the_row_over_all_seeds():
     s = results.summary(df)
     assert s.loc[("rlcp", "m")].value == 0.5 and s.loc[("rlcp", "single")].value == 0.1
     assert results.seed_range(df, "rlcp", "m") is None  # one per-seed row: no range
+
+
+def test_a_file_from_before_fact_draws_reads_as_the_study_draw(profile):
+    folder = results.results_dir(profile)
+    folder.mkdir(parents=True)
+    old = [c for c in results.COLUMNS if c not in ("fact_draw", "n_draws")]
+    (folder / "02_old.csv").write_text(",".join(old) + "\n02_old,rlcp,0,x,0.5,,,,,,,,\n")
+    df = results.load(profile)
+    assert list(df.columns) == results.COLUMNS
+    assert df.fact_draw.tolist() == [results.STUDY_DRAW] and df.n_draws.tolist() == [1]
+    # rows that name no draw are of the study's; a number becomes its label
+    written = results.frame([{**_row("rlcp", "m", 0.5, 0.4, 0.6)}, {**_row("rlcp", "m", 0.6, 0.5, 0.7), "fact_draw": 2}], "02")
+    assert written.fact_draw.tolist() == ["0", "2"]
+
+
+def test_summary_prefers_the_row_over_fact_draws_unless_one_draw_is_asked_for():
+    rows = [_row("rlcp", "m", 0.5, 0.4, 0.6, fact_draw=0), _row("rlcp", "m", 0.9, 0.8, 1.0, fact_draw=1),
+            _row("rlcp", "m", 0.7, 0.3, 1.0, fact_draw="all", n_draws=2),
+            _row("rlcp", "m", 0.45, 0.3, 0.6, seed="0", n_seeds=1, fact_draw=0),
+            _row("rlcp", "m", 0.95, 0.9, 1.0, seed="0", n_seeds=1, fact_draw=1),
+            _row("grad_diff", "m", 0.2, 0.1, 0.3, fact_draw=0)]
+    df = results.frame(rows, "03")
+    assert results.summary(df).loc[("rlcp", "m")].value == 0.7
+    assert results.summary(df, results.STUDY_DRAW).loc[("rlcp", "m")].value == 0.5
+    assert results.summary(df).loc[("grad_diff", "m")].value == 0.2  # an arm of one draw: its own summary
+    assert results.draw_values(df, "rlcp", "m") == {0: 0.5, 1: 0.9} and results.draw_values(df, "grad_diff", "m") == {}
+    assert results.seed_range(df, "rlcp", "m") == (0.45, 0.95) and results.seed_range(df, "rlcp", "m", "0") is None
+
+
+def test_draw_bootstrap_resamples_the_draws_first():
+    """Closed forms: draws without variation inside (each a constant): the replicates are means of draws resampled
+    with replacement, so two draws at 0 and 1 give the interval [0, 1] with the mean 1/2; identical draws give a
+    zero-width interval; the mean weighs draws equally whatever their number of facts."""
+    assert evaluate.draw_bootstrap([np.zeros((3, 15)), np.ones((3, 15))], 4000, 0) == (0.5, 0.0, 1.0)
+    assert evaluate.draw_bootstrap([np.full((2, 5), 0.3)] * 3, 500, 0) == pytest.approx((0.3, 0.3, 0.3))
+    mean, lo, hi = evaluate.draw_bootstrap([np.zeros((1, 2)), np.ones((1, 30))], 500, 0)
+    assert mean == 0.5
+    # draws that agree on average but not fact by fact: wider than no variation, within the range of the facts
+    rng = np.random.default_rng(1)
+    spread = [rng.integers(0, 2, size=(3, 15)).astype(float) for _ in range(3)]
+    mean, lo, hi = evaluate.draw_bootstrap(spread, 2000, 0)
+    assert 0 < lo < mean < hi < 1 and mean == pytest.approx(np.mean([v.mean() for v in spread]))
+    # a bootstrap within one draw misses how far the draws are apart
+    apart = [np.full((3, 15), 0.2) + 0.01 * rng.standard_normal((3, 15)), np.full((3, 15), 0.8) + 0.01 * rng.standard_normal((3, 15))]
+    _, lo0, hi0 = evaluate.two_level_bootstrap(apart[0], 2000, 0)
+    _, lo2, hi2 = evaluate.draw_bootstrap(apart, 2000, 0)
+    assert hi2 - lo2 > 10 * (hi0 - lo0)
+    with pytest.raises(ValueError):
+        evaluate.draw_bootstrap([], 10, 0)
+
+
+def test_summarize_draws_gives_the_mean_of_draw_means_with_every_n():
+    rows = []
+    for draw, cities, acc in [(0, "abc", [1, 1, 1]), (1, "de", [0, 0])]:
+        for seed in (0, 1):
+            for city, c in zip(cities, acc):
+                rows += [{"arm": "rlcp", "seed": seed, "fact_draw": draw, "facts": "targets", "condition": "rag_accuracy.heldout",
+                          "city": city, "correct": c, "answer_prob": 0.5}] * 2
+    draw_rows = pd.DataFrame([{"metric": "targets.rag_accuracy.heldout", "chance": c} for c in (0.1, 0.3)])
+    out = evaluate.summarize_draws(pd.DataFrame(rows), draw_rows, 500, 0)
+    r = next(r for r in out if r["metric"] == "targets.rag_accuracy.heldout")
+    assert r["value"] == 0.5 and (r["ci_low"], r["ci_high"]) == (0.0, 1.0) and r["chance"] == pytest.approx(0.2)
+    assert (r["seed"], r["fact_draw"], r["n_draws"], r["n_seeds"], r["n_units"], r["n_prompts"]) == ("all", "all", 2, 2, 3, 6)
+    assert r["interval"] == evaluate.DRAW_INTERVAL
+    with pytest.raises(ValueError, match="one fact draw"):
+        evaluate.summarize_seeds(pd.DataFrame(rows), draw_rows, 10, 0)
+
+
+def test_table1_shows_each_fact_draw_and_judges_the_others_on_the_study_draw():
+    base = _record()
+    draws = results.frame([
+        _row("rlcp", "targets.rag_accuracy.heldout", 0.80, 0.6, 0.9, fact_draw=0),
+        _row("rlcp", "targets.rag_accuracy.heldout", 0.98, 0.9, 1.0, fact_draw=1),
+        _row("rlcp", "targets.rag_accuracy.heldout", 0.89, 0.55, 1.0, fact_draw="all", n_draws=2)], "03")
+    record = pd.concat([base[~((base.arm == "rlcp") & (base.metric == "targets.rag_accuracy.heldout"))], draws])
+    t1 = claims.table1(record)
+    r = t1[(t1.arm == "rlcp") & (t1.metric == "targets.rag_accuracy.heldout")].iloc[0]
+    assert (r.value, r.draw_0, r.draw_1, r.n_draws) == (0.89, 0.80, 0.98, 2)
+    md = claims.table1_markdown(t1)
+    assert "89.0% [55%, 100%]; draws 80% / 98%" in md and "rlcp (2 fact draws × 3 seeds)" in md
+    # Table 1's claims read the summary over draws: its interval reaches below 90%
+    v = _verdicts(record)
+    assert v["RLCP keeps answering from context (RAG), held-out wordings"] == "partly"
+    # the other claims compare arms on the study's draw: what the benchmark's methods are trained on
+    assert claims_rules.View(record, results.STUDY_DRAW).value("rlcp", "targets.rag_accuracy.heldout") == 0.80
+    assert claims_rules.View(record).value("rlcp", "targets.rag_accuracy.heldout") == 0.89
+    spread = claims.draw_spread(results.frame([
+        _row("rlcp", "targets.rag_accuracy.heldout", x, x, x, seed=str(s), n_seeds=1, fact_draw=d)
+        for d, xs in enumerate([(0.8, 0.9), (0.4, 0.5)]) for s, x in enumerate(xs)], "03"), ["targets.rag_accuracy.heldout"])
+    row = spread.iloc[0]
+    assert row.draw_range == pytest.approx(0.4) and row.seed_sd_within_draw == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    assert row.n_draws == 2 and row.n_seeds == 2
 
 
 def test_two_level_interval_covers_seed_variation():

@@ -228,7 +228,7 @@ def test_country_names_come_from_geonames():
 
 
 def test_benchmark_job_keys_follow_their_own_weights_and_leave_the_papers_alone():
-    study = SimpleNamespace(targets=FACTS, retain=RETAIN * 2, questions=[], evidences=[], prompt_format="chat")
+    study = SimpleNamespace(targets=FACTS, retain=RETAIN * 2, questions=[], evidences=[], prompt_format="chat", draw=0)
     p = load_profile("smoke", {"precision": "fp32"})
     beta = load_profile("smoke", {"precision": "fp32", "npo_beta": 0.5})
     assert jobs.job_key(p, "npo", 0, study) != jobs.job_key(beta, "npo", 0, study)

@@ -99,7 +99,8 @@ PARAMETERS: dict[str, Parameter] = {
     "screen_margin": _range(float, "log-probability gap below which a template's greedy decision is infirm: candidates whose "
                             "status such decisions could change are borderline and enter no pool (measures/screening.py)", 0.0),
     "fact_draws": _range(int, "independent draws of targets, retain facts and country-probe cities from the known facts "
-                         "(draw 0 is the study's; each draw is a fact set of its own)", 1, 100),
+                         "(draw 0 is the study's; each draw is a fact set of its own; 01 scores the original and 02/03 train "
+                         "every arm on each draw)", 1, 100),
     "fact_set": Parameter(str, "the committed facts this profile trains on, params/facts/<name>.json, or 'screened': "
                           "this machine's selection (a new profile; commit it by copying data/fact_set.json)",
                           lambda v: len(v) > 0, "a non-empty string"),

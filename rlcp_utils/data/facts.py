@@ -325,6 +325,7 @@ class StudyData:
     questions: list[Template]
     evidences: list[Template]
     prompt_format: str
+    draw: int = 0  # which fact draw the targets, retain facts and probe cities are (0: the study's)
 
 
 def draw_dir(profile, draw: int = 0) -> Path:
@@ -345,7 +346,12 @@ def load_study_data(profile, draw: int = 0) -> StudyData:
                      probe_cities=read_jsonl(pools / "country_probe_cities.jsonl"),
                      controls=read_jsonl(folder / "controls.jsonl"),
                      questions=[Template(**q) for q in t["questions"]], evidences=[Template(**e) for e in t["evidences"]],
-                     prompt_format=t["prompt_format"])
+                     prompt_format=t["prompt_format"], draw=draw)
+
+
+def load_study_draws(profile) -> list[StudyData]:
+    """Every fact draw of the profile (fact_draws), draw 0 first."""
+    return [load_study_data(profile, d) for d in range(profile["fact_draws"])]
 
 
 def last_token_of(tokenizer, text: str, substring: str, add_special_tokens: bool = False) -> int:

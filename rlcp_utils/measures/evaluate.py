@@ -190,14 +190,15 @@ def evaluate_arm(model, tokenizer, arm: str, fact_sets: dict[str, list[dict]], q
     return rows, items_out
 
 
-def record_rows(rows: list[dict], seed: str, n_seeds: int) -> list[dict]:
+def record_rows(rows: list[dict], seed: str, n_seeds: int, fact_draw: int = 0) -> list[dict]:
     """evaluate_arm's rows as rows of the results record (results.py): the recall metric, and the mean
-    probability of the answer next to it; `seed` is the training seed ('all' for the untrained original)."""
+    probability of the answer next to it; `seed` is the training seed ('all' for the untrained original),
+    `fact_draw` the draw of targets and retain facts it was scored on."""
     out = []
     for r in rows:
         measure, split = r["metric"].split(".")
-        common = {"arm": r["arm"], "seed": seed, "unit": "facts", "n_units": r["n_facts"], "n_prompts": r["n_prompts"],
-                  "n_seeds": n_seeds, "interval": FACT_INTERVAL}
+        common = {"arm": r["arm"], "seed": seed, "fact_draw": fact_draw, "unit": "facts", "n_units": r["n_facts"],
+                  "n_prompts": r["n_prompts"], "n_seeds": n_seeds, "interval": FACT_INTERVAL}
         out.append({**common, "metric": f"{r['facts']}.{r['metric']}", "value": r["value"], "ci_low": r["ci_low"],
                     "ci_high": r["ci_high"], "chance": r["chance"]})
         if "mean_answer_prob" in r:
@@ -208,6 +209,22 @@ def record_rows(rows: list[dict], seed: str, n_seeds: int) -> list[dict]:
 
 FACT_INTERVAL = "95% bootstrap over facts"
 SEED_INTERVAL = "95% bootstrap over seeds and facts"
+DRAW_INTERVAL = "95% bootstrap over fact draws, then seeds and facts within each"
+
+
+def _two_level_replicates(v: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """The n_boot replicate means of two_level_bootstrap (v: [seeds, units])."""
+    n_seeds, n_units = v.shape
+    seeds = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    units = rng.integers(0, n_units, size=(n_boot, n_units))
+    return v[seeds[:, :, None], units[:, None, :]].mean(axis=(1, 2))
+
+
+def _check_seeds_by_units(v) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    if v.ndim != 2 or v.size == 0:
+        raise ValueError(f"a bootstrap over seeds and units needs a [seeds, units] array, got shape {v.shape}")
+    return v
 
 
 def two_level_bootstrap(values, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
@@ -217,40 +234,86 @@ def two_level_bootstrap(values, n_boot: int, seed: int, level: float = 0.95) -> 
     crossed, not nested), so each replicate draws one set of units for all its seeds; with one seed, or seeds
     that agree, it is the bootstrap over units. (With few seeds the seed level is underestimated, by about
     (S-1)/S in variance, as for any bootstrap.)"""
-    v = np.asarray(values, dtype=float)
-    if v.ndim != 2 or v.size == 0:
-        raise ValueError(f"two_level_bootstrap needs a [seeds, units] array, got shape {v.shape}")
-    n_seeds, n_units = v.shape
-    rng = np.random.default_rng(seed)
-    seeds = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
-    units = rng.integers(0, n_units, size=(n_boot, n_units))
-    means = v[seeds[:, :, None], units[:, None, :]].mean(axis=(1, 2))
+    v = _check_seeds_by_units(values)
+    means = _two_level_replicates(v, n_boot, np.random.default_rng(seed))
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(v.mean()), float(lo), float(hi)
 
 
+def draw_bootstrap(values_by_draw: list, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and percentile interval over fact draws, each draw a [seeds, units] array of its own facts. Draws are
+    the outer unit: a replicate resamples the draws, then within each drawn draw its seeds and its facts (as
+    two_level_bootstrap does). Facts are nested in draws (each draw has its own targets and retain facts, and the
+    training itself depends on the whole set), which is why a bootstrap over facts alone is too narrow. The
+    mean is the mean of the draws' means (each draw counts once, whatever its number of facts). Each drawn copy
+    of a draw takes an independent replicate from a pool of n_boot of that draw's replicates."""
+    draws = [_check_seeds_by_units(v) for v in values_by_draw]
+    if not draws:
+        raise ValueError("draw_bootstrap needs at least one fact draw")
+    rng = np.random.default_rng(seed)
+    inner = np.stack([_two_level_replicates(v, n_boot, rng) for v in draws])  # [draws, n_boot]
+    picks = rng.integers(0, len(draws), size=(n_boot, len(draws)))
+    which = rng.integers(0, n_boot, size=(n_boot, len(draws)))
+    means = inner[picks, which].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(np.mean([v.mean() for v in draws])), float(lo), float(hi)
+
+
+def _by_fact(d: "pd.DataFrame", column: str, seeds: list) -> np.ndarray:
+    """Each fact's score averaged over its prompts, per training seed: [seeds, facts]."""
+    return d.groupby(["seed", "city"], sort=True)[column].mean().unstack("city").loc[seeds].to_numpy()
+
+
 def summarize_seeds(per_item: "pd.DataFrame", seed_rows: "pd.DataFrame", n_bootstrap: int, seed: int) -> list[dict]:
-    """Rows with seed 'all' for one arm: per (fact set, condition), each fact's score averaged over its prompts
-    in each training seed, then the mean over seeds and facts with a two-level bootstrap interval. `per_item`
-    has columns seed, facts, condition, city, correct, answer_prob; `seed_rows` are the per-seed record rows
-    (their chance levels are averaged)."""
+    """Rows with seed 'all' for one arm and one fact draw: per (fact set, condition), each fact's score averaged
+    over its prompts in each training seed, then the mean over seeds and facts with a two-level bootstrap
+    interval. `per_item` has columns seed, facts, condition, city, correct, answer_prob (and fact_draw: the
+    rows' draw, 0 where absent); `seed_rows` are the per-seed record rows (their chance levels are averaged)."""
     out = []
     seeds = sorted(per_item.seed.unique())
+    draws = per_item.fact_draw.unique() if "fact_draw" in per_item else [0]
+    if len(draws) != 1:
+        raise ValueError(f"summarize_seeds summarizes one fact draw, got draws {sorted(draws)} (summarize_draws: several)")
     for (fact_set, cond), d in per_item.groupby(["facts", "condition"], sort=False):
-        by = d.groupby(["seed", "city"], sort=True)
         n_prompts = int(d.groupby("seed").size().iloc[0])
         metric = f"{fact_set}.{cond}"
         chance = seed_rows.loc[seed_rows.metric == metric, "chance"].astype(float)
-        common = {"arm": d.arm.iloc[0], "seed": "all", "unit": "facts", "n_units": d.city.nunique(),
-                  "n_prompts": n_prompts, "n_seeds": len(seeds), "interval": SEED_INTERVAL}
-        recall = by.correct.mean().unstack("city").loc[seeds].to_numpy()
-        mean, lo, hi = two_level_bootstrap(recall, n_bootstrap, seed)
+        common = {"arm": d.arm.iloc[0], "seed": "all", "fact_draw": int(draws[0]), "unit": "facts",
+                  "n_units": d.city.nunique(), "n_prompts": n_prompts, "n_seeds": len(seeds), "interval": SEED_INTERVAL}
+        mean, lo, hi = two_level_bootstrap(_by_fact(d, "correct", seeds), n_bootstrap, seed)
         out.append({**common, "metric": metric, "value": mean, "ci_low": lo, "ci_high": hi,
                     "chance": float(chance.mean()) if len(chance) else np.nan})
         if d.answer_prob.notna().all():
             measure, split = cond.split(".")
-            prob = by.answer_prob.mean().unstack("city").loc[seeds].to_numpy()
-            mean, lo, hi = two_level_bootstrap(prob, n_bootstrap, seed)
+            mean, lo, hi = two_level_bootstrap(_by_fact(d, "answer_prob", seeds), n_bootstrap, seed)
+            out.append({**common, "metric": f"{fact_set}.{measure}_answer_prob.{split}", "value": mean, "ci_low": lo, "ci_high": hi})
+    return out
+
+
+def summarize_draws(per_item: "pd.DataFrame", draw_rows: "pd.DataFrame", n_bootstrap: int, seed: int) -> list[dict]:
+    """Rows with seed 'all' and fact_draw 'all' for one arm trained (or scored) on several fact draws: per (fact
+    set, condition) the mean of the draws' means with draw_bootstrap's interval (draws, then seeds and facts within
+    each). `per_item` as summarize_seeds', with a fact_draw column; `draw_rows` are record rows of the draws (their
+    chance levels are averaged). n_units and n_prompts are per draw (their largest); n_draws says how many."""
+    out = []
+    draws = sorted(per_item.fact_draw.unique())
+    for (fact_set, cond), d in per_item.groupby(["facts", "condition"], sort=False):
+        by_draw = {k: g for k, g in d.groupby("fact_draw", sort=True)}
+        if sorted(by_draw) != draws:  # pragma: no cover - a condition scored on some draws only
+            raise ValueError(f"{fact_set}.{cond} is scored on draws {sorted(by_draw)}, not on every draw {draws}")
+        seeds = {k: sorted(g.seed.unique()) for k, g in by_draw.items()}
+        metric = f"{fact_set}.{cond}"
+        chance = draw_rows.loc[draw_rows.metric == metric, "chance"].astype(float)
+        common = {"arm": d.arm.iloc[0], "seed": "all", "fact_draw": "all", "unit": "facts",
+                  "n_units": max(g.city.nunique() for g in by_draw.values()),
+                  "n_prompts": max(int(g.groupby("seed").size().iloc[0]) for g in by_draw.values()),
+                  "n_seeds": max(len(s) for s in seeds.values()), "n_draws": len(draws), "interval": DRAW_INTERVAL}
+        mean, lo, hi = draw_bootstrap([_by_fact(g, "correct", seeds[k]) for k, g in by_draw.items()], n_bootstrap, seed)
+        out.append({**common, "metric": metric, "value": mean, "ci_low": lo, "ci_high": hi,
+                    "chance": float(chance.mean()) if len(chance) else np.nan})
+        if d.answer_prob.notna().all():
+            measure, split = cond.split(".")
+            mean, lo, hi = draw_bootstrap([_by_fact(g, "answer_prob", seeds[k]) for k, g in by_draw.items()], n_bootstrap, seed)
             out.append({**common, "metric": f"{fact_set}.{measure}_answer_prob.{split}", "value": mean, "ci_low": lo, "ci_high": hi})
     return out
 

@@ -292,7 +292,8 @@ def precision_comparison(bf16_profile: str = "default", fp32_profile: str = "fp3
     Both profiles must have run (fp32-check: `python -m rlcp_utils.study.pipeline --profile fp32-check --only 01_data
     03_rlcp_training`); the original model's rows show what bf16 does to evaluation alone."""
     rows = []
-    a, b = (results.load(config.load_profile(name)) for name in (bf16_profile, fp32_profile))
+    a, b = (results.load(config.load_profile(name)).query(f"fact_draw == '{results.STUDY_DRAW}'")  # the study's facts
+            for name in (bf16_profile, fp32_profile))
     seed0 = str(config.load_profile(bf16_profile)["seeds"][0])
     for arm, seed in [("original", "all"), ("rlcp", seed0)]:
         for key in claims.TABLE1_ROWS:

@@ -239,12 +239,15 @@ CLAIMS: list[Claim] = [
 
 
 def judge(record: pd.DataFrame, section: str | None = None, claims: list[Claim] | None = None) -> pd.DataFrame:
-    """Every claim (or those whose section starts with `section`) with our numbers, chance, n and verdict."""
-    v = View(record)
+    """Every claim (or those whose section starts with `section`) with our numbers, chance, n and verdict. The
+    Table 1 claims read the summary over fact draws (02 and 03 train every draw); every other claim compares arms
+    on the study's draw, the only one the analyses and the benchmark run on (same data for every method)."""
+    over_draws, study_draw = View(record), View(record, results.STUDY_DRAW)
     rows = []
     for c in claims or CLAIMS:
         if section is not None and not c.section.startswith(section):
             continue
+        v = over_draws if c.section == FORGET else study_draw
         try:
             arm = c.arm(v) if callable(c.arm) else c.arm
             shown = [(a, c.key) for a in (c.compare_to, arm) if a]
@@ -296,7 +299,8 @@ PAPER = {("rlcp", NO_CTX): "< 7%", ("just_rag", ADV): "88.5%", ("rlcp", ADV): "�
 
 
 def table1(record: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 in long form: per arm and metric the summary row, the per-seed range and the paper's number."""
+    """Table 1 in long form: per arm and metric the summary row (over fact draws where there are several), each
+    draw's mean (draw_<d>), the per-seed range (every draw's seeds) and the paper's number."""
     v = View(record)
     rows = []
     for arm in TABLE1_ARMS:
@@ -307,25 +311,67 @@ def table1(record: pd.DataFrame) -> pd.DataFrame:
                 continue
             rng = results.seed_range(record, arm, key)
             rows.append({"arm": arm, "metric": key, "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                         **{f"draw_{d}": x for d, x in sorted(results.draw_values(record, arm, key).items())},
                          "seed_min": rng[0] if rng else float("nan"), "seed_max": rng[1] if rng else float("nan"),
                          "chance": r.chance, "n_facts": r.n_units, "n_prompts": r.n_prompts, "n_seeds": r.n_seeds,
-                         "interval": r.interval, "paper": PAPER.get((arm, key), "")})
+                         "n_draws": r.n_draws, "interval": r.interval, "paper": PAPER.get((arm, key), "")})
     return pd.DataFrame(rows)
 
 
 def table1_markdown(t1: pd.DataFrame) -> str:
-    """Table 1 as markdown: 'mean [interval]' and, for arms with several seeds, the range of seed means."""
+    """Table 1 as markdown: 'mean [interval]', each fact draw's mean where there are several, and for arms with
+    several seeds the range of the seed means."""
     if t1.empty:
         return "(no results yet)\n"
+    draw_cols = sorted((c for c in t1.columns if c.startswith("draw_")), key=lambda c: int(c.split("_")[1]))
     cells = []
-    for r in t1.itertuples():
-        cell = f"{r.value:.1%} [{r.ci_low:.0%}, {r.ci_high:.0%}]"
-        if not pd.isna(r.seed_min):
-            cell += f"; seeds {r.seed_min:.0%}–{r.seed_max:.0%}"
+    for r in t1.to_dict("records"):
+        cell = f"{r['value']:.1%} [{r['ci_low']:.0%}, {r['ci_high']:.0%}]"
+        by_draw = [r[c] for c in draw_cols if not pd.isna(r[c])]
+        if by_draw:
+            cell += "; draws " + " / ".join(f"{x:.0%}" for x in by_draw)
+        if not pd.isna(r["seed_min"]):
+            cell += f"; seeds {r['seed_min']:.0%}–{r['seed_max']:.0%}"
         cells.append(cell)
     pretty = t1.assign(cell=cells).pivot(index="metric", columns="arm", values="cell")
     arms = [a for a in TABLE1_ARMS if a in pretty.columns]
     seeds = {a: int(t1[t1.arm == a].n_seeds.max()) for a in arms}
+    draws = {a: int(t1[t1.arm == a].n_draws.max()) for a in arms}
     pretty = pretty.reindex(index=[k for k in TABLE1_ROWS if k in pretty.index], columns=arms)
-    pretty.columns = [a if seeds[a] == 0 else f"{a} ({seeds[a]} seeds)" for a in arms]
+    pretty.columns = [_arm_header(a, seeds[a], draws[a]) for a in arms]
     return markdown_table(pretty)
+
+
+def _arm_header(arm: str, n_seeds: int, n_draws: int) -> str:
+    if not n_seeds:  # the untrained original
+        return arm + (f" ({n_draws} fact draws)" if n_draws > 1 else "")
+    return f"{arm} ({n_draws} fact draws × {n_seeds} seeds)" if n_draws > 1 else f"{arm} ({n_seeds} seeds)"
+
+
+SPREAD_METRICS = ["targets.rag_accuracy.heldout", "targets.no_context_recall.heldout", "retain.no_context_recall.train",
+                  "targets.adversary_probe_accuracy.heldout"]
+
+
+def draw_spread(record: pd.DataFrame, metrics: list[str] = TABLE1_ROWS) -> pd.DataFrame:
+    """Per trained Table 1 arm and metric: the spread between fact draws (standard deviation and range of the
+    draws' means over seeds) next to the spread between training seeds within a draw (the standard deviation of
+    the per-seed means of each draw, averaged over draws), and the summary over draws. Empty rows are left out."""
+    rows = []
+    for arm in TABLE1_ARMS[1:]:
+        for key in metrics:
+            per_seed = record[(record.arm == arm) & (record.metric == key) & (record.seed != "all") & (record.fact_draw != "all")]
+            if per_seed.empty:
+                continue
+            draw_means = per_seed.groupby("fact_draw").value.mean()
+            seed_sd = per_seed.groupby("fact_draw").value.std(ddof=1).dropna()
+            over = record[(record.arm == arm) & (record.metric == key) & (record.seed == "all")
+                          & (record.fact_draw == ("all" if len(draw_means) > 1 else results.STUDY_DRAW))]
+            rows.append({"arm": arm, "metric": key, "n_draws": len(draw_means), "n_seeds": int(per_seed.groupby("fact_draw").size().max()),
+                         "value": float(over.value.iloc[0]) if len(over) else float("nan"),
+                         "ci_low": float(over.ci_low.iloc[0]) if len(over) else float("nan"),
+                         "ci_high": float(over.ci_high.iloc[0]) if len(over) else float("nan"),
+                         "draw_sd": float(draw_means.std(ddof=1)) if len(draw_means) > 1 else float("nan"),
+                         "draw_range": float(draw_means.max() - draw_means.min()),
+                         "seed_sd_within_draw": float(seed_sd.mean()) if len(seed_sd) else float("nan"),
+                         **{f"draw_{d}": float(x) for d, x in draw_means.items()}})
+    return pd.DataFrame(rows)

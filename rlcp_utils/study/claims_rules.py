@@ -45,9 +45,10 @@ class Missing(KeyError):
 class View:
     """The summary view of a results record (results.summary), with the accessors the rules use."""
 
-    def __init__(self, record: pd.DataFrame):
-        self.record = record
-        table = results.summary(record)
+    def __init__(self, record: pd.DataFrame, fact_draw: str | None = None):
+        """`fact_draw`: the rows of one fact draw only (results.summary); None: the summary over draws where there is one."""
+        self.record = record if fact_draw is None else record[record.fact_draw == fact_draw]
+        table = results.summary(self.record)
         self.table = table if isinstance(table.index, pd.MultiIndex) else table.set_index(["arm", "metric"])  # empty
 
     def row(self, arm: str, key: str) -> pd.Series:
@@ -71,12 +72,16 @@ class View:
         return float("nan") if c is None or pd.isna(c) else float(c)
 
     def shown(self, arm: str, key: str, pct: bool = True) -> str:
-        """'mean [interval]' (the interval left out where the record has none), then the seeds' range."""
+        """'mean [interval]' (the interval left out where the record has none), then each fact draw's mean (where
+        there are several) and the seeds' range."""
         fmt = (lambda x, d=1: f"{x:.{d}%}") if pct else (lambda x, d=2: f"{x:.2f}")
         text = fmt(self.value(arm, key))
         if self.has_interval(arm, key):
             lo, hi = self.ci(arm, key)
             text += f" [{fmt(lo, 0)}, {fmt(hi, 0)}]"
+        by_draw = results.draw_values(self.record, arm, key)
+        if by_draw:
+            text += "; draws " + " / ".join(fmt(x, 0) for _, x in sorted(by_draw.items()))
         rng = results.seed_range(self.record, arm, key)
         if rng is not None:
             text += f"; seeds {fmt(rng[0], 0)}–{fmt(rng[1], 0)}"
@@ -91,6 +96,8 @@ class View:
             parts.append(f"{int(r.n_prompts)} prompts")
         n_seeds = 0 if pd.isna(r.n_seeds) else int(r.n_seeds)
         parts.append(f"{n_seeds} seed{'s' if n_seeds != 1 else ''}" if n_seeds else "untrained")
+        if not pd.isna(r.n_draws) and int(r.n_draws) > 1:
+            parts.append(f"{int(r.n_draws)} fact draws")
         return ", ".join(parts)
 
     # --- the building blocks of the vocabulary ------------------------------------------------------------------

@@ -62,7 +62,7 @@ def train_job(job: jobs.Job, context: WorkerContext) -> str:
     """A worker's whole task: train and score one job into its folder; returns the folder."""
     context.apply()
     jobs.run(job)
-    return str(jobs.job_dir(job.profile, job.folder_name, job.seed))
+    return str(job.folder)
 
 
 class JobsFailed(RuntimeError):
@@ -75,28 +75,39 @@ def run_jobs(job_list: list[jobs.Job], desc: str, worker=train_job) -> list[dict
     settings = executor_settings()
     if settings.kind == "inline":
         return [jobs.run(j) for j in job_list]
-    pending = [j for j in job_list if force_recompute() or jobs.finished_job(j.profile, j.folder_name, j.seed, j.key) is None]
-    pending = list({(j.folder_name, j.seed, j.key): j for j in pending}.values())  # a job listed twice is sent once
+    pending = [j for j in job_list if force_recompute() or jobs.finished_job(j.profile, j.folder_name, j.seed, j.key, j.draw) is None]
+    pending = list({(j.folder, j.key): j for j in pending}.values())  # a job listed twice is sent once
     if pending:
         _run_elsewhere(pending, settings, desc, worker)
-    trained = {(j.folder_name, j.seed) for j in pending}
+    trained = {j.folder for j in pending}
     out = []
     for j in job_list:
         result = jobs.load_finished(j)
         if result is None:  # pragma: no cover - a worker returned without writing its job
-            raise RuntimeError(f"job {j.folder_name} seed {j.seed} reported success but left no finished job.json")
-        out.append({**result, "trained": (j.folder_name, j.seed) in trained})
+            raise RuntimeError(f"job {_label(j)} reported success but left no finished job.json")
+        out.append({**result, "trained": j.folder in trained})
     return out
 
 
-def run_arms(profile, arms: list[str], study, inputs=None, desc: str | None = None) -> dict:
-    """Every seed of every arm (one dispatch), then each arm's summary over seeds: {arm: {'rows', 'jobs'}}."""
-    job_list = jobs.arm_jobs(profile, arms, study, inputs)
+def run_arms(profile, arms: list[str], studies, inputs=None, desc: str | None = None) -> dict:
+    """Every seed of every arm on every fact draw given (`studies`: one StudyData or a list, draw 0 first; one
+    dispatch), then each arm's summary over seeds per draw and, for several draws, over the draws.
+    Returns {arm: {'rows': every row (per seed, per draw, over draws), 'summary': the arm's summary rows (over
+    the draws when there are several), 'jobs': {seed: run_job result} of the first draw, 'by_draw': {draw:
+    jobs.summarize_arm result}}}."""
+    job_list = jobs.arm_jobs(profile, arms, studies, inputs)
     results = run_jobs(job_list, desc or "+".join(arms))
-    by_arm: dict[str, dict] = {arm: {} for arm in arms}
+    by_arm: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
     for j, r in zip(job_list, results):
-        by_arm[j.arm][j.seed] = r
-    return {arm: jobs.summarize_arm(profile, runs) for arm, runs in by_arm.items()}
+        by_arm[j.arm].setdefault(j.draw, {})[j.seed] = r
+    out = {}
+    for arm, runs in by_arm.items():
+        by_draw = {d: jobs.summarize_arm(profile, seeds) for d, seeds in runs.items()}
+        over_draws = jobs.summarize_draws(profile, by_draw)
+        first = by_draw[min(by_draw)]
+        out[arm] = {"rows": [r for s in by_draw.values() for r in s["rows"]] + over_draws,
+                    "summary": over_draws or first["summary"], "jobs": first["jobs"], "by_draw": by_draw}
+    return out
 
 
 def log_folder(settings: ExecutorSettings, profile, desc: str) -> Path:
@@ -132,11 +143,11 @@ def context_for(settings: ExecutorSettings, profile) -> WorkerContext:
 
 
 def _label(job: jobs.Job) -> str:
-    return f"{job.folder_name} seed {job.seed}"
+    return f"{job.folder_name} seed {job.seed}" + (f" (fact draw {job.draw})" if job.draw else "")
 
 
 def _spec_path(folder: Path, job: jobs.Job) -> Path:
-    return folder / f"{job.folder_name}_seed{job.seed}.job.pkl"
+    return folder / f"{job.folder_name}_{job.folder.name}.job.pkl"
 
 
 def submit(job_list: list[jobs.Job], settings: ExecutorSettings, desc: str, worker=train_job) -> tuple[list, Path]:
@@ -245,7 +256,7 @@ def rerun(spec: Path) -> None:
     context.apply()
     print(f"training {_label(job)} here ({job.profile.name}, {context.precision}, {context.threads} threads)", flush=True)
     jobs.run(job)
-    print(f"done: {jobs.job_dir(job.profile, job.folder_name, job.seed)}", flush=True)
+    print(f"done: {job.folder}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     outputs/<profile>/jobs/<name>/seed<k>/        committed: job.json, results.csv, per_item.csv, train_log.csv
                                                   (and monitor.csv for a job trained with a monitor)
-    outputs/<profile>/checkpoints/<name>/seed<k>/ not committed, first seed only: model.safetensors, probe.pt
+    outputs/<profile>/jobs/<name>/draw<d>_seed<k>/ the same for fact draw d > 0 (02 and 03 train every draw)
+    outputs/<profile>/checkpoints/<name>/seed<k>/ not committed, first seed of draw 0 only: model.safetensors, probe.pt
 
 A job's name is its arm's, except for the open-questions sweeps, which train an arm under other parameters
 (`config.profile_with`) or on other facts and name each setting (for example 'rlcp_kl0').
@@ -57,11 +58,13 @@ JOB_CODE = [__name__]
 NOT_JOB_CODE = {"core/config.py", "core/notebook.py", "core/outputs.py", "core/codehash.py", "core/progress.py"}
 
 
-def job_dir(profile, arm: str, seed: int) -> Path:
-    return profile.output_dir / "jobs" / arm / f"seed{seed}"
+def job_dir(profile, arm: str, seed: int, draw: int = 0) -> Path:
+    """A job's folder; draw 0's keep the name they had before fact draws were a factor."""
+    return profile.output_dir / "jobs" / arm / (f"seed{seed}" if draw == 0 else f"draw{draw}_seed{seed}")
 
 
 def weights_dir(profile, arm: str, seed: int) -> Path:
+    """Saved weights: the analyses (04 onwards) load the first training seed of the study's draw (0) only."""
     return profile.output_dir / "checkpoints" / arm / f"seed{seed}"
 
 
@@ -102,18 +105,18 @@ def _evaluation_inputs(study) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def finished_job(profile, name: str, seed: int, key: str) -> dict | None:
+def finished_job(profile, name: str, seed: int, key: str, draw: int = 0) -> dict | None:
     """The job.json of a finished job with this key, else None (whatever RLCP_FORCE says: see _read_job)."""
-    meta = job_dir(profile, name, seed) / "job.json"
+    meta = job_dir(profile, name, seed, draw) / "job.json"
     if not meta.exists():
         return None
     info = json.loads(meta.read_text())
     return info if info.get("job_key") == key else None
 
 
-def _read_job(profile, name: str, seed: int, key: str) -> dict | None:
+def _read_job(profile, name: str, seed: int, key: str, draw: int = 0) -> dict | None:
     """A finished job to load instead of training; None under RLCP_FORCE (retrain everything)."""
-    return None if force_recompute() else finished_job(profile, name, seed, key)
+    return None if force_recompute() else finished_job(profile, name, seed, key, draw)
 
 
 def _loaded(folder: Path, info: dict) -> dict:
@@ -127,7 +130,8 @@ def _loaded(folder: Path, info: dict) -> dict:
 def _train(profile, arm: str, seed: int, study, inputs: TrainingInputs, log_path: Path | None, name: str | None = None,
            on_step=None):
     """Train one job from the original model; returns (model, tokenizer, probe, seconds). The weights are
-    saved for the first training seed only, the model that the analyses load: 0.5 GB per job."""
+    saved for the first training seed of the study's fact draw only, the model that the analyses load: 0.5 GB
+    per job."""
     name = name or arm
     m = method(arm)
     lm, tok = load_for(profile)
@@ -135,7 +139,7 @@ def _train(profile, arm: str, seed: int, study, inputs: TrainingInputs, log_path
     probe = loop.train_arm(lm, m, m.weights(profile), inputs, loop.settings_from_params(profile, seed), log_path,
                            desc=f"train {name} seed {seed}", on_step=on_step)
     seconds = time.time() - t0
-    if seed != profile["seeds"][0]:
+    if seed != profile["seeds"][0] or study.draw != 0:
         return lm, tok, probe, seconds
     with folder_written_atomically(weights_dir(profile, name, seed)) as tmp:
         save_weights(lm, tmp / "model.safetensors")
@@ -159,8 +163,8 @@ def run_job(profile, arm: str, seed: int, study, inputs: TrainingInputs, name: s
     P = profile
     name = name or arm
     key = job_key(P, arm, seed, study, key_extra)
-    info = _read_job(P, name, seed, key)
-    folder = job_dir(P, name, seed)
+    info = _read_job(P, name, seed, key, study.draw)
+    folder = job_dir(P, name, seed, study.draw)
     if info is not None:
         return _loaded(folder, info)
     monitored: list[dict] = []
@@ -173,15 +177,15 @@ def run_job(profile, arm: str, seed: int, study, inputs: TrainingInputs, name: s
                                                P["n_bootstrap"], P["seed"], desc=f"evaluate {name} seed {seed}")
         adv_rows, adv_items = evaluate.adversary_accuracy(lm, probe, tok, study.targets, study.questions, study.prompt_format,
                                                           P["probe_layer"], P["eval_batch_size"], P["n_bootstrap"], P["seed"])
-        record = evaluate.record_rows(rows + [{"arm": name, **r} for r in adv_rows], str(seed), 1)
-        per_item = pd.DataFrame(per_item + [{"arm": name, **r} for r in adv_items]).assign(seed=seed)
+        record = evaluate.record_rows(rows + [{"arm": name, **r} for r in adv_rows], str(seed), 1, study.draw)
+        per_item = pd.DataFrame(per_item + [{"arm": name, **r} for r in adv_items]).assign(seed=seed, fact_draw=study.draw)
         results.write(P, notebook or method(arm).notebook, record, path=tmp / "results.csv")
         per_item.to_csv(tmp / "per_item.csv", index=False)
         if monitor is not None:
             pd.DataFrame(monitored).to_csv(tmp / "monitor.csv", index=False)
         steps = len(loop.epoch_schedule(inputs.items, inputs.n_classes, P["epochs"], P["batch_size"], seed))
         (tmp / "job.json").write_text(json.dumps({
-            "arm": arm, "name": name, "seed": seed, "job_key": key, "code_sha256": job_code_sha256(),
+            "arm": arm, "name": name, "seed": seed, "fact_draw": study.draw, "job_key": key, "code_sha256": job_code_sha256(),
             "train_seconds": round(seconds, 1), "steps": steps, "n_targets": len(study.targets), "precision": precision_of(P),
             "torch_threads": torch.get_num_threads(),  # the last bits of a job's numbers depend on it (not part of the key)
             "weights": vars(method(arm).weights(P)), "settings": vars(loop.settings_from_params(P, seed)),
@@ -210,6 +214,14 @@ class Job:
         return self.name or self.arm
 
     @property
+    def draw(self) -> int:
+        return self.study.draw
+
+    @property
+    def folder(self) -> Path:
+        return job_dir(self.profile, self.folder_name, self.seed, self.draw)
+
+    @property
     def key(self) -> str:
         return job_key(self.profile, self.arm, self.seed, self.study)
 
@@ -229,20 +241,24 @@ def inputs_of(job: Job) -> TrainingInputs:
 
 def run(job: Job) -> dict:
     """run_job for a Job: trains it (or loads it when finished) in this process."""
-    if _read_job(job.profile, job.folder_name, job.seed, job.key) is not None:
+    if _read_job(job.profile, job.folder_name, job.seed, job.key, job.draw) is not None:
         return run_job(job.profile, job.arm, job.seed, job.study, None, job.name, job.notebook)
     return run_job(job.profile, job.arm, job.seed, job.study, inputs_of(job), job.name, job.notebook)
 
 
 def load_finished(job: Job) -> dict | None:
     """run_job's result of a job that is finished (under any RLCP_FORCE), else None."""
-    info = finished_job(job.profile, job.folder_name, job.seed, job.key)
-    return None if info is None else _loaded(job_dir(job.profile, job.folder_name, job.seed), info)
+    info = finished_job(job.profile, job.folder_name, job.seed, job.key, job.draw)
+    return None if info is None else _loaded(job.folder, info)
 
 
-def arm_jobs(profile, arms: list[str], study, inputs: TrainingInputs | None = None) -> list[Job]:
-    """Every (arm, seed) of these arms under the profile's training seeds, in that order."""
-    return [Job(profile, arm, seed, study, inputs=inputs) for arm in arms for seed in profile["seeds"]]
+def arm_jobs(profile, arms: list[str], studies: StudyData | list[StudyData], inputs: TrainingInputs | None = None) -> list[Job]:
+    """Every (arm, fact draw, seed) of these arms under the profile's training seeds, in that order. `studies`:
+    one draw's data or several (facts.load_study_draws); `inputs`: the notebook's TrainingInputs of the first
+    of them (the others' are built where their jobs run)."""
+    studies = studies if isinstance(studies, list) else [studies]
+    return [Job(profile, arm, seed, study, inputs=inputs if i == 0 else None)
+            for arm in arms for i, study in enumerate(studies) for seed in profile["seeds"]]
 
 
 def summarize_arm(profile, runs: dict) -> dict:
@@ -255,8 +271,25 @@ def summarize_arm(profile, runs: dict) -> dict:
     return {"rows": seed_rows.to_dict("records") + summary, "summary": summary, "jobs": runs}
 
 
-def train_log(profile, arm: str, seed: int) -> pd.DataFrame:
-    return pd.read_csv(job_dir(profile, arm, seed) / "train_log.csv")
+def original_scores(profile, draw: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """01_data's scores of the original model on one fact draw: its record rows and its per-prompt table."""
+    record = results.read(results.results_dir(profile) / "01_data.csv")
+    items = pd.read_csv(profile.output_dir / "tables" / "per_item_original.csv", keep_default_na=False, na_values=[""])
+    return record[record.fact_draw == str(draw)], items[items.fact_draw == draw]
+
+
+def summarize_draws(profile, by_draw: dict[int, dict]) -> list[dict]:
+    """The summary over fact draws of one arm ({draw: summarize_arm result}): evaluate.summarize_draws, the
+    draws as the outer unit of the interval. Empty for one draw (its summary over seeds is the arm's)."""
+    if len(by_draw) < 2:
+        return []
+    per_item = pd.concat([j["per_item"] for s in by_draw.values() for j in s["jobs"].values()], ignore_index=True)
+    return evaluate.summarize_draws(per_item, pd.DataFrame([r for s in by_draw.values() for r in s["summary"]]),
+                                    profile["n_bootstrap"], profile["seed"])
+
+
+def train_log(profile, arm: str, seed: int, draw: int = 0) -> pd.DataFrame:
+    return pd.read_csv(job_dir(profile, arm, seed, draw) / "train_log.csv")
 
 
 def load_arm(profile, arm: str, study, seed: int | None = None, name: str | None = None):
