@@ -243,6 +243,10 @@ display(Markdown(claims.table1_markdown(table1)))
 # seeds) and how far apart the seeds of one draw are (the standard deviation of per-seed means within each draw,
 # averaged over draws). Where the draw spread is the larger, an interval over seeds and facts of one draw is too
 # narrow for the headline; the figure shows every job (dots, one colour per draw) and each draw's mean (bars).
+# What a draw changes on the default profile: which city of each target country is the target, and which retain
+# facts are scored. The target *countries* are the same in every draw, because only 15 countries have enough known
+# cities for a target and its country probe (`eligible_target_countries` in `outputs/bench/screening_default.json`):
+# the draw spread is a lower bound on how much other facts would move the numbers.
 
 # %%
 spread = claims.draw_spread(record)
