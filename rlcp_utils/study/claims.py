@@ -345,7 +345,8 @@ def table1_markdown(t1: pd.DataFrame) -> str:
 def _arm_header(arm: str, n_seeds: int, n_draws: int) -> str:
     if not n_seeds:  # the untrained original
         return arm + (f" ({n_draws} fact draws)" if n_draws > 1 else "")
-    return f"{arm} ({n_draws} fact draws × {n_seeds} seeds)" if n_draws > 1 else f"{arm} ({n_seeds} seeds)"
+    seeds = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}"
+    return f"{arm} ({n_draws} fact draws × {seeds})" if n_draws > 1 else f"{arm} ({seeds})"
 
 
 SPREAD_METRICS = ["targets.rag_accuracy.heldout", "targets.no_context_recall.heldout", "retain.no_context_recall.train",
