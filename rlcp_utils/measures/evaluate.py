@@ -166,27 +166,36 @@ def evaluate_arm(model, tokenizer, arm: str, fact_sets: dict[str, list[dict]], q
     over its templates), a 95% bootstrap interval over facts, the measured chance level (the same scoring
     with every answer replaced by another fact's country: how often the model names a specific wrong country
     of the set; wrong_answer_produced) and the number of facts and prompts."""
-    rows, items_out = [], []
+    parts = []  # (fact set, its size, condition, its items, their deranged twins)
     for set_name, fact_set in fact_sets.items():
         wrong = derangement([f["country"] for f in fact_set], seed)
         deranged = [{**f, "deranged_country": w} for f, w in zip(fact_set, wrong)]
         for cond, (split, with_evidence) in CONDITIONS.items():
             qs = [q for q in questions if q.split == split]
             es = [e for e in evidences if e.split == split] if with_evidence else None
-            its = facts.build_items(tokenizer, fact_set, qs, prompt_format, es)
-            wrong_its = facts.build_items(tokenizer, deranged, qs, prompt_format, es, answer_key="deranged_country")
-            right = score_answers(model, [i["prompt_ids"] for i in its], [i["answer_ids"] for i in its], batch_size,
-                                  tokenizer.pad_token_id, desc=desc and f"{desc} {set_name} {cond}")
-            wrong_correct = wrong_answer_produced(model, its, wrong_its, right["first_choice"], batch_size, tokenizer.pad_token_id)
-            by_fact = per_fact(its, right)
-            mean, lo, hi = bootstrap_ci(by_fact["recall"].to_numpy(), n_bootstrap, seed)
-            rows.append({"arm": arm, "facts": set_name, "metric": cond, "value": mean, "ci_low": lo, "ci_high": hi,
-                         "chance": float(per_fact(wrong_its, {"greedy_correct": wrong_correct,
-                                                              "answer_prob": np.full(len(wrong_its), np.nan)})["recall"].mean()),
-                         "mean_answer_prob": float(by_fact["prob"].mean()), "n_facts": len(fact_set), "n_prompts": len(its)})
-            items_out += [{"arm": arm, "facts": set_name, "condition": cond, "city": i["city"], "answer": i["answer"],
-                           "question_id": i["question_id"], "evidence_id": i["evidence_id"], "correct": bool(c),
-                           "answer_prob": float(p)} for i, c, p in zip(its, right["greedy_correct"], right["answer_prob"])]
+            parts.append((set_name, len(fact_set), cond, facts.build_items(tokenizer, fact_set, qs, prompt_format, es),
+                          facts.build_items(tokenizer, deranged, qs, prompt_format, es, answer_key="deranged_country")))
+    # every prompt in one call (a prompt's scores do not depend on the batch, so this is what scoring each fact set and
+    # condition on its own gives, with fewer partly filled blocks and chat-prefix passes)
+    its_all = [i for *_, its, _ in parts for i in its]
+    wrong_all = [w for *_, wrong_its in parts for w in wrong_its]
+    right_all = score_answers(model, [i["prompt_ids"] for i in its_all], [i["answer_ids"] for i in its_all], batch_size,
+                              tokenizer.pad_token_id, desc=desc)
+    wrong_correct_all = wrong_answer_produced(model, its_all, wrong_all, right_all["first_choice"], batch_size, tokenizer.pad_token_id)
+    rows, items_out, start = [], [], 0
+    for set_name, n_facts, cond, its, wrong_its in parts:
+        span = slice(start, start + len(its))
+        start += len(its)
+        right = {k: v[span] for k, v in right_all.items()}
+        by_fact = per_fact(its, right)
+        mean, lo, hi = bootstrap_ci(by_fact["recall"].to_numpy(), n_bootstrap, seed)
+        rows.append({"arm": arm, "facts": set_name, "metric": cond, "value": mean, "ci_low": lo, "ci_high": hi,
+                     "chance": float(per_fact(wrong_its, {"greedy_correct": wrong_correct_all[span],
+                                                          "answer_prob": np.full(len(wrong_its), np.nan)})["recall"].mean()),
+                     "mean_answer_prob": float(by_fact["prob"].mean()), "n_facts": n_facts, "n_prompts": len(its)})
+        items_out += [{"arm": arm, "facts": set_name, "condition": cond, "city": i["city"], "answer": i["answer"],
+                       "question_id": i["question_id"], "evidence_id": i["evidence_id"], "correct": bool(c),
+                       "answer_prob": float(p)} for i, c, p in zip(its, right["greedy_correct"], right["answer_prob"])]
     return rows, items_out
 
 
