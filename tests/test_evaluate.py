@@ -86,6 +86,27 @@ def test_a_prompt_gets_the_same_score_in_any_batch(model_of_real_width, tiny_tok
         assert np.array_equal(scores[order], reference[order]), (batch_size, np.abs(scores[order] - reference[order]).max())
 
 
+def test_skipping_the_padding_changes_no_real_position(model_of_real_width, tiny_tokenizer):
+    """padding_skipped: the linear layers compute only the real positions; every real position's hidden state is the
+    same, bit for bit, as when the padding is computed too (with and without a shared prefix)."""
+    from rlcp_utils.core import batching
+
+    items = _items(tiny_tokenizer, fmt="chat") + _items(tiny_tokenizer, fmt="plain")
+    model = model_of_real_width
+    chat = _items(tiny_tokenizer, fmt="chat")
+    for chosen, shared in ((items, False), (chat, True)):
+        ids, mask = batching.right_pad([i["prompt_ids"] + i["answer_ids"] for i in chosen], tiny_tokenizer.pad_token_id, min_width=32)
+        assert (batching.SharedPrefixPass.shared_len(ids, mask) > 0) == shared
+        with torch.no_grad(), batching.row_invariant(model):
+            plain = batching.SharedPrefixPass(model, ids, mask).last_hidden_state
+            with batching.padding_skipped(model, mask[:, batching.SharedPrefixPass.shared_len(ids, mask):]):
+                skipped = batching.SharedPrefixPass(model, ids, mask).last_hidden_state
+        real = mask.bool()
+        assert (mask == 0).any() and torch.equal(plain[real], skipped[real])
+    with pytest.raises(RuntimeError, match="inside row_invariant"), batching.padding_skipped(model, mask):
+        pass
+
+
 def test_row_invariant_restores_the_model(tiny_model):
     """The context changes nothing once left: the layers' own forward and the model's precision come back."""
     from rlcp_utils.core import batching

@@ -76,27 +76,52 @@ def row_invariant(model, rows: int = ROW_BLOCK):
     The cost: on a CPU with native bf16, scoring takes about 2.8x the time of bf16 scoring; tests/test_evaluate.py
     checks the invariance."""
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    real = {}  # padding_skipped's masks of real positions, by the shape of the positions they describe
 
     def blocked(layer):
         def forward(x):
-            flat = x.reshape(-1, x.shape[-1])
+            keep = real.get(tuple(x.shape[:-1]))
+            flat = x.reshape(-1, x.shape[-1]) if keep is None else x[keep]
             n = flat.shape[0]
             if n % rows:
                 flat = torch.cat([flat, flat.new_zeros(rows - n % rows, flat.shape[1])])
-            out = torch.cat([F.linear(block, layer.weight, layer.bias) for block in flat.split(rows)])
-            return out[:n].view(*x.shape[:-1], out.shape[-1])
+            out = torch.cat([F.linear(block, layer.weight, layer.bias) for block in flat.split(rows)])[:n]
+            if keep is None:
+                return out.view(*x.shape[:-1], out.shape[-1])
+            full = out.new_zeros(*x.shape[:-1], out.shape[-1])
+            full[keep] = out
+            return full
         return forward
 
     precision = getattr(model, "rlcp_precision", "fp32")
     model.rlcp_precision = "fp32"  # autocast(model) is then a no-op
+    model.rlcp_real_positions = real
     for layer in linears:
         layer.forward = blocked(layer)  # an instance attribute: shadows the class's forward until deleted
     try:
         yield model
     finally:
         model.rlcp_precision = precision
+        del model.rlcp_real_positions
         for layer in linears:
             del layer.forward
+
+
+@contextlib.contextmanager
+def padding_skipped(model, mask: torch.Tensor):
+    """Inside row_invariant: the linear layers compute only the real positions of a right-padded batch (`mask`
+    [rows, positions], 1 = real) and give zeros at its padding, which no real position attends to. A real position
+    gets the same numbers, bit for bit (each is a row of a 128-row block either way), at the cost of the real
+    positions alone: scoring's batches are about a fifth padding. It applies to the passes over inputs of the mask's
+    shape (with SharedPrefixPass, give the mask of the positions after the shared prefix)."""
+    real = getattr(model, "rlcp_real_positions", None)
+    if real is None:
+        raise RuntimeError("padding_skipped works inside row_invariant(model)")
+    real[tuple(mask.shape)] = mask.bool()
+    try:
+        yield
+    finally:
+        del real[tuple(mask.shape)]
 
 
 # --- one forward pass for rows that start alike ---------------------------------------------------------
@@ -132,7 +157,7 @@ class SharedPrefixPass:
 
     def __init__(self, model, ids: torch.Tensor, mask: torch.Tensor, output_hidden_states: bool = False):
         self.model, self.batch = model, ids.shape[0]
-        self.prefix_len = common_prefix_len(ids, mask) if self.batch > 1 else 0
+        self.prefix_len = self.shared_len(ids, mask)
         with autocast(model):
             if self.prefix_len < 1:
                 self.prefix = None
@@ -146,6 +171,11 @@ class SharedPrefixPass:
             cache.batch_repeat_interleave(self.batch)  # differentiable: the rows' gradients meet in the prefix
             self.rest = model.base_model(inputs_embeds=embeds[s:].view(self.batch, -1, embeds.shape[-1]), attention_mask=mask,
                                          use_cache=True, output_hidden_states=output_hidden_states, **{_cache_kwarg(model): cache})
+
+    @staticmethod
+    def shared_len(ids: torch.Tensor, mask: torch.Tensor) -> int:
+        """How many leading positions the pass runs once for every row (0: none)."""
+        return common_prefix_len(ids, mask) if ids.shape[0] > 1 else 0
 
     def _join(self, prefix_part: torch.Tensor | None, rest_part: torch.Tensor) -> torch.Tensor:
         if self.prefix is None:

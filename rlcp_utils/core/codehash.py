@@ -9,6 +9,7 @@ pipeline reruns what other code computed and names the files that changed.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import re
@@ -35,7 +36,13 @@ def _module_file(module: str, root: Path | None = None) -> Path | None:
 def imported_modules(source: str, root: Path | None = None) -> set[str]:
     """The package modules a piece of source imports (`from rlcp_utils.x import y` counts y when y is a
     module of x, else x itself). The package imports itself by absolute names only (a test checks it)."""
-    root = root or PACKAGE_DIR
+    return set(_imported_modules(source, root or PACKAGE_DIR))
+
+
+@functools.lru_cache(maxsize=None)
+def _imported_modules(source: str, root: Path) -> frozenset[str]:
+    # remembered by the source itself: a job key hashes the closure of its code dozens of times per notebook, and
+    # parsing every file again each time took seconds
     found: set[str] = set()
     try:
         tree = ast.parse(source)
@@ -54,7 +61,7 @@ def imported_modules(source: str, root: Path | None = None) -> set[str]:
             continue
         subs = [f"{module}.{name}" for name in names if _module_file(f"{module}.{name}", root)]
         found.update(subs or [module])
-    return found
+    return frozenset(found)
 
 
 def _closure(modules: tuple[str, ...], root: Path) -> tuple[Path, ...]:

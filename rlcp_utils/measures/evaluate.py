@@ -18,6 +18,7 @@ from rlcp_utils.core.batching import (
     autocast,
     batches,
     left_pad,
+    padding_skipped,
     right_pad,
     row_invariant,
 )
@@ -57,8 +58,10 @@ def _score_answers(model, prompt_ids, answer_ids, batch_size, pad_id, desc, padd
         # at least 32 positions: attention over fewer takes other kernels at other widths (short plain prompts)
         if padding == "right":
             ids, mask = right_pad(seqs, pad_id, device, min_width=32)
-            # The rows share the chat template's first tokens: run them once (SharedPrefixPass)
-            hidden = SharedPrefixPass(model, ids, mask).last_hidden_state
+            # The rows share the chat template's first tokens: run them once (SharedPrefixPass); the linear layers
+            # skip the padding after them
+            with padding_skipped(model, mask[:, SharedPrefixPass.shared_len(ids, mask):]):
+                hidden = SharedPrefixPass(model, ids, mask).last_hidden_state
             starts = [0] * len(rows)
         else:
             ids, mask = left_pad(seqs, pad_id, min_width=32)
