@@ -24,7 +24,7 @@ from rlcp_utils.core.batching import (
 )
 from rlcp_utils.core.progress import track
 from rlcp_utils.data import facts
-from rlcp_utils.measures.probing import hidden_states_at
+from rlcp_utils.measures.states import hidden_states_at
 
 
 @torch.no_grad()

@@ -2,8 +2,8 @@
 
 Probes here are always trained fresh, after training, on held-out data, never the training adversary
 (Elazar & Goldberg 2018: an adversary at chance does not mean a fresh classifier fails).
-- `hidden_states_at`: hidden states of every layer at chosen token positions (the last prompt token, which
-  predicts the answer, or the last token of the city's name).
+- `hidden_states_at` (measures/states.py): hidden states of every layer at chosen token positions (the last
+  prompt token, which predicts the answer, or the last token of the city's name).
 - `linear_probe` / `mlp_probe`: scikit-learn classifiers on standardised states; the linear probe's
   regularisation is chosen by cross-validation over groups (templates or cities), so it is tuned for the
   kind of generalisation it is then tested on.
@@ -28,34 +28,12 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from rlcp_utils.core.batching import autocast, batches, left_pad
+from rlcp_utils.core.batching import batches
 from rlcp_utils.core.progress import track
 from rlcp_utils.data.facts import last_token_of  # noqa: F401 (re-exported: notebooks read states at the city token)
+from rlcp_utils.measures.states import hidden_states_at  # noqa: F401 (re-exported: the probes' input)
 
 # --- states ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def hidden_states_at(model, prompt_ids: list[list[int]], positions: dict[str, list[int]] | None = None,
-                     batch_size: int = 64, pad_id: int = 0, desc: str | None = None) -> dict[str, np.ndarray]:
-    """Hidden states of every layer ([n_prompts, n_layers + 1, hidden], index 0 = embeddings) at one token
-    per prompt for each named position list (token indices into each unpadded prompt; negative counts from
-    the end). Always includes "last", the position that predicts the answer."""
-    positions = dict(positions or {})
-    positions.setdefault("last", [-1] * len(prompt_ids))
-    device = next(model.parameters()).device
-    out = {name: [] for name in positions}
-    for idx in track(list(batches(len(prompt_ids), batch_size)), desc):
-        ids, mask = left_pad([prompt_ids[i] for i in idx], pad_id)
-        with autocast(model):
-            hs = model.model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
-        width = ids.shape[1]
-        rows = torch.arange(len(idx))
-        for name, pos in positions.items():
-            # left padding: token k of a prompt of length n sits at column width - n + k
-            cols = torch.tensor([width - len(prompt_ids[i]) + (pos[i] % len(prompt_ids[i])) for i in idx])
-            out[name].append(torch.stack([h[rows, cols] for h in hs], dim=1).float().cpu().numpy())  # [b, layers, d]
-    return {name: np.concatenate(v) for name, v in out.items()}
 
 
 @torch.no_grad()
