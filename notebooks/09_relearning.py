@@ -211,9 +211,9 @@ plt.show()
 # ## Quantization attack
 # Each model's weights are rounded through gguf-py's own quantize/dequantize (`measures/quantization.py`): the
 # tensors the shipped file quantizes, in the same blocks of 32 weights. First a check that this is the shipped
-# grid: the original model, read from the Q4_1 file, must come back unchanged. Then every arm in each format is
-# scored with 02/03's evaluation (targets and retain facts, no context and RAG, every wording split, chance from a
-# deranged answer key); tables are cached like the attacks above. Each arm as it is (`none`) is not scored again:
+# grid: the original model, read from the Q4_1 file, must come back unchanged. Then every arm of `quant_arms` (every
+# trained arm on the default profile) in each format is scored with 02/03's evaluation (targets and retain facts, no
+# context and RAG, every wording split, chance from a deranged answer key); tables are cached like the attacks above. Each arm as it is (`none`) is not scored again:
 # its scores are read from 01 (the original) and from its job (scores do not depend on the batch they ran in).
 # **recovery** = the quantized arm's no-context recall of the targets (held-out wordings) ÷ the original's, a
 # ratio of means over facts with a bootstrap interval over facts (0: still forgotten; 1: all back).
@@ -294,8 +294,9 @@ def weight_change(arm: str) -> pd.DataFrame:
     return cache.cached_table(P, NOTEBOOK, f"{arm}_weight_change", {"model": model_key_of(arm), "data": DATA}, compute, QUANT_CODE)
 
 
-quant = {arm: quantized_scores(arm) for arm in ["original"] + TRAINED}
-moved = {arm: weight_change(arm) for arm in ["original"] + TRAINED}
+QUANTIZED = ["original"] + [a for a in TRAINED if a in P["quant_arms"]]  # every trained arm on the default profile
+quant = {arm: quantized_scores(arm) for arm in QUANTIZED}
+moved = {arm: weight_change(arm) for arm in QUANTIZED}
 loaded.clear()
 grid = moved["original"].iloc[0]
 print(f"the original read back through the shipped formats: {int(grid.changed_by_round_trip)} of {int(grid.n_weights):,} "
@@ -326,7 +327,7 @@ for arm, t in quant.items():
 results.write(P, NOTEBOOK, rows + quant_rows)
 view = pd.DataFrame(quant_rows)
 view = view[view.metric.str.contains(f"targets.{HELD}|retain.{HELD}|recovery|weight_change", regex=True)]
-view.pivot(index="arm", columns="metric", values="value").reindex(["original"] + TRAINED).round(3).T
+view.pivot(index="arm", columns="metric", values="value").reindex(QUANTIZED).round(3).T
 
 # %% [markdown]
 # No-context recall of the targets and of the retain facts (held-out wordings), each model as it is and read back
@@ -339,7 +340,7 @@ width = 0.8 / len(FORMATS)
 all_rows = pd.DataFrame(quant_rows)
 for ax, fact_set in zip(axes, ["targets", "retain"]):
     for j, fmt in enumerate(FORMATS):
-        d = all_rows[all_rows.metric == f"quant.{fmt}.{fact_set}.{HELD}"].set_index("arm").reindex(["original"] + TRAINED)
+        d = all_rows[all_rows.metric == f"quant.{fmt}.{fact_set}.{HELD}"].set_index("arm").reindex(QUANTIZED)
         x = np.arange(len(d)) + (j - (len(FORMATS) - 1) / 2) * width
         ax.bar(x, d.value, width, yerr=[d.value - d.ci_low, d.ci_high - d.value], capsize=2, label=fmt, alpha=0.85)
     ax.set_xticks(np.arange(len(d)), d.index, rotation=30, ha="right")

@@ -139,6 +139,9 @@ PARAMETERS: dict[str, Parameter] = {
     "quant_formats": Parameter(list, "09's quantization attack: the GGUF formats every model is read back through "
                                "(Q4_1 is the offline model's own)", lambda v: len(v) > 0 and set(v) <= set(QUANT_FORMATS),
                                f"a non-empty list of {', '.join(QUANT_FORMATS)}", stage=9),
+    "quant_arms": Parameter(list, "09's quantization attack: the trained arms it reads back through every format (the "
+                            "original always)", lambda v: len(v) > 0 and set(v) <= set(PAPER_ARMS + BENCHMARK_ARMS),
+                            f"a non-empty list of {', '.join(PAPER_ARMS + BENCHMARK_ARMS)}", stage=9),
     "lm_loss_texts": _range(int, "GSM8K reference solutions in the fixed text sample for the per-token loss (and as many for benign relearning)", 1, 600, stage=9),
     # --- the paper's open questions (11-14, one notebook each): sweeps of RLCP through the same loop ------
     "kl_sweep": Parameter(list, "11: lambda_KL values RLCP is trained with besides the profile's lambda_kl (03's jobs)",
