@@ -148,9 +148,14 @@ def test_table1_shows_each_fact_draw_and_judges_the_others_on_the_study_draw():
     # the other claims compare arms on the study's draw: what the benchmark's methods are trained on
     assert claims_rules.View(record, results.STUDY_DRAW).value("rlcp", "targets.rag_accuracy.heldout") == 0.80
     assert claims_rules.View(record).value("rlcp", "targets.rag_accuracy.heldout") == 0.89
-    spread = claims.draw_spread(results.frame([
-        _row("rlcp", "targets.rag_accuracy.heldout", x, x, x, seed=str(s), n_seeds=1, fact_draw=d)
-        for d, xs in enumerate([(0.8, 0.9), (0.4, 0.5)]) for s, x in enumerate(xs)], "03"), ["targets.rag_accuracy.heldout"])
+    per_seed = [(0.8, 0.9), (0.4, 0.5)]  # each draw's seeds; the record also has each draw's summary and the one over draws
+    spread = claims.draw_spread(results.frame(
+        [_row("rlcp", "targets.rag_accuracy.heldout", x, x, x, seed=str(s), n_seeds=1, fact_draw=d)
+         for d, xs in enumerate(per_seed) for s, x in enumerate(xs)]
+        + [_row("rlcp", "targets.rag_accuracy.heldout", np.mean(xs), min(xs), max(xs), n_seeds=2, fact_draw=d)
+           for d, xs in enumerate(per_seed)]
+        + [_row("rlcp", "targets.rag_accuracy.heldout", 0.65, 0.4, 0.9, n_seeds=2, fact_draw="all", n_draws=2)], "03"),
+        ["targets.rag_accuracy.heldout"])
     row = spread.iloc[0]
     assert row.draw_range == pytest.approx(0.4) and row.seed_sd_within_draw == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert row.n_draws == 2 and row.n_seeds == 2

@@ -74,21 +74,18 @@ def _cache_is_valid(folder: Path) -> bool:
     weights, checksum = folder / WEIGHTS, folder / CHECKSUM
     if not (weights.exists() and checksum.exists() and (folder / "config.json").exists()):
         return False
-    stat = weights.stat()
-    return _checksum_matches(str(weights), stat.st_size, stat.st_mtime_ns, checksum.read_text().strip())
+    return _digest_once(weights) == checksum.read_text().strip()
 
 
-@functools.lru_cache(maxsize=8)
-def _checksum_matches(weights: str, size: int, mtime_ns: int, expected: str) -> bool:
-    """The weights' checksum against the recorded one: hashed once per process for a file of this size and
-    modification time (0.5 s per load otherwise; a study process loads the model dozens of times)."""
-    return file_sha256(Path(weights)) == expected
+def _digest_once(path: Path) -> str:
+    """file_sha256, hashed once per process for a file of this size and modification time: a study process loads the
+    model dozens of times (0.5 s for the cached weights and 0.17 s for the shipped GGUF per load otherwise)."""
+    stat = path.stat()
+    return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    """file_sha256, hashed once per process for a file of this size and modification time (the shipped GGUF: 0.17 s per
-    model load otherwise)."""
     return file_sha256(Path(path))
 
 
@@ -122,8 +119,7 @@ def _write_cache(model, tokenizer, folder: Path, source_sha256: str) -> None:
 def offline_model_dir(rebuild: bool = False) -> Path:
     """Folder with the cached fp32 offline model; built (or rebuilt if damaged) on demand."""
     gguf = gguf_path()
-    stat = gguf.stat()
-    sha = _file_digest(str(gguf), stat.st_size, stat.st_mtime_ns)
+    sha = _digest_once(gguf)
     folder = cache_root() / "models" / f"smollm2-135m-instruct-{sha[:16]}"
     if rebuild or not _cache_is_valid(folder):
         if folder.exists() and not rebuild:

@@ -292,14 +292,22 @@ def summarize_seeds(per_item: "pd.DataFrame", seed_rows: "pd.DataFrame", n_boots
         chance = seed_rows.loc[seed_rows.metric == metric, "chance"].astype(float)
         common = {"arm": d.arm.iloc[0], "seed": "all", "fact_draw": int(draws[0]), "unit": "facts",
                   "n_units": d.city.nunique(), "n_prompts": n_prompts, "n_seeds": len(seeds), "interval": SEED_INTERVAL}
-        mean, lo, hi = two_level_bootstrap(_by_fact(d, "correct", seeds), n_bootstrap, seed)
-        out.append({**common, "metric": metric, "value": mean, "ci_low": lo, "ci_high": hi,
-                    "chance": float(chance.mean()) if len(chance) else np.nan})
-        if d.answer_prob.notna().all():
-            measure, split = cond.split(".")
-            mean, lo, hi = two_level_bootstrap(_by_fact(d, "answer_prob", seeds), n_bootstrap, seed)
-            out.append({**common, "metric": f"{fact_set}.{measure}_answer_prob.{split}", "value": mean, "ci_low": lo, "ci_high": hi})
+        out += _summary_rows(common, fact_set, cond, d, chance,
+                             lambda column: two_level_bootstrap(_by_fact(d, column, seeds), n_bootstrap, seed))
     return out
+
+
+def _summary_rows(common: dict, fact_set: str, cond: str, d: "pd.DataFrame", chance: "pd.Series", interval_of) -> list[dict]:
+    """The record rows of one (fact set, condition) summary: recall with its chance (the mean of the summarized rows'
+    levels), and the answer's probability where every prompt has one. `interval_of(column)`: (mean, low, high)."""
+    mean, lo, hi = interval_of("correct")
+    rows = [{**common, "metric": f"{fact_set}.{cond}", "value": mean, "ci_low": lo, "ci_high": hi,
+             "chance": float(chance.mean()) if len(chance) else np.nan}]
+    if d.answer_prob.notna().all():
+        measure, split = cond.split(".")
+        mean, lo, hi = interval_of("answer_prob")
+        rows.append({**common, "metric": f"{fact_set}.{measure}_answer_prob.{split}", "value": mean, "ci_low": lo, "ci_high": hi})
+    return rows
 
 
 def summarize_draws(per_item: "pd.DataFrame", draw_rows: "pd.DataFrame", n_bootstrap: int, seed: int) -> list[dict]:
@@ -320,13 +328,8 @@ def summarize_draws(per_item: "pd.DataFrame", draw_rows: "pd.DataFrame", n_boots
                   "n_units": max(g.city.nunique() for g in by_draw.values()),
                   "n_prompts": max(int(g.groupby("seed").size().iloc[0]) for g in by_draw.values()),
                   "n_seeds": max(len(s) for s in seeds.values()), "n_draws": len(draws), "interval": DRAW_INTERVAL}
-        mean, lo, hi = draw_bootstrap([_by_fact(g, "correct", seeds[k]) for k, g in by_draw.items()], n_bootstrap, seed)
-        out.append({**common, "metric": metric, "value": mean, "ci_low": lo, "ci_high": hi,
-                    "chance": float(chance.mean()) if len(chance) else np.nan})
-        if d.answer_prob.notna().all():
-            measure, split = cond.split(".")
-            mean, lo, hi = draw_bootstrap([_by_fact(g, "answer_prob", seeds[k]) for k, g in by_draw.items()], n_bootstrap, seed)
-            out.append({**common, "metric": f"{fact_set}.{measure}_answer_prob.{split}", "value": mean, "ci_low": lo, "ci_high": hi})
+        out += _summary_rows(common, fact_set, cond, d, chance, lambda column: draw_bootstrap(
+            [_by_fact(g, column, seeds[k]) for k, g in by_draw.items()], n_bootstrap, seed))
     return out
 
 

@@ -355,22 +355,21 @@ SPREAD_METRICS = ["targets.rag_accuracy.heldout", "targets.no_context_recall.hel
 
 def draw_spread(record: pd.DataFrame, metrics: list[str] = TABLE1_ROWS) -> pd.DataFrame:
     """Per trained Table 1 arm and metric: the spread between fact draws (standard deviation and range of the
-    draws' means over seeds) next to the spread between training seeds within a draw (the standard deviation of
-    the per-seed means of each draw, averaged over draws), and the summary over draws. Empty rows are left out."""
-    rows = []
+    draws' summaries over seeds, as the record has them) next to the spread between training seeds within a draw (the
+    standard deviation of the per-seed means of each draw, averaged over draws), and the arm's summary
+    (results.summary: over draws where there are several). Empty rows are left out."""
+    rows, summary = [], results.summary(record)
     for arm in TABLE1_ARMS[1:]:
         for key in metrics:
-            per_seed = record[(record.arm == arm) & (record.metric == key) & (record.seed != "all") & (record.fact_draw != "all")]
+            of_metric = record[(record.arm == arm) & (record.metric == key) & (record.fact_draw != "all")]
+            per_seed = of_metric[of_metric.seed != "all"]
             if per_seed.empty:
                 continue
-            draw_means = per_seed.groupby("fact_draw").value.mean()
+            draw_means = of_metric[of_metric.seed == "all"].set_index("fact_draw").value.astype(float).sort_index()
             seed_sd = per_seed.groupby("fact_draw").value.std(ddof=1).dropna()
-            over = record[(record.arm == arm) & (record.metric == key) & (record.seed == "all")
-                          & (record.fact_draw == ("all" if len(draw_means) > 1 else results.STUDY_DRAW))]
+            over = summary.loc[(arm, key)]
             rows.append({"arm": arm, "metric": key, "n_draws": len(draw_means), "n_seeds": int(per_seed.groupby("fact_draw").size().max()),
-                         "value": float(over.value.iloc[0]) if len(over) else float("nan"),
-                         "ci_low": float(over.ci_low.iloc[0]) if len(over) else float("nan"),
-                         "ci_high": float(over.ci_high.iloc[0]) if len(over) else float("nan"),
+                         "value": float(over.value), "ci_low": float(over.ci_low), "ci_high": float(over.ci_high),
                          "draw_sd": float(draw_means.std(ddof=1)) if len(draw_means) > 1 else float("nan"),
                          "draw_range": float(draw_means.max() - draw_means.min()),
                          "seed_sd_within_draw": float(seed_sd.mean()) if len(seed_sd) else float("nan"),
