@@ -18,6 +18,7 @@ from rlcp_utils.study.claims_thresholds import RAG_KEPT, THRESHOLDS, Threshold
 NO_CTX, NO_CTX_HO = "targets.no_context_recall.train", "targets.no_context_recall.heldout"
 RAG_TR, RAG_HO = "targets.rag_accuracy.train", "targets.rag_accuracy.heldout"
 ADV, RETAIN = "targets.adversary_probe_accuracy.train", "retain.no_context_recall.train"
+ADV_HO = "targets.adversary_probe_accuracy.heldout"
 RETAIN_HO = "retain_heldout.no_context_recall.heldout"
 NAN = (np.nan, np.nan)
 
@@ -65,8 +66,13 @@ CASES = [
     ("Just-RAG's probe", {("just_rag", ADV): (0.5, 0.3, 0.74)}, "partly"),
     ("Just-RAG's probe", {("just_rag", ADV): (0.2, 0.1, 0.24)}, "not reproduced"),
     # AT_CHANCE: chance 1/15 inside the interval or not
-    ("RLCP's adversary probe at chance", {(R, ADV): (0.1, 0.02, 0.2, 1 / 15)}, "reproduced"),
-    ("RLCP's adversary probe at chance", {(R, ADV): (0.2, 0.1, 0.3, 1 / 15)}, "not reproduced"),
+    # judged on held-out wordings; chance on the training wordings only is 'partly'
+    ("RLCP's adversary probe at chance", {(R, ADV_HO): (0.1, 0.02, 0.2, 1 / 15), (R, ADV): (0.3, 0.2, 0.4, 1 / 15)},
+     "reproduced"),
+    ("RLCP's adversary probe at chance", {(R, ADV_HO): (0.23, 0.1, 0.38, 1 / 15), (R, ADV): (0.11, 0.03, 0.23, 1 / 15)},
+     "partly"),
+    ("RLCP's adversary probe at chance", {(R, ADV_HO): (0.2, 0.1, 0.3, 1 / 15), (R, ADV): (0.2, 0.1, 0.3, 1 / 15)},
+     "not reproduced"),
     # RETAIN_SHARE = 80% and RETAIN_SHARE_PARTLY = 40% of the original's mean 0.5: 0.4 and 0.2
     ("Forgetting is targeted", {("original", RETAIN): (0.5, 0.4, 0.6), (R, RETAIN): (0.45, 0.4, 0.5)}, "reproduced"),
     ("Forgetting is targeted", {("original", RETAIN): (0.5, 0.4, 0.6), (R, RETAIN): (0.15, 0.1, 0.2)}, "partly"),

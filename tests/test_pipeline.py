@@ -156,3 +156,31 @@ def test_the_estimate_comes_from_the_committed_run_of_the_profile():
     runs = json.loads((REPO_ROOT / "outputs" / "default" / "manifest.json").read_text())["notebooks"]
     assert notebook.recorded_minutes("default", ["01_data", "no_such"]) == {"01_data": runs["01_data"]["wall_s"] / 60}
     assert notebook.recorded_minutes("no-such-profile", ["01_data"]) == {}
+
+
+def test_a_profile_keeps_one_precision(study, capsys, monkeypatch):
+    """Runs in bf16 recorded (a notebook and a training job): a machine that resolves to fp32 is refused before it
+    runs anything, unless --force recomputes everything; a machine of the recorded precision goes on."""
+    notebooks, out = study
+    _notebook(notebooks / "01_first.ipynb", "print('ran')")
+    job = out / "jobs" / "rlcp" / "seed0"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text(json.dumps({"precision": "bf16"}))
+    (out / "manifest.json").write_text(json.dumps({"notebooks": {"01_first": {"status": "ok", "precision": {"precision": "bf16"}}}}))
+    assert pipeline.recorded_precisions(load_profile("smoke")) == {"bf16": ["01_first", "job rlcp/seed0"]}
+
+    def machine(precision):
+        monkeypatch.setattr(pipeline, "resolve_precision", lambda *a, **k: {"precision": precision, "reason": "mocked"})
+
+    machine("fp32")
+    capsys.readouterr()
+    assert pipeline.main(["--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "another precision than this machine's fp32" in err and "bf16: 2 runs (01_first, job rlcp/seed0)" in err
+    assert not (out / "notebooks" / "01_first.ipynb").exists()  # nothing ran
+    assert pipeline.check(["smoke"]) == 1
+    assert "the pipeline will refuse to add runs here" in capsys.readouterr().out
+
+    machine("bf16")
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    assert (out / "notebooks" / "01_first.ipynb").exists()

@@ -209,6 +209,7 @@ def _record(changes=None):
             ("rlcp", "targets.rag_accuracy.train"): (1.0, 1.0, 1.0),
             ("just_rag", "targets.adversary_probe_accuracy.train"): (1.0, 1.0, 1.0),
             ("rlcp", "targets.adversary_probe_accuracy.train"): (0.11, 0.02, 0.24),
+            ("rlcp", "targets.adversary_probe_accuracy.heldout"): (0.12, 0.03, 0.25),
             ("original", "retain.no_context_recall.train"): (0.95, 0.92, 0.97),
             ("rlcp", "retain.no_context_recall.train"): (0.0, 0.0, 0.0)}
     base.update(changes or {})
@@ -226,7 +227,7 @@ def test_claim_rules_read_the_interval():
     assert v["RLCP: no-context recall of the target facts < 7%"] == "reproduced"
     assert v["RLCP keeps answering from context (RAG), held-out wordings"] == "partly"  # straddles 90%
     assert v["Just-RAG's probe still reads the facts"] == "reproduced"
-    assert v["RLCP's adversary probe at chance"] == "reproduced"
+    assert v["RLCP's adversary probe at chance, held-out wordings"] == "reproduced"
     assert v["Forgetting is targeted: retain facts keep their recall"] == "not reproduced"
     assert v["Facts linearly undecodable at l*: fresh fact probe, held-out templates"] == "not measured"
     # the same mean with an interval that reaches above 7%: no longer reproduced across seeds
@@ -234,10 +235,11 @@ def test_claim_rules_read_the_interval():
     assert v["RLCP: no-context recall of the target facts < 7%"] == "partly"
     v = _verdicts(_record({("rlcp", "targets.rag_accuracy.heldout"): (0.95, 0.91, 0.99),
                              ("rlcp", "retain.no_context_recall.train"): (0.9, 0.85, 0.95),
-                             ("rlcp", "targets.adversary_probe_accuracy.train"): (0.5, 0.4, 0.6)}))
+                             ("rlcp", "targets.adversary_probe_accuracy.train"): (0.5, 0.4, 0.6),
+                             ("rlcp", "targets.adversary_probe_accuracy.heldout"): (0.5, 0.4, 0.6)}))
     assert v["RLCP keeps answering from context (RAG), held-out wordings"] == "reproduced"
     assert v["Forgetting is targeted: retain facts keep their recall"] == "reproduced"
-    assert v["RLCP's adversary probe at chance"] == "not reproduced"
+    assert v["RLCP's adversary probe at chance, held-out wordings"] == "not reproduced"
 
 
 def test_table1_shows_the_seed_range_and_every_claim_has_a_rule():
@@ -263,6 +265,7 @@ FULL = {
     ("rlcp", "targets.rag_accuracy.train"): (1.0, 1.0, 1.0),
     ("just_rag", ADV_KEY := "targets.adversary_probe_accuracy.train"): (1.0, 1.0, 1.0),
     ("rlcp", ADV_KEY): (0.114, 0.02, 0.24),
+    ("rlcp", "targets.adversary_probe_accuracy.heldout"): (0.23, 0.10, 0.38),  # issue 27's held-out figure
     ("original", "retain.no_context_recall.train"): (0.948, 0.92, 0.97),
     ("rlcp", "retain.no_context_recall.train"): (0.0, 0.0, 0.0),
     ("original", "heldout_probe_accuracy.fact.linear.last"): (1.0, 1.0, 1.0),
@@ -329,13 +332,13 @@ FULL = {
     ("arith_original", "two_step.targeted.step_right"): (0.6, 0.4, 0.8),
     ("arith_rlcp", "two_step.targeted.step_right"): (0.1, 0.0, 0.15),
 }
-CHANCE = {"targets.adversary_probe_accuracy.train": 1 / 15, "heldout_probe_accuracy": 1 / 15,
+CHANCE = {"targets.adversary_probe_accuracy": 1 / 15, "heldout_probe_accuracy": 1 / 15,
           "type_probe": 1 / 3, "identity_nn": 1 / 60, "gsm8k.correct": 0.06}
 EXPECTED = {  # claim -> verdict, each worked out by hand from FULL and the claim's rule
     "RLCP: no-context recall of the target facts < 7%": "reproduced",  # both intervals [0, 0] < 7%
     "RLCP keeps answering from context (RAG), held-out wordings": "partly",  # [58, 71] < 90, training 100%
     "Just-RAG's probe still reads the facts": "reproduced",  # [100, 100] >= 75%
-    "RLCP's adversary probe at chance": "reproduced",  # 6.7% inside [2, 24]
+    "RLCP's adversary probe at chance, held-out wordings": "partly",  # 6.7% below held-out [10, 38], inside training's [2, 24]
     "Forgetting is targeted: retain facts keep their recall": "not reproduced",  # [0, 0] < 40% of 94.8%
     "Facts linearly undecodable at l*: fresh fact probe, held-out templates": "not reproduced",  # 57% > 50%
     "The targets' country undecodable at l*: country probe from other cities, last token": "not reproduced",  # 60 > 47

@@ -24,7 +24,7 @@ import pandas as pd
 
 from rlcp_utils.core import results
 from rlcp_utils.core.outputs import markdown_table
-from rlcp_utils.study.claims_rules import (ADV, NO_CTX, NO_CTX_HO, QUANT_Q4_1, RAG_HO, RAG_TR, RETAIN, RETAIN_HO, VERDICTS, Check,
+from rlcp_utils.study.claims_rules import (ADV, ADV_HO, NO_CTX, NO_CTX_HO, QUANT_Q4_1, RAG_HO, RAG_TR, RETAIN, RETAIN_HO, VERDICTS, Check,
                                            Coded, Missing, Rule, View, adversary_buys, most_facts, orthogonal, scales)
 from rlcp_utils.study.claims_thresholds import (AT_CHANCE, COUNTRY_NAMED, DELTA_VS_REFERENCE, EVIDENCE_FOCUSED,
                                                 EVIDENCE_IGNORED, FIRST_ORDER_SLACK, FORGOTTEN, GAP, GSM8K_FLOOR,
@@ -135,8 +135,11 @@ CLAIMS: list[Claim] = [
     Claim(FORGET, "Just-RAG's probe still reads the facts", "88.5%", "just_rag", ADV,
           Rule(at_least(PROBE_READS), at_least(PROBE_ABOVE_CHANCE),
                words="interval at or above {PROBE_READS} (partly: at or above {PROBE_ABOVE_CHANCE})")),
-    Claim(FORGET, "RLCP's adversary probe at chance", "≈ 6.7% (1/15)", "rlcp", ADV,
-          Rule(at_chance(), words="chance inside the 95% interval")),
+    # judged on held-out wordings: at its own training wordings the adversary was optimised against the model,
+    # so chance there says less than chance on wordings neither of them trained on
+    Claim(FORGET, "RLCP's adversary probe at chance, held-out wordings", "≈ 6.7% (1/15)", "rlcp", ADV_HO,
+          Rule(at_chance(), at_chance(key=ADV),
+               words="chance inside the 95% interval on held-out templates (partly: on the training templates only)")),
     Claim("Forgetting (03, not claimed, implied)", "Forgetting is targeted: retain facts keep their recall",
           "not measured", "rlcp", RETAIN,
           Rule(at_least(RETAIN_SHARE, share_of="original"), reaches(RETAIN_SHARE_PARTLY, share_of="original"),

@@ -29,7 +29,7 @@ from rlcp_utils.study.claims_thresholds import AT_CHANCE, DELTA_VS_REFERENCE, FO
 NO_CTX, NO_CTX_HO = "targets.no_context_recall.train", "targets.no_context_recall.heldout"
 QUANT_Q4_1 = f"quant.Q4_1.{NO_CTX_HO}"  # 09: the targets read back through the offline model's own format
 RAG_TR, RAG_HO = "targets.rag_accuracy.train", "targets.rag_accuracy.heldout"
-ADV = "targets.adversary_probe_accuracy.train"
+ADV, ADV_HO = "targets.adversary_probe_accuracy.train", "targets.adversary_probe_accuracy.heldout"
 RETAIN, RETAIN_HO = "retain.no_context_recall.train", "retain_heldout.no_context_recall.heldout"
 FIELD_ARMS = ("grad_diff", "npo", "rmu")
 

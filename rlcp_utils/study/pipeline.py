@@ -231,6 +231,38 @@ class _Prefixed:
         self.stream.flush()
 
 
+def recorded_precisions(profile) -> dict[str, list[str]]:
+    """{precision: [what ran in it]} over the profile's outputs: every manifest entry and every finished training
+    job (job.json). One profile's outputs must hold one precision: Table 1 compares arms trained in different
+    notebooks, and a job's precision is part of its key (a job of the other precision is retrained, not reused)."""
+    found: dict[str, list[str]] = {}
+    for name, entry in _manifest(profile).get("notebooks", {}).items():
+        prec = (entry.get("precision") or {}).get("precision")
+        if prec:
+            found.setdefault(prec, []).append(name)
+    for job in sorted(profile.output_dir.glob("jobs/*/*/job.json")):
+        try:
+            prec = json.loads(job.read_text()).get("precision")
+        except (OSError, ValueError):
+            continue
+        if prec:
+            found.setdefault(prec, []).append(f"job {job.parent.parent.name}/{job.parent.name}")
+    return found
+
+
+def precision_conflict(profile, precision: str) -> str | None:
+    """Why this machine must not add runs to the profile's outputs (they were made in another precision), or None."""
+    other = {p: runs for p, runs in recorded_precisions(profile).items() if p != precision}
+    if not other:
+        return None
+    shown = "; ".join(f"{p}: {len(runs)} run{'s' * (len(runs) > 1)} ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})"
+                      for p, runs in sorted(other.items()))
+    return (f"{profile.output_dir} holds runs in another precision than this machine's {precision} ({shown}). "
+            f"One profile's results are made in one precision (Table 1 compares arms of different notebooks). "
+            f"Run on a machine that resolves to {' / '.join(sorted(other))} (make check shows what is left to run), "
+            f"set `precision:` in a profile of your own, or recompute everything here with --force (make reproduce FORCE=1).")
+
+
 def stale_outputs(profile) -> dict[str, str]:
     """{notebook: why} for every recorded or current notebook whose committed outputs are not current against
     this checkout: its code, the package code it runs, its parameters or what it read changed, it never ran,
@@ -253,6 +285,12 @@ def check(profiles: list[str]) -> int:
         stale = stale_outputs(profile)
         stale_any |= bool(stale)
         print(f"{name}: " + ("every notebook's outputs are current" if not stale else f"{len(stale)} stale"))
+        held = recorded_precisions(profile)
+        here = resolve_precision(profile["precision"], profile["device"])["precision"]
+        counts = ", ".join(f"{p} ({len(r)} run{'s' * (len(r) > 1)})" for p, r in sorted(held.items()))
+        print(f"  precision: {counts or 'none yet'}; "
+              f"this machine: {here}" + ("" if set(held) <= {here} else " (the pipeline will refuse to add runs here)"))
+        stale_any |= len(held) > 1
         for nb, why in stale.items():
             print(f"  {nb}: {why}")
     return 1 if stale_any else 0
@@ -312,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     prec = resolve_precision(profile["precision"], profile["device"])
     print(f"profile {profile.name} ({profile.hash}): {profile['description']}")
     print(f"precision {prec['precision']}: {prec['reason']}")
+    conflict = None if args.force else precision_conflict(profile, prec["precision"])
+    if conflict:
+        print(f"error: {conflict}", file=sys.stderr)
+        return 2
     print(f"training jobs: {executor_settings().kind}", flush=True)
     print(f"results go to {profile.output_dir}", flush=True)
     total = time.time()
