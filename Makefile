@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench check memory
+.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench check memory verify
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ reproduce: $(STAMP)
 ## ran changed), and why; exits 1 when any is. Runs nothing.
 check: $(STAMP)
 	$(PY) -m rlcp_utils.study.pipeline --check
+
+## Retrain committed jobs from scratch and compare them with the committed ones (rlcp_utils/study/verify.py):
+## make verify JOBS="rlcp/seed0 grad_diff/seed0" (each job takes its training time: ~15-25 min on 2 cores).
+JOBS ?= rlcp/seed0 grad_diff/seed0
+verify: $(STAMP)
+	$(PY) -m rlcp_utils.study.verify --profile $(PROFILE) $(foreach j,$(JOBS),--job $(j))
 
 ## Unit tests (tiny random models), the Colab path, and every notebook under nbval on the smoke profile (real offline model).
 ## One process: running the nbval run beside the rest was measured slower on 2 cores (torch's threads oversubscribed).

@@ -1,0 +1,69 @@
+"""make verify: a committed job trained again from scratch is compared with its committed folder; a value or a
+per-prompt decision out of tolerance is 'differs', a job this checkout would train differently is not checkable.
+
+Training and scoring are the fast stand-ins of test_jobs (their own tests are in test_train and test_evaluate):
+what is tested is what verify retrains, where it writes, and how it compares."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from rlcp_utils.core.config import load_profile
+from rlcp_utils.study import verify
+from rlcp_utils.training import jobs
+from test_jobs import INPUTS, STUDY, fake  # noqa: F401  (the fixture)
+
+
+@pytest.fixture
+def committed(fake, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(verify.facts, "load_study_draws", lambda profile: [STUDY])
+    monkeypatch.setattr(jobs, "inputs_of", lambda job: INPUTS)  # the stand-in training reads none of it
+    profile = load_profile("smoke", {"precision": "fp32", "seeds": [0]})
+    jobs.run(jobs.Job(profile, "rlcp", 0, STUDY))
+    fake["trained"].clear()
+    return profile, jobs.job_dir(profile, "rlcp", 0)
+
+
+def test_a_retrained_job_equal_to_the_committed_one_is_reproduced(committed, fake):
+    profile, folder = committed
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    rec = verify.verify_job(profile, "rlcp/seed0")
+    assert fake["trained"] == [("rlcp", 0)]  # trained again, not loaded from the committed folder
+    assert rec["verdict"] == "reproduced" and rec["n_metrics"] == rec["n_metrics_ok"] > 0
+    assert rec["max_abs_diff"] == 0 and rec["per_prompt"]["decisions_differing_share"] == 0
+    assert rec["tolerance"] == verify.TOLERANCE["fp32"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the committed job is left as it was
+    assert not list(profile.output_dir.glob("jobs/rlcp/.*"))
+
+
+def test_a_value_or_a_decision_out_of_tolerance_differs(committed):
+    profile, folder = committed
+    record = pd.read_csv(folder / "results.csv")
+    record.loc[0, "value"] += verify.TOLERANCE["fp32"] * 1.5
+    record.to_csv(folder / "results.csv", index=False)
+    rec = verify.verify_job(profile, "rlcp/seed0")
+    assert rec["verdict"] == "differs" and rec["n_metrics_ok"] == rec["n_metrics"] - 1
+    assert rec["max_abs_diff"] == pytest.approx(verify.TOLERANCE["fp32"] * 1.5)
+
+    record.loc[0, "value"] -= verify.TOLERANCE["fp32"] * 1.5  # values back; one prompt of two flipped
+    record.to_csv(folder / "results.csv", index=False)
+    items = pd.read_csv(folder / "per_item.csv")
+    items.loc[0, "correct"] = not items.loc[0, "correct"]
+    items.to_csv(folder / "per_item.csv", index=False)
+    rec = verify.verify_job(profile, "rlcp/seed0")
+    assert rec["n_metrics_ok"] == rec["n_metrics"] and rec["per_prompt"]["decisions_differing_share"] == 0.5
+    assert rec["verdict"] == "differs"
+
+
+def test_a_job_this_checkout_would_train_otherwise_is_not_checkable(committed, fake):
+    profile, folder = committed
+    info = json.loads((folder / "job.json").read_text())
+    (folder / "job.json").write_text(json.dumps({**info, "job_key": "made-by-other-code"}))
+    rec = verify.verify_job(profile, "rlcp/seed0")
+    assert rec["verdict"] == "not checkable" and "stale" in rec["why"] and fake["trained"] == []
+
+
+def test_the_command_names_the_jobs_it_knows(committed, capsys):
+    assert verify.main(["--profile", "smoke", "--job", "rlcp/seed7"]) == 2
+    assert "no finished job 'rlcp/seed7'" in capsys.readouterr().err
