@@ -12,7 +12,7 @@ from jupytext.compare import compare_notebooks
 from rlcp_utils.core.config import REPO_ROOT, load_profile
 from rlcp_utils.core import outputs
 from rlcp_utils.core.outputs import README_BLOCKS, README_TABLES
-from rlcp_utils.study import colab, pipeline
+from rlcp_utils.study import colab, pipeline, recompute
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 COLAB = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb"
@@ -112,6 +112,22 @@ def test_committed_outputs_are_current_or_reported_stale(name):
     if stale:
         pytest.xfail(f"outputs/{name} is stale against this checkout (make check): "
                      + "; ".join(f"{nb}: {why}" for nb, why in stale.items()))
+
+
+@pytest.mark.parametrize("name", pipeline.committed_profiles())
+def test_committed_summary_rows_recompute_from_their_per_prompt_rows(name):
+    """Every current committed notebook with a recipe (study/recompute.py): each record row its recipes cover equals
+    the value recomputed from the committed per-prompt rows; stale notebooks are left to their regeneration."""
+    profile = load_profile(name)
+    stale = pipeline.stale_outputs(profile)
+    checked = [nb for nb in recompute.RECIPES if nb not in stale and (profile.output_dir / "results" / f"{nb}.csv").exists()]
+    for nb in checked:
+        t = recompute.recompute(profile.output_dir, nb)
+        assert len(t), f"{name}: {nb} has no recomputable row"
+        bad = t[t.abs_diff > 1e-9]
+        assert bad.empty, f"{name}: {nb} rows differ from their per-prompt rows:\n{bad.head().to_string()}"
+    if not checked:
+        pytest.skip(f"outputs/{name}: no current notebook with a recipe")
 
 
 def test_committed_executed_notebooks_show_figures_and_no_machine_paths():

@@ -286,6 +286,19 @@ def test_open_questions_train_their_sweeps_and_measure_each_part(smoke_run):
         assert (out / "figures" / f"{fig}.png").exists(), fig
 
 
+def test_summary_rows_recompute_from_their_per_prompt_rows(smoke_run):
+    """Every notebook with a recipe (study/recompute.py): some of its record rows, recomputed from the per-prompt rows
+    it committed by formulas written apart from the notebook's, are the recorded values."""
+    from rlcp_utils.study import recompute
+
+    out, _, _ = smoke_run
+    for nb in recompute.RECIPES:
+        t = recompute.recompute(out, nb)
+        assert len(t), f"{nb}: no record row recomputed"
+        bad = t[t.abs_diff > 1e-9]
+        assert bad.empty, f"{nb}: rows differ from their per-prompt rows:\n{bad.head().to_string()}"
+
+
 def test_report_judges_every_claim(smoke_run):
     import pandas as pd
 

@@ -1,0 +1,204 @@
+"""Every number recomputable: summary rows of the results record recomputed from the committed per-prompt rows
+they come from, by formulas written here independently of the code that produced them.
+
+    python -m rlcp_utils.study.recompute --profile default     # prints each notebook's rows, recorded vs recomputed
+
+What is recomputed (the value; intervals need the bootstrap's random draws and are not):
+- scores of trained arms (02, 03, 08, 11, 13, 14: every record row of an arm that has job folders): per-prompt
+  rows of jobs/<arm>/<folder>/per_item.csv; a fact's score is the mean over its prompts, a seed's the mean over
+  facts, an arm's the mean over seeds (per draw), and over draws the mean of the draws' means;
+- the original (01): tables/per_item_original.csv, the same formula per draw and over draws;
+- GSM8K (07): tables/07_gsm8k_scored.csv, the mean over problems, and the paired difference to the original;
+- relearning (09): analyses/09_relearning/<arm>.csv, each fact's recall after each budget (its held-out fold);
+- unlearning checks (10): analyses/10_unlearning_checks/{fluency,country_probe}_<arm>.csv;
+- the first-order test (12): tables/12_first_order.csv, the worst |measured change| / bound.
+Not recomputable from per-prompt rows (their per-state measurements are not committed; the record holds the value of
+an aggregate table): 04's probes, 05's geometry, 06's attention, 11's and 14's GSM8K / two-step rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rlcp_utils.core import results
+from rlcp_utils.core.config import load_profile
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def _metric_names(fact_set: str, condition: str) -> dict[str, str]:
+    """{record metric: per-prompt column}: recall from `correct`, the answer's probability from `answer_prob`."""
+    measure, split = condition.split(".")
+    return {f"{fact_set}.{condition}": "correct", f"{fact_set}.{measure}_answer_prob.{split}": "answer_prob"}
+
+
+def _score(items: pd.DataFrame, column: str) -> float:
+    """Mean over draws of the mean over seeds of the mean over facts of each fact's mean over its prompts."""
+    per_fact = items.groupby(["fact_draw", "seed", "city"])[column].mean()
+    return float(per_fact.groupby(level=["fact_draw", "seed"]).mean().groupby(level="fact_draw").mean().mean())
+
+
+def _prompt_scores(items: pd.DataFrame, arm: str, seed: str, fact_draw: str) -> list[dict]:
+    """Recomputed values of every (fact set, condition) of one arm's per-prompt rows, for one seed (or 'all') and one
+    draw (or 'all')."""
+    # files written before fact draws were a factor have no fact_draw column: their rows are of draw 0
+    draws = items["fact_draw"] if "fact_draw" in items else pd.Series(0, index=items.index)
+    items = items.assign(fact_draw=draws.fillna(0).astype(int).astype(str), seed=items.seed.astype(str))
+    if fact_draw != "all":
+        items = items[items.fact_draw == fact_draw]
+    if seed != "all":
+        items = items[items.seed == seed]
+    out = []
+    for (fact_set, condition), d in items.groupby(["facts", "condition"]):
+        for metric, column in _metric_names(fact_set, condition).items():
+            if d[column].notna().all() and len(d):
+                out.append({"arm": arm, "seed": seed, "fact_draw": fact_draw, "metric": metric,
+                            "recomputed": _score(d.astype({column: float}), column)})
+    return out
+
+
+def job_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    """Every record row of an arm trained in jobs (jobs/<arm>/*/per_item.csv), recomputed from its per-prompt rows."""
+    rows = []
+    for arm in sorted(set(record.arm)):
+        files = sorted((out / "jobs" / arm).glob("*/per_item.csv"))
+        if not files:
+            continue
+        items = pd.concat([_read(f) for f in files], ignore_index=True)
+        for seed, draw in record[record.arm == arm][["seed", "fact_draw"]].drop_duplicates().itertuples(index=False):
+            rows += _prompt_scores(items, arm, seed, draw)
+    return pd.DataFrame(rows)
+
+
+def original_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    items = _read(out / "tables" / "per_item_original.csv").assign(seed="all")
+    rows = []
+    for draw in sorted(set(record[record.arm == "original"].fact_draw)):
+        rows += _prompt_scores(items, "original", "all", draw)
+    return pd.DataFrame(rows)
+
+
+def gsm8k_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    scored = _read(out / "tables" / "07_gsm8k_scored.csv")
+    base = scored[scored.arm == "original"].set_index("index")
+    rows = []
+    for arm, d in scored.groupby("arm"):
+        d = d.set_index("index")
+        for m in [c for c in scored.columns if f"gsm8k.{c}" in set(record.metric)]:
+            # the trained arms' replies are their first training seed's (the record names it): any seed matches
+            seed = "all" if arm == "original" else None
+            rows.append({"arm": arm, "seed": seed, "fact_draw": "0", "metric": f"gsm8k.{m}", "recomputed": d[m].astype(float).mean()})
+            if arm != "original":
+                rows.append({"arm": arm, "seed": seed, "fact_draw": "0", "metric": f"gsm8k.{m}.minus_original",
+                             "recomputed": (d[m].astype(float) - base.loc[d.index, m].astype(float)).mean()})
+    return pd.DataFrame(rows)
+
+
+def relearning_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for path in sorted((out / "analyses" / "09_relearning").glob("*.csv")):
+        t = _read(path)
+        if not {"attack", "budget", "fact", "correct"} <= set(t.columns):
+            continue  # the quantized scores and other caches of the notebook
+        arm = path.stem
+        relearn = t[t.attack == "relearn"]
+        for budget, d in relearn.groupby("budget"):
+            rows.append({"arm": arm, "seed": None, "fact_draw": "0", "metric": f"relearn.recall.step{int(budget)}",
+                         "recomputed": d.groupby("fact").correct.mean().mean()})
+        benign = t[t.attack == "benign"]
+        if len(benign):
+            rows.append({"arm": arm, "seed": None, "fact_draw": "0", "metric": "benign_relearn.targets_recall",
+                         "recomputed": benign.groupby("fact").correct.mean().mean()})
+    return pd.DataFrame(rows)
+
+
+def unlearning_check_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    folder = out / "analyses" / "10_unlearning_checks"
+    rows = []
+    for path in sorted(folder.glob("fluency_*.csv")):
+        arm, f = path.stem.removeprefix("fluency_"), _read(path)
+        for fact_set, d in f.groupby("set"):
+            for m in ["names_a_country", "degenerate"]:
+                rows.append({"arm": arm, "seed": None, "fact_draw": "0", "metric": f"fluency.{m}.{fact_set}",
+                             "recomputed": d.astype({m: float}).groupby("fact")[m].mean().mean()})
+    for path in sorted(folder.glob("country_probe_*.csv")):
+        arm, p = path.stem.removeprefix("country_probe_"), _read(path)
+        for pos, d in p.groupby("position"):
+            rows.append({"arm": arm, "seed": None, "fact_draw": "0", "metric": f"country_probe.targets.{pos}_token",
+                         "recomputed": d.astype({"correct": float}).groupby("label").correct.mean().mean()})
+    return pd.DataFrame(rows)
+
+
+def first_order_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    t = _read(out / "tables" / "12_first_order.csv")
+    ratio = t.measured_change.abs() / t.bound
+    rows = []
+    for moved, d in t.assign(ratio=ratio).groupby("L moved"):
+        rows.append({"arm": "original", "seed": "all", "fact_draw": "0", "metric": f"gradients.first_order.{moved}.worst_ratio",
+                     "recomputed": d.ratio.max()})
+    return pd.DataFrame(rows)
+
+
+# notebook -> the recipes that recompute some of its rows
+RECIPES: dict[str, list[Callable[[Path, pd.DataFrame], pd.DataFrame]]] = {
+    "01_data": [original_scores],
+    "02_baselines": [job_scores],
+    "03_rlcp_training": [job_scores],
+    "07_gsm8k": [gsm8k_scores],
+    "08_unlearning": [job_scores],
+    "09_relearning": [relearning_scores],
+    "10_unlearning_checks": [unlearning_check_scores],
+    "11_kl_verbosity": [job_scores],
+    "12_gradient_geometry": [first_order_scores],
+    "13_fact_counts": [job_scores],
+    "14_arithmetic_facts": [job_scores],
+}
+
+
+def recompute(out: Path, notebook: str) -> pd.DataFrame:
+    """The rows of one notebook's results file that its recipes recompute: recorded and recomputed value side by
+    side (columns arm, seed, fact_draw, metric, recorded, recomputed, abs_diff). A recipe's seed None matches any."""
+    record = results.read(out / "results" / f"{notebook}.csv")
+    parts = [f(out, record) for f in RECIPES.get(notebook, [])]
+    found = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else pd.DataFrame()
+    if found.empty:
+        return pd.DataFrame(columns=["arm", "seed", "fact_draw", "metric", "recorded", "recomputed", "abs_diff"])
+    rec = record[["arm", "seed", "fact_draw", "metric", "value"]].rename(columns={"value": "recorded"})
+    any_seed = found.seed.isna()
+    exact = found[~any_seed].merge(rec, on=["arm", "seed", "fact_draw", "metric"])
+    loose = found[any_seed].drop(columns="seed").merge(rec, on=["arm", "fact_draw", "metric"])
+    both = pd.concat([exact, loose], ignore_index=True)
+    return both.assign(abs_diff=(both.recorded.astype(float) - both.recomputed.astype(float)).abs())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--tolerance", type=float, default=1e-9)
+    args = ap.parse_args(argv)
+    out = load_profile(args.profile).output_dir
+    worst = 0.0
+    for notebook in RECIPES:
+        if not (out / "results" / f"{notebook}.csv").exists():
+            print(f"{notebook}: no results file")
+            continue
+        t = recompute(out, notebook)
+        bad = t[t.abs_diff > args.tolerance]
+        worst = max(worst, float(t.abs_diff.max()) if len(t) else 0.0)
+        print(f"{notebook}: {len(t)} rows recomputed, {len(bad)} differ (largest difference "
+              f"{t.abs_diff.max() if len(t) else float('nan'):.2e})")
+        for r in bad.head(5).itertuples():
+            print(f"  {r.arm} seed {r.seed} draw {r.fact_draw} {r.metric}: recorded {r.recorded:.6f}, recomputed {r.recomputed:.6f}")
+    return 0 if worst <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
