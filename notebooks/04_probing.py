@@ -159,10 +159,7 @@ def split(task: str, seed: int) -> dict:
         test_t = set(rows[rows.template_split == "heldout"].template) if seed == 0 else set(rng.choice(templates, n_heldout, replace=False))
         test = is_target & rows.template.isin(test_t).to_numpy()
         return {"train": is_target & ~test, "groups": rows.template.to_numpy(), "tests": {"fact": test}}
-    held = []
-    for _, cities in rows[~is_target].groupby("country").city.unique().items():
-        if len(cities) >= 2:
-            held.append(rng.choice(sorted(cities)))
+    held = probing.country_held_out(rows[~is_target].groupby("country").city.unique().to_dict(), P["seed"] + seed)
     other_test = (~is_target) & rows.city.isin(held).to_numpy()
     return {"train": (~is_target) & ~other_test, "groups": rows.city.to_numpy(),
             "tests": {"country_other": other_test, "country_target": is_target}}
@@ -245,13 +242,16 @@ plt.show()
 groups = [(arm, pos, task, kind, control) for arm in ARMS for pos in ["last", "city"] for task in ["fact", "country"]
           for kind in ["linear", "mlp"] for control in [False, True]]
 outcomes = iter(run_probes([(a, p, LSTAR, t, seed, k, c) for a, p, t, k, c in groups for seed in SEEDS], "probes at l*"))
-records = []
+records, prompt_outcomes = [], []
 for arm, pos, task, kind, control in groups:
     per_seed = [next(outcomes) for _ in SEEDS]
     for test in per_seed[0]:
         # splits can test different prompts (fact task): average each unit (city) over the splits that test it
-        unit_acc = pd.concat([pd.Series(ps[test], index=rows.city[split(task, i)["tests"][test]].to_numpy())
-                              for i, ps in enumerate(per_seed)]).groupby(level=0).mean()
+        by_split = [pd.Series(ps[test], index=rows.city[split(task, i)["tests"][test]].to_numpy()) for i, ps in enumerate(per_seed)]
+        unit_acc = pd.concat(by_split).groupby(level=0).mean()
+        if not control:  # the per-prompt outcomes that the record's rows average (study/recompute.py)
+            prompt_outcomes += [pd.DataFrame({"arm": arm, "position": pos, "test": test, "probe": kind, "split": i,
+                                              "city": o.index, "correct": o.to_numpy()}) for i, o in enumerate(by_split)]
         mean, lo, hi = evaluate.bootstrap_ci(unit_acc.to_numpy(), P["n_bootstrap"], P["seed"])
         records.append({"arm": arm, "position": pos, "test": test, "probe": kind, "labels": "control" if control else "real",
                         "accuracy": float(np.mean([ps[test].mean() for ps in per_seed])), "ci_low": lo, "ci_high": hi,
@@ -260,6 +260,7 @@ for arm, pos, task, kind, control in groups:
                         "n_splits": len(SEEDS)})
 at_lstar = pd.DataFrame(records)
 outputs.write_table(P, "04_probe_accuracy_at_lstar", at_lstar)
+outputs.write_table(P, "04_probe_outcomes_at_lstar", pd.concat(prompt_outcomes, ignore_index=True))
 real = at_lstar[at_lstar.labels == "real"].set_index(["arm", "position", "test", "probe"])
 ctrl = at_lstar[at_lstar.labels == "control"].set_index(["arm", "position", "test", "probe"])
 selectivity = (real.accuracy - ctrl.accuracy).rename("selectivity")
@@ -316,7 +317,7 @@ for (arm, pos, test, kind), v in selectivity.items():
     result_rows.append(result_row(arm, f"probing.selectivity.{test}.{kind}.{pos}", v, unit=UNIT[test],
                                   n_units=int(real.loc[(arm, pos, test, kind)].n_units),
                                   n_prompts=int(real.loc[(arm, pos, test, kind)].n_prompts)))
-best = (curve[curve.probe == "linear"].sort_values("accuracy", ascending=False)
+best = (curve[curve.probe == "linear"].sort_values(["accuracy", "layer"], ascending=[False, True], kind="stable")  # ties: lowest layer
         .groupby(["arm", "test", "position"]).head(1).set_index(["arm", "test", "position"]).sort_index())
 for (arm, test, pos), r in best.iterrows():
     key = f"probing.best_layer_linear_split0.{test}.{pos}"

@@ -24,7 +24,8 @@
 #   with plain CE on the *other* folds' no-context training items (same learning rate and batch size as
 #   training) and test the held-out fold, which the fine-tuning never shows, on every no-context template after
 #   each budget in `relearn_steps`. recovery = (after − unlearned) ÷ (original − unlearned), per fact, where a
-#   fact the arm did not forget (original − unlearned < 0.2) is left out.
+#   fact the arm did not forget (original − unlearned < 0.2) is left out. The original's recall is 01's, read from
+#   its per-prompt rows (the same prompts: every no-context template), not measured again.
 # - **Benign relearning**: the same number of steps on unrelated text, other GSM8K reference solutions (the
 #   `lm_loss_texts` problems before the sample that 10 measures the per-token loss on), then the targets'
 #   recall.
@@ -140,16 +141,22 @@ def measured(arm: str) -> pd.DataFrame:
     model_key = "original" if arm == "original" else jobs.job_key(P, arm, P["seeds"][0], study)
     key = {"model": model_key, "precision": model.precision_of(P), "params": {k: P[k] for k in READS}, "data": DATA}
 
-    def compute() -> pd.DataFrame:
-        lm = jobs.load_arm(P, arm, study)[0]
-        return recall_items(lm, range(K)).assign(attack="none", fold=-1, budget=0) if arm == "original" else attacks(lm)
-
-    table = cache.cached_table(P, NOTEBOOK, arm, key, compute, CODE)
+    table = cache.cached_table(P, NOTEBOOK, arm, key, lambda: attacks(jobs.load_arm(P, arm, study)[0]), CODE)
     print(f"measured {arm}")
     return table
 
 
-tables = {arm: measured(arm) for arm in ["original"] + TRAINED}
+def original_recall() -> pd.DataFrame:
+    """01's per-prompt no-context scores of the original on the study's targets, training and held-out templates:
+    the prompts recall_items scores (checked equal on both profiles when 09 stopped measuring them itself)."""
+    items = jobs.original_scores(P, 0)[1]
+    t = items[(items.facts == "targets") & items.condition.str.startswith("no_context_recall.")]
+    fact_of = {f["city"]: i for i, f in enumerate(study.targets)}
+    return pd.DataFrame({"fact": t.city.map(fact_of), "question_id": t.question_id, "correct": t.correct.astype(bool)})
+
+
+tables = {"original": original_recall(), **{arm: measured(arm) for arm in TRAINED}}
+assert len(tables["original"]) == len(no_ctx_items), "01's per-prompt rows do not cover every no-context prompt of the targets"
 
 # %% [markdown]
 # ## Per fact, then the record
@@ -258,8 +265,9 @@ def unquantized_scores(arm: str) -> pd.DataFrame:
 
 
 def quantized_scores(arm: str) -> pd.DataFrame:
-    """evaluate_arm's rows for the model read back through each format, with the targets' per-fact held-out recall;
-    the model as it is comes from unquantized_scores."""
+    """evaluate_arm's rows for the model read back through each format, with each fact's score of every condition
+    (metric 'per_fact.<condition>': what the rows average, kept so that they can be recomputed); the model as it is
+    comes from unquantized_scores."""
     key = {"model": model_key_of(arm), "precision": model.precision_of(P), "params": {k: P[k] for k in QUANT_READS},
            "data": DATA, "formats": FORMATS}
 
@@ -270,11 +278,10 @@ def quantized_scores(arm: str) -> pd.DataFrame:
             rows, items_out = evaluate.evaluate_arm(lm, tok, arm, {"targets": study.targets, "retain": study.retain}, study.questions,
                                                     study.evidences, study.prompt_format, P["eval_batch_size"], P["n_bootstrap"],
                                                     P["seed"], desc=f"{arm} {fmt}")
-            items_df = pd.DataFrame(items_out)
-            per_fact = items_df[(items_df.facts == "targets") & (items_df.condition == HELD)].groupby("city").correct.mean()
+            per_fact = pd.DataFrame(items_out).groupby(["facts", "condition", "city"]).correct.mean().reset_index()
             parts += [pd.DataFrame(rows).assign(fmt=fmt, city=""),
-                      pd.DataFrame({"fmt": fmt, "facts": "targets", "metric": f"per_fact.{HELD}", "city": per_fact.index,
-                                    "value": per_fact.to_numpy()})]
+                      pd.DataFrame({"fmt": fmt, "facts": per_fact.facts, "metric": "per_fact." + per_fact.condition,
+                                    "city": per_fact.city, "value": per_fact.correct.astype(float)})]
         return pd.concat(parts, ignore_index=True)
 
     return pd.concat([unquantized_scores(arm), cache.cached_table(P, NOTEBOOK, f"{arm}_quantized", key, compute, QUANT_CODE)],
@@ -305,10 +312,10 @@ print(f"the original read back through the shipped formats: {int(grid.changed_by
 # %%
 quant_rows = [results.analysis_row(P, "original", "quant.original_off_grid_share", grid.changed_by_round_trip / grid.n_weights,
                                    unit="weights", n_units=int(grid.n_weights), interval="none (a count)")]
-per_fact_of = {arm: {fmt: t[(t.fmt == fmt) & (t.metric == f"per_fact.{HELD}")].set_index("city").value for fmt in FORMATS}
-               for arm, t in quant.items()}
+per_fact_of = {arm: {fmt: t[(t.fmt == fmt) & (t.facts == "targets") & (t.metric == f"per_fact.{HELD}")].set_index("city").value
+                     for fmt in FORMATS} for arm, t in quant.items()}
 for arm, t in quant.items():
-    for r in t[t.metric != f"per_fact.{HELD}"].to_dict("records"):
+    for r in t[~t.metric.str.startswith("per_fact.")].to_dict("records"):
         quant_rows.append(results.analysis_row(P, arm, f"quant.{r['fmt']}.{r['facts']}.{r['metric']}", r["value"], ci_low=r["ci_low"],
                                                ci_high=r["ci_high"], chance=r["chance"], unit="facts", n_units=int(r["n_facts"]),
                                                n_prompts=int(r["n_prompts"]), interval=evaluate.FACT_INTERVAL))

@@ -27,14 +27,16 @@
 #   two letters, or one token making up half of four or more).
 # - **Language ability**: mean per-token loss on the last `lm_loss_texts` GSM8K test problems with their
 #   reference solutions (the first 128 tokens of each; text no arm trains on), as a ratio to the original's.
-# - **Information still there**: a linear country probe (`probing.linear_probe`) trained at l* on the other
-#   known cities of the target countries (01's probe cities) and tested on the 15 targets, at the city token
-#   and at the last token; chance 1/K.
+# - **Information still there**: 04's linear country probe at l* (`probing.country_probe_on_targets`: trained on
+#   the other known cities of the target countries, 01's probe cities, less one held out per country, in
+#   `n_probe_seeds` splits; tested on the 15 targets at the city token and at the last token; chance 1/K). 04
+#   measured it for the original and the paper's arms; here the same rule measures the benchmark's arms, so every
+#   arm's number comes from one rule and the paper's arms' from one place (04's record rows).
 #
 # Then the benchmark in one table (08's forgetting and collateral damage, 09's relearning, the checks here),
 # the forgetting-vs-collateral figure and the verdicts on our questions.
 #
-# Reads: 01_data, 02_baselines, 03_rlcp_training, 07_gsm8k, 08_unlearning, 09_relearning
+# Reads: 01_data, 02_baselines, 03_rlcp_training, 04_probing, 07_gsm8k, 08_unlearning, 09_relearning
 
 # %%
 # Colab setup (does nothing elsewhere). A Colab badge opens this notebook alone in a fresh runtime: clone the study
@@ -103,7 +105,11 @@ probe_city_pos = [probing.last_token_of(tok, i["prompt"], i["city"], add_special
                   for i in probe_items]
 label_of = {t["country"]: t["label"] for t in study.targets}
 probe_y = np.array([label_of[i["country"]] for i in probe_items])
+probe_cities, probe_countries = np.array([i["city"] for i in probe_items]), np.array([i["country"] for i in probe_items])
 probe_is_target = np.array([i["fact"] < K for i in probe_items])
+# 04 records the country probe of the original and the paper's arms; here the benchmark's arms are measured, and the
+# original once more, to check that this is 04's rule (its number must equal 04's)
+PROBED_IN_04 = set(P["arms"])
 print(f"{len(fluency_items)} fluency prompts; {len(lm_ids)} texts for the loss; country probe: {(~probe_is_target).sum()} "
       f"prompts of {len(study.probe_cities)} other cities -> {probe_is_target.sum()} target prompts; arms {ARMS}")
 
@@ -116,7 +122,8 @@ print(f"{len(fluency_items)} fluency prompts; {len(lm_ids)} texts for the loss; 
 
 # %%
 NOTEBOOK = "10_unlearning_checks"
-READS = ["model", "seed", "eval_batch_size", "generation_batch_size", "max_new_tokens_answer", "probe_layer", "lm_loss_texts"]
+READS = ["model", "seed", "eval_batch_size", "generation_batch_size", "max_new_tokens_answer", "probe_layer", "lm_loss_texts",
+         "n_probe_seeds"]
 CODE = ["rlcp_utils.measures.unlearning", "rlcp_utils.measures.evaluate", "rlcp_utils.measures.probing",
         "rlcp_utils.measures.gsm8k", "rlcp_utils.data.facts", "rlcp_utils.core.model"]
 DATA = {f: hashlib.sha256((P.output_dir / "data" / f).read_bytes()).hexdigest()[:16]
@@ -139,10 +146,9 @@ def lm_loss(lm) -> pd.DataFrame:
 def country_probe(lm) -> pd.DataFrame:
     states = probing.hidden_states_at(lm, [i["prompt_ids"] for i in probe_items], {"city": probe_city_pos},
                                       P["eval_batch_size"], tok.pad_token_id)
-    cities = np.array([i["city"] for i in probe_items])[~probe_is_target]
-    return pd.concat([pd.DataFrame({"position": pos, "label": probe_y[probe_is_target], "correct": probing.linear_probe(
-        states[pos][~probe_is_target, P["probe_layer"]], probe_y[~probe_is_target], cities,
-        states[pos][probe_is_target, P["probe_layer"]], P["seed"]) == probe_y[probe_is_target]}) for pos in ["city", "last"]])
+    return pd.concat([probing.country_probe_on_targets(states[pos][:, P["probe_layer"]], probe_y, probe_cities, probe_countries,
+                                                       probe_is_target, P["n_probe_seeds"], P["seed"]).assign(position=pos)
+                      for pos in ["city", "last"]], ignore_index=True)
 
 
 def measured(arm: str) -> dict[str, pd.DataFrame]:
@@ -155,8 +161,8 @@ def measured(arm: str) -> dict[str, pd.DataFrame]:
             loaded[arm] = jobs.load_arm(P, arm, study)[0]
         return loaded[arm]
 
-    out = {name: cache.cached_table(P, NOTEBOOK, f"{name}_{arm}", key, lambda f=f: f(lm()), CODE)
-           for name, f in [("fluency", fluency), ("lm_loss", lm_loss), ("country_probe", country_probe)]}
+    measures = [("fluency", fluency), ("lm_loss", lm_loss)] + ([] if arm in PROBED_IN_04 else [("country_probe", country_probe)])
+    out = {name: cache.cached_table(P, NOTEBOOK, f"{name}_{arm}", key, lambda f=f: f(lm()), CODE) for name, f in measures}
     print(f"measured {arm}")
     return out
 
@@ -182,9 +188,10 @@ def per_fact_row(arm, metric, per_fact_values, chance=np.nan, unit="facts", n_pr
 
 
 orig_loss = tables["original"]["lm_loss"].loss.to_numpy(np.float32)
+probed_in_04 = results.summary(results.load(P), results.STUDY_DRAW)
 rows, samples = [], {}
 for arm in ARMS:
-    ans, probe = tables[arm]["fluency"], tables[arm]["country_probe"]
+    ans = tables[arm]["fluency"]
     for fact_set, d in ans.groupby("set"):
         for measure in ["names_a_country", "degenerate"]:
             rows.append(per_fact_row(arm, f"fluency.{measure}.{fact_set}", d.groupby("fact")[measure].mean(), n_prompts=len(d)))
@@ -198,9 +205,19 @@ for arm in ARMS:
     ratios = loss[boots].mean(1) / orig_loss[boots].mean(1)
     rows.append(row(arm, "lm_loss.ratio_to_original", loss.mean() / orig_loss.mean(), *np.quantile(ratios, [0.025, 0.975]),
                     unit="texts", n_units=len(orig_loss), interval="95% paired bootstrap over texts"))
-    for pos in ["city", "last"]:
-        by_fact = probe[probe.position == pos].groupby("label").correct.mean()
-        rows.append(per_fact_row(arm, f"country_probe.targets.{pos}_token", by_fact, chance=1 / K, n_prompts=int(probe_is_target.sum())))
+    if "country_probe" in tables[arm]:  # as 04 records it: each target's accuracy over splits and prompts, by city
+        probe = tables[arm]["country_probe"]
+        for pos in ["city", "last"]:
+            by_city = probe[probe.position == pos].groupby("city").correct.mean()
+            mean, lo, hi = evaluate.bootstrap_ci(by_city.to_numpy(), P["n_bootstrap"], P["seed"])
+            metric = f"heldout_probe_accuracy.country_target.linear.{pos}"
+            if arm == "original":  # 04's row, measured again by the shared rule: the same number or the rule has drifted
+                recorded = probed_in_04.loc[("original", metric)]
+                assert abs(recorded.value - mean) < 1e-9 and abs(recorded.ci_low - lo) < 1e-9, (metric, recorded.value, mean)
+                continue
+            rows.append(row(arm, metric, mean, lo, hi, chance=1 / K, unit="facts", n_units=len(by_city),
+                            n_prompts=int(probe_is_target.sum()),
+                            interval=f"95% bootstrap over facts (mean over {P['n_probe_seeds']} splits)"))
 results.write(P, NOTEBOOK, rows)
 record = results.load(P)
 
@@ -222,8 +239,8 @@ COLUMNS = {"targets.no_context_recall.train": "targets, no context (train wordin
            "fluency.degenerate.targets": "degenerate answer (targets)",
            "fluency.names_a_country.retain_heldout": "answer names a country (held-out retain)",
            "lm_loss.ratio_to_original": "per-token loss on GSM8K text ÷ original",
-           "country_probe.targets.city_token": f"country probe at the city token, l* (chance {1 / K:.0%})",
-           "country_probe.targets.last_token": f"country probe at the last token, l* (chance {1 / K:.0%})",
+           "heldout_probe_accuracy.country_target.linear.city": f"country probe at the city token, l* (chance {1 / K:.0%})",
+           "heldout_probe_accuracy.country_target.linear.last": f"country probe at the last token, l* (chance {1 / K:.0%})",
            f"relearn.recall.step{max(P['relearn_steps'])}": f"recall after relearning ({max(P['relearn_steps'])} steps on other targets)",
            "relearn.recovery": "relearning recovery",
            "benign_relearn.targets_recall": "targets' recall after benign fine-tuning"}

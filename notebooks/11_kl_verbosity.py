@@ -147,6 +147,8 @@ for name, overrides in {"rlcp": {}, **KL_SETTINGS}.items():
     replies[name] = score_replies(evaluate.greedy_generate(lm, tok, gsm_ids, P["gsm8k_max_new_tokens"], P["generation_batch_size"],
                                                            desc=f"GSM8K {name}"))
     del lm
+# the per-problem rows that the record's kl_sweep.gsm8k rows average (study/recompute.py recomputes them)
+outputs.write_table(P, "11_kl_sweep_gsm8k_scored", pd.concat([d.assign(arm=arm) for arm, d in replies.items()], ignore_index=True))
 GSM_MEASURES = {"n_tokens": "reply length (tokens)", "repeats_itself": "reply repeats itself", "any_scaffolding": "reply has scaffolding",
                 "correct": "GSM8K accuracy"}
 mode_rate = pd.Series([p["answer"] for p in problems]).value_counts(normalize=True).iloc[0]

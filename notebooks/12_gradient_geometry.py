@@ -211,12 +211,10 @@ for ax, step in zip(axes[1:], [steps[0], steps[-1]]):
 fig.tight_layout()
 outputs.save_figure(P, fig, "12_gradients")
 plt.show()
-for pair in PAIRS:  # the start (the original model) and the end of the monitored run
-    for when, arm, step in [("start", "original", steps[0]), ("end", "rlcp_gradients", steps[-1])]:
-        record_rows.append({"arm": arm, "seed": "all" if arm == "original" else str(FIRST),
-                            "metric": f"gradients.cosine.{PAIR_METRIC[pair]}.{when}",
-                            "value": float(cos_all.loc[step, pair]), "n_prompts": min(n_inputs[k] for k in PAIRS[pair]),
-                            "n_seeds": 0 if arm == "original" else 1})
+for pair in PAIRS:  # the end of the monitored run, in the training precision (the start is recorded below, in fp32)
+    record_rows.append({"arm": "rlcp_gradients", "seed": str(FIRST), "metric": f"gradients.cosine.{PAIR_METRIC[pair]}.end",
+                        "value": float(cos_all.loc[steps[-1], pair]), "n_prompts": min(n_inputs[k] for k in PAIRS[pair]),
+                        "n_seeds": 1})
 
 # %% [markdown]
 # ## Proposition 3.2, tested directly
@@ -231,6 +229,17 @@ for pair in PAIRS:  # the start (the original model) and the end of the monitore
 
 # %%
 fp32_model, _ = model.load_for(config.profile_with(P, precision="fp32"))
+# δ and the reference cosines of the original model, once, in fp32: the start values of the record and the δ of the
+# bound below are one number (the monitor's step 0 above is the same model in the training precision)
+start = pd.DataFrame(gradients.monitor(LOSSES, PAIRS, every=1)(0, fp32_model))
+start = start[(start.measure == "cosine") & (start.group == "all")].set_index("of").value
+for pair in PAIRS:
+    record_rows.append({"arm": "original", "seed": "all", "metric": f"gradients.cosine.{PAIR_METRIC[pair]}.start",
+                        "value": float(start[pair]), "n_prompts": min(n_inputs[k] for k in PAIRS[pair]), "n_seeds": 0})
+display(Markdown(f"The original model's cosines in fp32 (the record's start values) and at step 0 of the monitor "
+                 f"({model.precision_of(P)}):"))
+display(pd.DataFrame({"fp32 (the record)": start[list(PAIRS)],
+                      f"monitor, step 0 ({model.precision_of(P)})": cos_all.loc[steps[0], list(PAIRS)]}).round(4))
 first_order = []
 for logic in ["logic", "gsm8k", "fact"]:
     for out in gradients.first_order_steps(fp32_model, LOSSES["fact"], LOSSES[logic], P["first_order_etas"], [-1, 1]):
@@ -239,6 +248,8 @@ for logic in ["logic", "gsm8k", "fact"]:
 first_order = pd.DataFrame(first_order)
 del fp32_model
 outputs.write_table(P, "12_first_order", first_order)
+delta = first_order[first_order["L moved"] == "logic"].delta
+assert np.allclose(delta, abs(start["fact vs logic (δ)"]), rtol=1e-6), "the bound's δ is not the recorded start δ"
 for moved, d in first_order[first_order["L moved"] != "fact"].groupby("L moved"):
     ratio = d["|measured| ÷ bound"]  # NaN (a zero gradient) counts as the worst case
     worst = float(ratio.max()) if ratio.notna().all() else float("inf")

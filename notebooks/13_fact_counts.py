@@ -26,7 +26,7 @@
 # of 03's RLCP (the row "rlcp (03)", all of 03's seeds) is not evidence. The fresh probe uses each setting's first
 # seed, whose weights are kept: n = 1 seed.
 #
-# Reads: 01_data, 03_rlcp_training
+# Reads: 01_data, 03_rlcp_training, 04_probing
 
 # %%
 # Colab setup (does nothing elsewhere). A Colab badge opens this notebook alone in a fresh runtime: clone the study
@@ -83,6 +83,7 @@ retain_train, retain_heldout = facts.split_retain(study.retain)
 K = len(study.targets)
 reference, tok = model.load_for(P)
 config.check_probe_layer(P, reference.config.num_hidden_layers)
+del reference  # only its tokenizer is needed here; each setting's model is loaded when it is probed
 record_rows: list[dict] = []
 print(f"{K} targets; retain facts: {len(retain_train)} training half, {len(retain_heldout)} held out; 03's RLCP seeds {P['seeds']}")
 
@@ -155,9 +156,11 @@ for name in sorted(count_runs_all, key=n_facts_of.get):
 
 # %% [markdown]
 # ## A fresh country probe
-# As in 10: a logistic-regression probe trained at l* on the states of 01's probe
-# cities (other known cities of the 15 target countries) under every wording, tested on the setting's targets
-# among the 15, for the first seed's model of each setting and the original.
+# 04's country probe (`probing.country_probe_on_targets`, the rule 04 and 10 use): a logistic-regression probe
+# trained at l* on the states of 01's probe cities (other known cities of the 15 target countries, less one held
+# out per country, in `n_probe_seeds` splits) under every wording, tested on the setting's targets among the 15,
+# for the first seed's model of each setting. The original and 03's RLCP (all 15 targets) are 04's numbers, read
+# from the record.
 
 # %%
 probe_items = facts.build_items(tok, study.targets + study.probe_cities, study.questions, study.prompt_format)
@@ -166,38 +169,38 @@ label_of = {t["country"]: t["label"] for t in study.targets}
 probe_y = np.array([label_of[i["country"]] for i in probe_items])
 is_target = np.array([i["fact"] < K for i in probe_items])
 probe_city = np.array([i["city"] for i in probe_items])
+probe_country = np.array([i["country"] for i in probe_items])
+PROBE = "heldout_probe_accuracy.country_target.linear"  # 04's metric, one rule for every model (04, 10, here)
 
 
 def fresh_probe(lm, forgotten: set[str]) -> dict[str, pd.Series]:
-    """Per-target accuracy of the country probe at the city and the last token (targets in `forgotten`)."""
+    """Per-target accuracy (over splits and prompts) of the country probe at the city and the last token, for the
+    targets in `forgotten`."""
     states = probing.hidden_states_at(lm, [i["prompt_ids"] for i in probe_items], {"city": probe_pos}, P["eval_batch_size"], tok.pad_token_id)
-    test = is_target & np.isin(probe_city, list(forgotten))
     out = {}
     for pos in ["city", "last"]:
-        X = states[pos][:, P["probe_layer"]]
-        pred = probing.linear_probe(X[~is_target], probe_y[~is_target], probe_city[~is_target], X[test], P["seed"])
-        out[pos] = pd.Series(pred == probe_y[test]).groupby(probe_city[test]).mean()
+        t = probing.country_probe_on_targets(states[pos][:, P["probe_layer"]], probe_y, probe_city, probe_country, is_target,
+                                             P["n_probe_seeds"], P["seed"])
+        out[pos] = t[t.city.isin(forgotten)].groupby("city").correct.mean()
     return out
 
 
-probe_results = {"original": fresh_probe(reference, {t["city"] for t in study.targets})}
-for name in count_runs_all:
-    if name == "rlcp":
-        lm, forgotten = jobs.load_arm(P, "rlcp", study)[0], {t["city"] for t in study.targets}
-    else:
+probed_in_04 = results.summary(results.load(P), results.STUDY_DRAW)  # the original and 03's RLCP, as 04 measured them
+for row_, name in zip(count_table, sorted(count_runs_all, key=n_facts_of.get)):
+    if name != "rlcp":
         study_n = replace(study, targets=count_targets[name], retain=retain_heldout)
         lm = jobs.load_arm(sweeps.sweep_profile(P, P["fact_count_seeds"]), "rlcp", study_n, name=name)[0]
-        forgotten = {t["city"] for t in count_targets[name]} & {t["city"] for t in study.targets}
-    probe_results[name] = fresh_probe(lm, forgotten)
-    del lm
-for row_, name in zip(count_table, sorted(count_runs_all, key=n_facts_of.get)):
+        probed = fresh_probe(lm, {t["city"] for t in count_targets[name]} & {t["city"] for t in study.targets})
+        del lm
     for pos in ["city", "last"]:
-        acc = probe_results[name][pos]
-        r = sweeps.bootstrap_row(P, name, str(P["fact_count_seeds"][0]), f"country_probe.targets.{pos}_token", acc, "facts", 1, chance=1 / K)
-        row_[f"fresh probe, {pos} token, l* (chance {1 / K:.0%})"] = fmt(r["value"], r["ci_low"], r["ci_high"]) + f" (n = {len(acc)})"
-        if name != "rlcp":
+        if name == "rlcp":
+            r, n = probed_in_04.loc[("rlcp", f"{PROBE}.{pos}")], K
+        else:
+            r = sweeps.bootstrap_row(P, name, str(P["fact_count_seeds"][0]), f"{PROBE}.{pos}", probed[pos], "facts", 1, chance=1 / K)
             record_rows.append(r)
-orig_probe = {pos: probe_results["original"][pos].mean() for pos in ["city", "last"]}
+            r, n = pd.Series(r), len(probed[pos])
+        row_[f"fresh probe, {pos} token, l* (chance {1 / K:.0%})"] = fmt(r["value"], r["ci_low"], r["ci_high"]) + f" (n = {n})"
+orig_probe = {pos: probed_in_04.loc[("original", f"{PROBE}.{pos}")].value for pos in ["city", "last"]}
 count_table = pd.DataFrame(count_table)
 outputs.write_table(P, "13_fact_counts", count_table)
 display(Markdown(f"The original model: fresh probe {orig_probe['city']:.0%} at the city token and {orig_probe['last']:.0%} at the "

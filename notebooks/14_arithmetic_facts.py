@@ -141,6 +141,9 @@ for name in arith_runs:
     lm = jobs.load_arm(Pa, name.removeprefix("arith_"), arith_study, name=name)[0]
     two_step_by[name] = sweeps.solve_two_step(P, tok, task, lm)
     del lm
+# the per-prompt and per-problem rows that the original's and the two-step record rows average (study/recompute.py)
+outputs.write_table(P, "14_arith_original_per_item", pd.DataFrame(orig_items))
+outputs.write_table(P, "14_two_step_solved", pd.concat([d.assign(arm=name) for name, d in two_step_by.items()], ignore_index=True))
 arith_table = []
 for name in ["arith_original"] + list(arith_runs):
     s_ = arith_summary[name].set_index("metric") if "metric" in arith_summary[name] else arith_summary[name]

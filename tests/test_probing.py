@@ -131,3 +131,55 @@ def test_geometry_is_undefined_not_infinite_when_states_coincide():
     nn = probing.identity_nearest_neighbour(X, np.arange(12) % 4, np.arange(12) // 4)
     assert np.isnan(nn).all()
     assert not probing.states_coincide(X + rng.standard_normal(X.shape).astype(np.float32))
+
+
+def _country_data(rng, noise=0.1):
+    """3 countries (labels 0-2), each with a target city and 2-4 other cities, 4 prompts per city; states: the
+    country's one-hot direction plus noise."""
+    others = {"A": ["a1", "a2", "a3", "a4"], "B": ["b1", "b2", "b3"], "C": ["c1", "c2"]}
+    cities, countries = [], []
+    for k, cs in others.items():
+        for c in [f"target_{k}"] + cs:
+            cities += [c] * 4
+            countries += [k] * 4
+    cities, countries = np.array(cities), np.array(countries)
+    labels = np.array([{"A": 0, "B": 1, "C": 2}[k] for k in countries])
+    X = np.eye(3)[labels] * 3 + noise * rng.normal(size=(len(labels), 3))
+    return X, labels, cities, countries, np.char.startswith(cities, "target_"), others
+
+
+def test_country_held_out_draws_one_city_of_each_country_with_two_or_more():
+    others = {"B": ["b2", "b1"], "A": ["a1", "a3", "a2"], "C": ["c1"]}
+    for seed in range(5):
+        held = probing.country_held_out(others, seed)
+        assert len(held) == 2 and len(held & {"a1", "a2", "a3"}) == 1 and len(held & {"b1", "b2"}) == 1
+        assert held == probing.country_held_out(dict(reversed(list(others.items()))), seed)  # order of the dict: no matter
+        # the draws 04 made before the rule moved here: countries in alphabetical order, each from its sorted cities
+        rng = np.random.default_rng(seed)
+        assert held == {str(rng.choice(sorted(others[k]))) for k in ["A", "B"]}
+    assert len({frozenset(probing.country_held_out(others, s)) for s in range(10)}) > 1
+
+
+def test_country_probe_on_targets_trains_without_the_held_out_cities_and_tests_every_target(monkeypatch):
+    X, labels, cities, countries, is_target, others = _country_data(np.random.default_rng(0))
+    out = probing.country_probe_on_targets(X, labels, cities, countries, is_target, 3, 7)
+    assert len(out) == 3 * is_target.sum() and list(out.split.unique()) == [0, 1, 2]
+    assert out.correct.all()  # separable countries: every target prompt read right
+    assert set(out.city) == {"target_A", "target_B", "target_C"}
+
+    seen = []
+    real = probing.linear_probe
+    monkeypatch.setattr(probing, "linear_probe", lambda Xt, yt, groups, Xs, seed: seen.append((set(groups), seed)) or real(Xt, yt, groups, Xs, seed))
+    probing.country_probe_on_targets(X, labels, cities, countries, is_target, 3, 7)
+    for i, (trained_on, cv_seed) in enumerate(seen):
+        held = probing.country_held_out(others, 7 + i)
+        assert cv_seed == i and not trained_on & held and not any(c.startswith("target_") for c in trained_on)
+        assert trained_on | held == {c for cs in others.values() for c in cs}
+
+
+def test_country_probe_on_targets_is_near_chance_without_a_signal():
+    rng = np.random.default_rng(1)
+    X, labels, cities, countries, is_target, _ = _country_data(rng)
+    X = rng.normal(size=X.shape)
+    out = probing.country_probe_on_targets(X, labels, cities, countries, is_target, 3, 0)
+    assert out.correct.mean() < 0.8

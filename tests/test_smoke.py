@@ -206,7 +206,8 @@ def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
         for key in ("fluency.names_a_country.targets", "fluency.degenerate.targets"):
             assert 0 <= v.value(arm, key) <= 1
         assert v.value(arm, "lm_loss.ratio_to_original") > 0
-        assert v.chance(arm, "country_probe.targets.city_token") == pytest.approx(1 / p["n_targets"])
+        # the country probe on the targets: 04's rule for every arm (04 the paper's arms, 10 the benchmark's)
+        assert v.chance(arm, "heldout_probe_accuracy.country_target.linear.city") == pytest.approx(1 / p["n_targets"])
         if arm != "original":
             assert 0 <= v.value(arm, f"relearn.recall.step{top}") <= 1 and 0 <= v.value(arm, "benign_relearn.targets_recall") <= 1
     assert v.value("original", "lm_loss.ratio_to_original") == pytest.approx(1.0)
@@ -218,14 +219,18 @@ def test_unlearning_benchmark_trains_its_arms_and_measures_every_arm(smoke_run):
     arms = ["original", *p["arms"], *p["benchmark_arms"]]
     record = results.load_dir(out / "results").query("arm in @arms")
     owner = {"relearn.": "09_relearning", "benign_relearn.": "09_relearning", "fluency.": "10_unlearning_checks",
-             "lm_loss.": "10_unlearning_checks", "country_probe.targets.": "10_unlearning_checks",
+             "lm_loss.": "10_unlearning_checks",
              "retain_heldout.": "08_unlearning", "quant.": "09_relearning"}
     for prefix, notebook in owner.items():
         assert set(record[record.metric.str.startswith(prefix)].notebook) == {notebook}, prefix
+    probe = record[record.metric.str.startswith("heldout_probe_accuracy.country_target.linear.")]
+    assert {a: set(d.notebook) for a, d in probe.groupby("arm")} == {
+        **{a: {"04_probing"} for a in ["original", *p["arms"]]}, **{a: {"10_unlearning_checks"} for a in p["benchmark_arms"]}}
     # their measures of trained weights are cached analyses, one table per model
     for arm in arms:
-        assert (out / "analyses" / "09_relearning" / f"{arm}.csv").exists()
-        for name in ("fluency", "lm_loss", "country_probe"):
+        # 09 attacks every trained arm; the original's recall is 01's per-prompt rows, not measured again
+        assert (out / "analyses" / "09_relearning" / f"{arm}.csv").exists() == (arm != "original")
+        for name in ("fluency", "lm_loss") + (("country_probe",) if arm not in p["arms"] else ()):
             assert (out / "analyses" / "10_unlearning_checks" / f"{name}_{arm}.json").exists()
     assert (out / "figures" / "09_relearning.png").exists()
     # 09's quantization attack: every model of quant_arms through each format, its weight change; the original sits

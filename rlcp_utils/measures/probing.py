@@ -7,6 +7,8 @@ Probes here are always trained fresh, after training, on held-out data, never th
 - `linear_probe` / `mlp_probe`: scikit-learn classifiers on standardised states; the linear probe's
   regularisation is chosen by cross-validation over groups (templates or cities), so it is tuned for the
   kind of generalisation it is then tested on.
+- `country_probe_on_targets`: the country probe tested on the target cities, one rule for the three notebooks that
+  measure it (04: the paper's arms, 10: the benchmark's, 13: its settings), with `country_held_out`'s splits.
 - `control_labels`: Hewitt & Liang's control task, a random label per group (city), kept across templates;
   selectivity = accuracy on the real task minus accuracy on the control task.
 - `logit_lens`: the unembedding of an intermediate state, read as the model's answer at that layer.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import torch
 from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
@@ -113,6 +116,31 @@ def _only_class(y_train, X_test) -> np.ndarray:
     """Training labels of a single class (a control draw on few cities can give one): every classifier
     predicts that class; scikit-learn's refuse to fit."""
     return np.full(len(X_test), np.asarray(y_train)[0])
+
+
+def country_held_out(cities_by_country: dict[str, list[str]], seed: int) -> set[str]:
+    """The other cities that one split of the country probe holds out of its training (04 tests on them too): one
+    city, drawn with `seed`, of each country that has two or more, the countries taken in alphabetical order."""
+    rng = np.random.default_rng(seed)
+    return {str(rng.choice(sorted(cities))) for _, cities in sorted(cities_by_country.items()) if len(cities) >= 2}
+
+
+def country_probe_on_targets(X: np.ndarray, labels: np.ndarray, cities: np.ndarray, countries: np.ndarray,
+                             is_target: np.ndarray, n_splits: int, seed: int) -> pd.DataFrame:
+    """The linear country probe on the target cities, for one model at one position and layer. X: a state per
+    prompt; labels, cities, countries: each prompt's country class, city and country; the prompts of is_target are
+    tested, the others (other cities of the same countries) train. Split i trains on the other cities less
+    country_held_out(..., seed + i), its cross-validation seeded with i: 04's splits, so an arm's number is the
+    same in every notebook that measures it. One row per (split, target prompt): split, city, label, correct."""
+    other = ~is_target
+    by_country = pd.Series(cities[other]).groupby(countries[other]).unique().to_dict()
+    parts = []
+    for i in range(n_splits):
+        train = other & ~np.isin(cities, sorted(country_held_out(by_country, seed + i)))
+        pred = linear_probe(X[train], labels[train], cities[train], X[is_target], i)
+        parts.append(pd.DataFrame({"split": i, "city": cities[is_target], "label": labels[is_target],
+                                   "correct": pred == labels[is_target]}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def control_labels(groups: np.ndarray, n_classes: int, seed: int) -> np.ndarray:

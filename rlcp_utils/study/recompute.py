@@ -9,11 +9,17 @@ What is recomputed (the value; intervals need the bootstrap's random draws and a
   facts, an arm's the mean over seeds (per draw), and over draws the mean of the draws' means;
 - the original (01): tables/per_item_original.csv, the same formula per draw and over draws;
 - GSM8K (07): tables/07_gsm8k_scored.csv, the mean over problems, and the paired difference to the original;
-- relearning (09): analyses/09_relearning/<arm>.csv, each fact's recall after each budget (its held-out fold);
+- relearning and quantization (09): analyses/09_relearning/<arm>.csv, each fact's recall after each budget (its
+  held-out fold); <arm>_quantized.csv, each fact's score in each format;
 - unlearning checks (10): analyses/10_unlearning_checks/{fluency,country_probe}_<arm>.csv;
-- the first-order test (12): tables/12_first_order.csv, the worst |measured change| / bound.
-Not recomputable from per-prompt rows (their per-state measurements are not committed; the record holds the value of
-an aggregate table): 04's probes, 05's geometry, 06's attention, 11's and 14's GSM8K / two-step rows.
+- the first-order test (12): tables/12_first_order.csv, the worst |measured change| / bound;
+- the KL sweep's GSM8K replies (11): tables/11_kl_sweep_gsm8k_scored.csv, the mean over problems;
+- the arithmetic facts (14): the original's per-prompt rows (tables/14_arith_original_per_item.csv) and every
+  model's two-step problems (tables/14_two_step_solved.csv), each fact's mean over its problems, then over facts;
+- 04's probes at l* (tables/04_probe_outcomes_at_lstar.csv: each split's test prompts), and the same country probe
+  as 10 measures it for the benchmark's arms (10's per-prompt outcomes).
+Not recomputable from per-prompt rows yet (their per-state measurements are not committed; the record holds the
+value of an aggregate table): 04's control task and curves, 05's geometry, 06's attention.
 """
 
 from __future__ import annotations
@@ -78,6 +84,14 @@ def job_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def probe_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    """04's probes at l*, real labels: the mean over splits of the share of test prompts read right."""
+    t = _read(out / "tables" / "04_probe_outcomes_at_lstar.csv")
+    return pd.DataFrame([{"arm": arm, "seed": None, "fact_draw": "0", "metric": f"heldout_probe_accuracy.{test}.{probe}.{pos}",
+                          "recomputed": d.astype({"correct": float}).groupby("split").correct.mean().mean()}
+                         for (arm, test, probe, pos), d in t.groupby(["arm", "test", "probe", "position"])])
+
+
 def original_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
     items = _read(out / "tables" / "per_item_original.csv").assign(seed="all")
     rows = []
@@ -104,6 +118,13 @@ def gsm8k_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
 
 def relearning_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
     rows = []
+    for path in sorted((out / "analyses" / "09_relearning").glob("*_quantized.csv")):
+        # each format's scores: the mean over facts of each fact's score (kept as per_fact.<condition> rows)
+        t = _read(path)
+        per_fact = t[t.metric.str.startswith("per_fact.")]
+        for (fmt, fact_set, metric), d in per_fact.groupby(["fmt", "facts", "metric"]):
+            rows.append({"arm": path.stem.removesuffix("_quantized"), "seed": None, "fact_draw": "0",
+                         "metric": f"quant.{fmt}.{fact_set}.{metric.removeprefix('per_fact.')}", "recomputed": d.value.astype(float).mean()})
     for path in sorted((out / "analyses" / "09_relearning").glob("*.csv")):
         t = _read(path)
         if not {"attack", "budget", "fact", "correct"} <= set(t.columns):
@@ -131,9 +152,11 @@ def unlearning_check_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
                              "recomputed": d.astype({m: float}).groupby("fact")[m].mean().mean()})
     for path in sorted(folder.glob("country_probe_*.csv")):
         arm, p = path.stem.removeprefix("country_probe_"), _read(path)
-        for pos, d in p.groupby("position"):
-            rows.append({"arm": arm, "seed": None, "fact_draw": "0", "metric": f"country_probe.targets.{pos}_token",
-                         "recomputed": d.astype({"correct": float}).groupby("label").correct.mean().mean()})
+        if "city" not in p:  # a table of an older version of the notebook, left in a reused outputs folder
+            continue
+        for pos, d in p.groupby("position"):  # each target's accuracy over the probe's splits and its prompts
+            rows.append({"arm": arm, "seed": None, "fact_draw": "0", "metric": f"heldout_probe_accuracy.country_target.linear.{pos}",
+                         "recomputed": d.astype({"correct": float}).groupby("city").correct.mean().mean()})
     return pd.DataFrame(rows)
 
 
@@ -147,19 +170,41 @@ def first_order_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def kl_sweep_gsm8k_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    scored = _read(out / "tables" / "11_kl_sweep_gsm8k_scored.csv")
+    return pd.DataFrame([{"arm": arm, "seed": None, "fact_draw": "0", "metric": f"kl_sweep.gsm8k.{m}", "recomputed": d[m].astype(float).mean()}
+                         for arm, d in scored.groupby("arm") for m in ["n_tokens", "repeats_itself", "any_scaffolding", "correct"]])
+
+
+def arithmetic_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    """The original's arithmetic facts (its per-prompt rows) and every model's two-step problems: targeted ones are
+    those of the trained arms' target facts, held-out ones those of their held-out (retain) facts."""
+    rows = _prompt_scores(_read(out / "tables" / "14_arith_original_per_item.csv").assign(seed="all"), "arith_original", "all", "0")
+    jobs_items = pd.concat([_read(f) for f in sorted((out / "jobs").glob("arith_*/*/per_item.csv"))], ignore_index=True)
+    groups = {"targeted": set(jobs_items[jobs_items.facts == "targets"].city), "heldout": set(jobs_items[jobs_items.facts == "retain"].city)}
+    solved = _read(out / "tables" / "14_two_step_solved.csv")
+    for arm, d in solved.groupby("arm"):
+        for which, cities in groups.items():
+            for m in ["product_right", "step_right", "answer_right"]:
+                rows.append({"arm": arm, "seed": None, "fact_draw": "0", "metric": f"two_step.{which}.{m}",
+                             "recomputed": d[d.fact.isin(cities)].astype({m: float}).groupby("fact")[m].mean().mean()})
+    return pd.DataFrame(rows)
+
+
 # notebook -> the recipes that recompute some of its rows
 RECIPES: dict[str, list[Callable[[Path, pd.DataFrame], pd.DataFrame]]] = {
     "01_data": [original_scores],
     "02_baselines": [job_scores],
     "03_rlcp_training": [job_scores],
+    "04_probing": [probe_scores],
     "07_gsm8k": [gsm8k_scores],
     "08_unlearning": [job_scores],
     "09_relearning": [relearning_scores],
     "10_unlearning_checks": [unlearning_check_scores],
-    "11_kl_verbosity": [job_scores],
+    "11_kl_verbosity": [job_scores, kl_sweep_gsm8k_scores],
     "12_gradient_geometry": [first_order_scores],
     "13_fact_counts": [job_scores],
-    "14_arithmetic_facts": [job_scores],
+    "14_arithmetic_facts": [job_scores, arithmetic_scores],
 }
 
 
@@ -190,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         if not (out / "results" / f"{notebook}.csv").exists():
             print(f"{notebook}: no results file")
             continue
-        t = recompute(out, notebook)
+        try:
+            t = recompute(out, notebook)
+        except FileNotFoundError as err:  # a results file written by an older notebook that kept no such table
+            print(f"{notebook}: a per-prompt source is missing ({Path(err.filename).name}): rerun the notebook")
+            worst = float("inf")
+            continue
         bad = t[t.abs_diff > args.tolerance]
         worst = max(worst, float(t.abs_diff.max()) if len(t) else 0.0)
         print(f"{notebook}: {len(t)} rows recomputed, {len(bad)} differ (largest difference "
