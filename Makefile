@@ -34,7 +34,8 @@ check: $(STAMP)
 	$(PY) -m rlcp_utils.study.pipeline --check
 
 ## Retrain committed jobs from scratch and compare them with the committed ones (rlcp_utils/study/verify.py):
-## make verify JOBS="rlcp/seed0 grad_diff/seed0" (each job takes its training time: ~15-25 min on 2 cores).
+## make verify JOBS="rlcp/seed0 grad_diff/seed0" (each job takes its training time again: its job.json's train_seconds
+## on a machine like the one that trained it; far longer where its precision is emulated).
 JOBS ?= rlcp/seed0 grad_diff/seed0
 verify: $(STAMP)
 	$(PY) -m rlcp_utils.study.verify --profile $(PROFILE) $(foreach j,$(JOBS),--job $(j))

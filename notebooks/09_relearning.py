@@ -102,9 +102,9 @@ print(f"arms {TRAINED} (training seed {P['seeds'][0]}); relearning folds {folds}
 
 # %% [markdown]
 # ## The attacks, one cached table per model
-# Each model's table holds the greedy correctness of every no-context prompt of the tested targets: the
-# original's recall, and for each trained arm its held-out fold after each budget (one fine-tuned copy per
-# fold) and all targets after benign fine-tuning. A table is computed once and kept in
+# Each trained arm's table holds the greedy correctness of every no-context prompt of the tested targets: its
+# held-out fold after each budget (one fine-tuned copy per fold) and all targets after benign fine-tuning. The
+# original's recall on the same prompts is 01's per-prompt rows. A table is computed once and kept in
 # `analyses/09_relearning/` with its key (the parameters below, the model's job key, 01's data and the code of
 # the measures): a rerun with nothing changed reads it back without loading the model (`core/cache.py`).
 

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from rlcp_utils.core.config import REPO_ROOT, load_profile
 from rlcp_utils.data import facts
 
 
@@ -153,3 +154,17 @@ def test_jsonl_roundtrip(tmp_path):
     rows = [{"city": "Bogotá", "n": 1}, {"city": "Köln", "n": 2}]
     facts.write_jsonl(tmp_path / "x.jsonl", rows)
     assert facts.read_jsonl(tmp_path / "x.jsonl") == rows
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO_ROOT / "params").glob("*.yaml")))
+def test_every_profile_s_committed_fact_set_matches_its_selection_parameters(name):
+    """A profile that trains on a committed fact set can load it (its selection parameters are the profile's); a
+    profile with fewer draws than another on the same facts shares their first draws."""
+    profile = load_profile(name)
+    if profile["fact_set"] == facts.SCREENED:
+        pytest.skip(f"{name} trains on this machine's selection")
+    record = facts.load_fact_set(profile)
+    assert len(record["draws"]) == profile["fact_draws"]
+    default = json.loads(facts.fact_set_path("default").read_text())
+    if record["selected_with"] == {**default["selected_with"], "fact_draws": profile["fact_draws"]}:
+        assert record["draws"] == default["draws"][:profile["fact_draws"]]

@@ -184,3 +184,7 @@ def test_a_profile_keeps_one_precision(study, capsys, monkeypatch):
     machine("bf16")
     assert pipeline.main(["--profile", "smoke"]) == 0
     assert (out / "notebooks" / "01_first.ipynb").exists()
+
+    machine("fp32")  # nothing left to run: nothing to refuse; --force --only would mix precisions: refused
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    assert pipeline.main(["--profile", "smoke", "--force", "--only", "01_first"]) == 2

@@ -170,7 +170,8 @@ def test_country_probe_on_targets_trains_without_the_held_out_cities_and_tests_e
     seen = []
     real = probing.linear_probe
     monkeypatch.setattr(probing, "linear_probe", lambda Xt, yt, groups, Xs, seed: seen.append((set(groups), seed)) or real(Xt, yt, groups, Xs, seed))
-    probing.country_probe_on_targets(X, labels, cities, countries, is_target, 3, 7)
+    probing.country_probe_on_targets(X, labels, cities, countries, is_target, 3, 7, n_jobs=1)  # in this process
+    assert len(seen) == 3
     for i, (trained_on, cv_seed) in enumerate(seen):
         held = probing.country_held_out(others, 7 + i)
         assert cv_seed == i and not trained_on & held and not any(c.startswith("target_") for c in trained_on)

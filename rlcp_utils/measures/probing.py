@@ -126,21 +126,21 @@ def country_held_out(cities_by_country: dict[str, list[str]], seed: int) -> set[
 
 
 def country_probe_on_targets(X: np.ndarray, labels: np.ndarray, cities: np.ndarray, countries: np.ndarray,
-                             is_target: np.ndarray, n_splits: int, seed: int) -> pd.DataFrame:
+                             is_target: np.ndarray, n_splits: int, seed: int, n_jobs: int = -1) -> pd.DataFrame:
     """The linear country probe on the target cities, for one model at one position and layer. X: a state per
     prompt; labels, cities, countries: each prompt's country class, city and country; the prompts of is_target are
     tested, the others (other cities of the same countries) train. Split i trains on the other cities less
     country_held_out(..., seed + i), its cross-validation seeded with i: 04's splits, so an arm's number is the
-    same in every notebook that measures it. One row per (split, target prompt): split, city, label, correct."""
+    same in every notebook that measures it (the fits run the way 04's do: fit_predict_many's worker processes).
+    One row per (split, target prompt): split, city, label, correct."""
     other = ~is_target
     by_country = pd.Series(cities[other]).groupby(countries[other]).unique().to_dict()
-    parts = []
+    fits = []
     for i in range(n_splits):
         train = other & ~np.isin(cities, sorted(country_held_out(by_country, seed + i)))
-        pred = linear_probe(X[train], labels[train], cities[train], X[is_target], i)
-        parts.append(pd.DataFrame({"split": i, "city": cities[is_target], "label": labels[is_target],
-                                   "correct": pred == labels[is_target]}))
-    return pd.concat(parts, ignore_index=True)
+        fits.append(("linear", X[train], labels[train], cities[train], X[is_target], i))
+    return pd.concat([pd.DataFrame({"split": i, "city": cities[is_target], "label": labels[is_target], "correct": pred == labels[is_target]})
+                      for i, pred in enumerate(fit_predict_many(fits, n_jobs=n_jobs))], ignore_index=True)
 
 
 def control_labels(groups: np.ndarray, n_classes: int, seed: int) -> np.ndarray:

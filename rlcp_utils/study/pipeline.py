@@ -331,8 +331,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     notebooks = study_notebooks()
-    for name in forget_removed_notebooks(profile):
-        print(f"{name}: no such notebook any more; its manifest entry and executed copy are removed")
     if args.only:
         unknown = set(args.only) - {nb.stem for nb in notebooks}
         if unknown:
@@ -350,10 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     prec = resolve_precision(profile["precision"], profile["device"])
     print(f"profile {profile.name} ({profile.hash}): {profile['description']}")
     print(f"precision {prec['precision']}: {prec['reason']}")
-    conflict = None if args.force else precision_conflict(profile, prec["precision"])
+    # refused before anything is written, when something would run: --force without --only recomputes everything
+    # in this precision (no mixing); --force --only would mix
+    would_run = args.force or any(why is not None for why in plan(profile, notebooks).values())
+    conflict = precision_conflict(profile, prec["precision"]) if would_run and (args.only or not args.force) else None
     if conflict:
         print(f"error: {conflict}", file=sys.stderr)
         return 2
+    for name in forget_removed_notebooks(profile):
+        print(f"{name}: no such notebook any more; its manifest entry and executed copy are removed")
     print(f"training jobs: {executor_settings().kind}", flush=True)
     print(f"results go to {profile.output_dir}", flush=True)
     total = time.time()

@@ -4,8 +4,9 @@ they come from, by formulas written here independently of the code that produced
     python -m rlcp_utils.study.recompute --profile default     # prints each notebook's rows, recorded vs recomputed
 
 What is recomputed (the value; intervals need the bootstrap's random draws and are not):
-- scores of trained arms (02, 03, 08, 11, 13, 14: every record row of an arm that has job folders): per-prompt
-  rows of jobs/<arm>/<folder>/per_item.csv; a fact's score is the mean over its prompts, a seed's the mean over
+- scores of trained arms (02, 03, 08, 11, 13, 14: the record rows of an arm that has job folders, on the fact sets
+  and conditions its jobs scored; 08's and 13's subsets of them, retain_heldout.* and shared_targets.*, are not
+  recomputed here): per-prompt rows of jobs/<arm>/<folder>/per_item.csv; a fact's score is the mean over its prompts, a seed's the mean over
   facts, an arm's the mean over seeds (per draw), and over draws the mean of the draws' means;
 - the original (01): tables/per_item_original.csv, the same formula per draw and over draws;
 - GSM8K (07): tables/07_gsm8k_scored.csv, the mean over problems, and the paired difference to the original;
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             worst = float("inf")
             continue
         bad = t[t.abs_diff > args.tolerance]
-        worst = max(worst, float(t.abs_diff.max()) if len(t) else 0.0)
+        worst = max(worst, float(t.abs_diff.max()) if len(t) else float("inf"))  # no row recomputed: its sources are missing
         print(f"{notebook}: {len(t)} rows recomputed, {len(bad)} differ (largest difference "
               f"{t.abs_diff.max() if len(t) else float('nan'):.2e})")
         for r in bad.head(5).itertuples():

@@ -10,7 +10,7 @@ committed ones. The record goes to outputs/<profile>/verify/<name>_<folder>.json
 What "the same" means: every value of the job's record (accuracies and answer probabilities, all in [0, 1])
 within TOLERANCE[precision] of the committed value, and at least 1 - TOLERANCE[precision] of the per-prompt
 right/wrong decisions equal. On the machine that trained the job the numbers are identical (training and scoring
-are deterministic for a given number of torch threads, which job.json records); on another machine the last
+are deterministic for a given number of torch threads, which job.json records and verify uses); on another machine the last
 bits of bf16 arithmetic differ and may flip a borderline prompt. A job can only be checked when this checkout
 would train it the same way: its job key (parameters, facts, arm, seed, precision, code hash) must equal the
 committed one, else it is reported as not checkable (stale: `make check`).
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from rlcp_utils.core import results
 from rlcp_utils.core.config import ParameterError, load_profile
@@ -107,11 +108,14 @@ def verify_job(profile, spec: str) -> dict:
               "precision": info.get("precision"), "committed_code_sha256": info.get("code_sha256"),
               "committed_train_seconds": info.get("train_seconds"), "committed_torch_threads": info.get("torch_threads"),
               "checkout_commit": git_commit(), "machine_cpu_bf16_flags": cpu_bf16_flags()}
-    if info.get("name", info["arm"]) != info["arm"] or info["arm"] not in METHODS:
+    if spec.split("/")[0] != info["arm"] or info["arm"] not in METHODS:  # the folder of a sweep setting is not its arm
         return {**record, "verdict": "not checkable",
                 "why": "a sweep setting of an open-questions notebook (its parameters and facts are set in that notebook): "
                        "rerun the notebook with make reproduce FORCE=1"}
     study = facts.load_study_draws(profile)[record["fact_draw"]]
+    threads = torch.get_num_threads()
+    if info.get("torch_threads"):  # the last bits of a job's numbers depend on it
+        torch.set_num_threads(int(info["torch_threads"]))
     tmp = Path(tempfile.mkdtemp(prefix="rlcp-verify-"))
     # in the committed precision, whatever this machine would pick for 'auto' (slow where bf16 is emulated); the
     # retrained job (and its weights) go to a temporary folder, never over the committed one
@@ -129,6 +133,7 @@ def verify_job(profile, spec: str) -> dict:
             comparison = compare(folder, jobs.job_dir(profile, job.folder_name, job.seed, job.draw), tolerance)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        torch.set_num_threads(threads)
     ok = comparison["n_metrics_ok"] == comparison["n_metrics"] and comparison["per_prompt"]["ok"]
     return {**record, "tolerance": tolerance, "seconds": round(seconds, 1), **comparison,
             "verdict": "reproduced" if ok else "differs"}
