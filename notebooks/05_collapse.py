@@ -217,12 +217,14 @@ plt.show()
 # Written to `results/05_collapse.csv` as `collapse.<context>.<metric>`, one row per arm.
 
 # %%
-summary = []
+summary, outcomes = [], []
 for ctx in CONTEXTS:
     for arm in ARMS:
         X = states[ctx][arm][:, LSTAR]
         nn = probing.identity_nearest_neighbour(X, entity, frame)
         tp = type_probe_accuracy(X)
+        outcomes.append(pd.DataFrame({"context": ctx, "arm": arm, "entity": entity, "type": types, "target_city": is_target_city,
+                                      "identity_nn": nn, "type_probe": tp}))
         for name, ok, mask, chance in [
             ("identity_nn.city_target", nn, is_target_city, 1 / n_entities),
             ("identity_nn.fruit", nn, types == "fruit", 1 / n_entities),
@@ -241,6 +243,7 @@ for ctx in CONTEXTS:
                             "n_states": len(table), "spread": f"mean ± std over {len(FRAMES)} frames"})
 summary = pd.DataFrame(summary)
 outputs.write_table(P, "05_collapse_at_lstar", summary)
+outputs.write_table(P, "05_outcomes_at_lstar", pd.concat(outcomes, ignore_index=True))  # per state (study/recompute.py)
 result_rows = []
 for r in summary.itertuples():
     if np.isnan(r.value):  # undefined at this layer (all states identical): no number to record

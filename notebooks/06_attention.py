@@ -140,7 +140,8 @@ for arm in ARMS:
                             "entropy_all": attention.attention_entropy(mean_heads[block]),
                             "entropy_context": attention.attention_entropy(ctx[block]),
                             "n_tokens": mean_heads.shape[1], "n_context_tokens": ctx.shape[1]})
-measures = pd.DataFrame(records)
+MEASURES = ["evidence_weight", "context_weight", "entropy_all", "entropy_context"]
+measures = pd.DataFrame(records).astype({m: np.float64 for m in MEASURES})  # averaged in float64, as written to the CSVs
 outputs.write_table(P, "06_attention_by_layer", measures.groupby(["arm", "role", "layer"]).mean(numeric_only=True).reset_index())
 
 # %% [markdown]
@@ -181,11 +182,12 @@ plt.show()
 
 # %%
 at_l = measures[measures.layer == LSTAR]
+outputs.write_table(P, "06_attention_per_prompt_at_lstar", at_l)  # what the record's rows average (study/recompute.py)
 summary = []
 for arm in ARMS:
     for role in ["target", "retain"]:
         d = at_l[(at_l.arm == arm) & (at_l.role == role)]
-        for metric in ["evidence_weight", "entropy_context", "entropy_all", "context_weight"]:
+        for metric in MEASURES:
             per_fact = d.groupby("fact")[metric].mean().to_numpy()
             mean, lo, hi = evaluate.bootstrap_ci(per_fact, P["n_bootstrap"], P["seed"])
             summary.append({"arm": arm, "role": role, "metric": metric, "value": mean, "ci_low": lo, "ci_high": hi,

@@ -13,6 +13,8 @@ What is recomputed (the value; intervals need the bootstrap's random draws and a
 - relearning and quantization (09): analyses/09_relearning/<arm>.csv, each fact's recall after each budget (its
   held-out fold); <arm>_quantized.csv, each fact's score in each format;
 - unlearning checks (10): analyses/10_unlearning_checks/{fluency,country_probe}_<arm>.csv;
+- collapse (05): tables/05_outcomes_at_lstar.csv, identity nearest neighbour and type probe per state;
+- attention (06): tables/06_attention_per_prompt_at_lstar.csv, each fact's mean over its prompts, then over facts;
 - the first-order test (12): tables/12_first_order.csv, the worst |measured change| / bound;
 - the KL sweep's GSM8K replies (11): tables/11_kl_sweep_gsm8k_scored.csv, the mean over problems;
 - the arithmetic facts (14): the original's per-prompt rows (tables/14_arith_original_per_item.csv) and every
@@ -20,7 +22,8 @@ What is recomputed (the value; intervals need the bootstrap's random draws and a
 - 04's probes at l* (tables/04_probe_outcomes_at_lstar.csv: each split's test prompts), and the same country probe
   as 10 measures it for the benchmark's arms (10's per-prompt outcomes).
 Not recomputable from per-prompt rows yet (their per-state measurements are not committed; the record holds the
-value of an aggregate table): 04's control task and curves, 05's geometry, 06's attention.
+value of an aggregate table): 04's control task and curves, 05's centroid ratio and silhouette (mean ± std over
+frames of its per-layer table), 06's peak over layers (from its per-layer table).
 """
 
 from __future__ import annotations
@@ -91,6 +94,29 @@ def probe_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{"arm": arm, "seed": None, "fact_draw": "0", "metric": f"heldout_probe_accuracy.{test}.{probe}.{pos}",
                           "recomputed": d.astype({"correct": float}).groupby("split").correct.mean().mean()}
                          for (arm, test, probe, pos), d in t.groupby(["arm", "test", "probe", "position"])])
+
+
+def collapse_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    """05's per-state outcomes at l*: each entity's share over its frames, then the mean over the entities."""
+    t = _read(out / "tables" / "05_outcomes_at_lstar.csv")
+    rows = []
+    for (ctx, arm), d in t.groupby(["context", "arm"]):
+        for name, part, column in [("identity_nn.city_target", d[d.target_city.astype(bool)], "identity_nn"),
+                                   ("identity_nn.fruit", d[d.type == "fruit"], "identity_nn"),
+                                   ("identity_nn.number", d[d.type == "number"], "identity_nn"),
+                                   ("type_probe_heldout_entities", d, "type_probe")]:
+            rows.append({"arm": arm, "seed": None, "fact_draw": "0", "metric": f"collapse.{ctx}.{name}",
+                         "recomputed": part.astype({column: float}).groupby("entity")[column].mean().mean()})
+    return pd.DataFrame(rows)
+
+
+def attention_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    """06's attention measures at l*: each fact's mean over its prompts, then the mean over facts."""
+    t = _read(out / "tables" / "06_attention_per_prompt_at_lstar.csv")
+    return pd.DataFrame([{"arm": arm, "seed": None, "fact_draw": "0", "metric": f"attention.{m}.{role}",
+                          "recomputed": d.groupby("fact")[m].mean().mean()}
+                         for (arm, role), d in t.groupby(["arm", "role"])
+                         for m in ["evidence_weight", "entropy_context", "entropy_all", "context_weight"]])
 
 
 def original_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
@@ -198,6 +224,8 @@ RECIPES: dict[str, list[Callable[[Path, pd.DataFrame], pd.DataFrame]]] = {
     "02_baselines": [job_scores],
     "03_rlcp_training": [job_scores],
     "04_probing": [probe_scores],
+    "05_collapse": [collapse_scores],
+    "06_attention": [attention_scores],
     "07_gsm8k": [gsm8k_scores],
     "08_unlearning": [job_scores],
     "09_relearning": [relearning_scores],
