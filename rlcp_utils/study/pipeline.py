@@ -26,6 +26,7 @@ A failing notebook stops the run and names the failing cell.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -150,6 +151,18 @@ def _kernel_peak_rss(path: Path) -> dict:
         return {}
 
 
+@contextlib.contextmanager
+def environment(**values: str):
+    """These environment variables for the duration of a block (what it starts inherits them), then as they were."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
 def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool = False) -> float:
     out_dir = profile.sub("notebooks")
     final = out_dir / notebook.name
@@ -165,16 +178,15 @@ def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool 
     peak_file.unlink(missing_ok=True)
     env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", PIPELINE_ENV: "1", FORCE_ENV: "1" if force else "0",
            PEAK_RSS_ENV: str(peak_file)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     t0 = time.time()
     try:
         # the notebooks' own progress lines (stdout) go to this log as they come; papermill's cell bar is off
-        pm.execute_notebook(
-            str(notebook), str(partial), parameters={"profile": profile.argument},
-            kernel_name="python3", language="python", cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=log_output,
-            stdout_file=None if log_output else _Prefixed(sys.stdout, f"  {notebook.stem} | "),
-        )
+        with environment(**env):
+            pm.execute_notebook(
+                str(notebook), str(partial), parameters={"profile": profile.argument},
+                kernel_name="python3", language="python", cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=log_output,
+                stdout_file=None if log_output else _Prefixed(sys.stdout, f"  {notebook.stem} | "),
+            )
     except PapermillExecutionError as err:
         wall = time.time() - t0
         os.replace(partial, failed)
@@ -186,9 +198,6 @@ def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool 
             f"  the executed notebook with the traceback: {failed}\n"
             f"  fix the cause and rerun the same command: finished notebooks are not run again."
         ) from None
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     wall = time.time() - t0
     _relative_papermill_paths(partial)
     os.replace(partial, final)
@@ -350,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"precision {prec['precision']}: {prec['reason']}")
     # refused before anything is written, when something would run: --force without --only recomputes everything
     # in this precision (no mixing); --force --only would mix
-    would_run = args.force or any(why is not None for why in plan(profile, notebooks).values())
+    todo = plan(profile, notebooks, args.force)
+    would_run = any(why is not None for why in todo.values())
     conflict = precision_conflict(profile, prec["precision"]) if would_run and (args.only or not args.force) else None
     if conflict:
         print(f"error: {conflict}", file=sys.stderr)
@@ -360,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training jobs: {executor_settings().kind}", flush=True)
     print(f"results go to {profile.output_dir}", flush=True)
     total = time.time()
-    todo = plan(profile, notebooks, args.force)
     for i, nb in enumerate(notebooks, 1):
         reason = todo[nb.stem]
         if reason is None:

@@ -69,7 +69,7 @@ def _prompt_scores(items: pd.DataFrame, arm: str, seed: str, fact_draw: str) -> 
     out = []
     for (fact_set, condition), d in items.groupby(["facts", "condition"]):
         for metric, column in _metric_names(fact_set, condition).items():
-            if d[column].notna().all() and len(d):
+            if d[column].notna().all():  # the adversary's rows have no answer probability
                 out.append({"arm": arm, "seed": seed, "fact_draw": fact_draw, "metric": metric,
                             "recomputed": _score(d.astype({column: float}), column)})
     return out

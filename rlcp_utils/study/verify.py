@@ -22,9 +22,7 @@ trained weights after training (04-14's analyses): rerun those with `make reprod
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -42,6 +40,7 @@ from rlcp_utils.core.files import atomic_write_text, write_json
 from rlcp_utils.core.outputs import git_commit, markdown_table
 from rlcp_utils.data import facts
 from rlcp_utils.methods.registry import METHODS
+from rlcp_utils.study.pipeline import environment
 from rlcp_utils.training import jobs
 
 # Largest difference accepted, per precision, on any record value and on the share of per-prompt decisions that
@@ -86,21 +85,6 @@ def compare(committed: Path, retrained: Path, tolerance: float) -> dict:
                            "ok": bool(len(paired) == len(items_old) == len(items_new) and differ_share <= tolerance)}}
 
 
-@contextlib.contextmanager
-def _environment(**values: str):
-    """Set environment variables for the duration of a block, then restore them."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def verify_job(profile, spec: str) -> dict:
     """Retrain one committed job in a temporary outputs folder and compare it with the committed one."""
     folder, info = committed_job(profile, spec)
@@ -114,13 +98,14 @@ def verify_job(profile, spec: str) -> dict:
                        "rerun the notebook with make reproduce FORCE=1"}
     study = facts.load_study_draws(profile)[record["fact_draw"]]
     threads = torch.get_num_threads()
-    if info.get("torch_threads"):  # the last bits of a job's numbers depend on it
-        torch.set_num_threads(int(info["torch_threads"]))
     tmp = Path(tempfile.mkdtemp(prefix="rlcp-verify-"))
-    # in the committed precision, whatever this machine would pick for 'auto' (slow where bf16 is emulated); the
-    # retrained job (and its weights) go to a temporary folder, never over the committed one
+    # in the committed precision, whatever this machine would pick for 'auto' (slow where bf16 is emulated), and the
+    # committed torch threads (the last bits of a job's numbers depend on them); the retrained job (and its weights)
+    # go to a temporary folder, never over the committed one
     try:
-        with _environment(**{PRECISION_ENV: info.get("precision") or "", "RLCP_OUTPUTS_DIR": str(tmp)}):
+        if info.get("torch_threads"):
+            torch.set_num_threads(int(info["torch_threads"]))
+        with environment(**{PRECISION_ENV: info.get("precision") or "", "RLCP_OUTPUTS_DIR": str(tmp)}):
             job = jobs.Job(profile, info["arm"], info["seed"], study)
             if job.key != info.get("job_key"):
                 return {**record, "verdict": "not checkable",
