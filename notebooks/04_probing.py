@@ -104,18 +104,15 @@ def result_row(arm: str, metric: str, value, **fields) -> dict:
 # %%
 original, tok, _ = jobs.load_arm(P, "original", study)
 config.check_probe_layer(P, original.config.num_hidden_layers)
-country_label = {t["country"]: t["label"] for t in study.targets}
-probe_set = [dict(t, role="target") for t in study.targets] + [dict(c, role="other_city") for c in study.probe_cities]
-items = facts.build_items(tok, probe_set, study.questions, study.prompt_format)
-rows = pd.DataFrame({"city": [i["city"] for i in items], "country": [i["country"] for i in items],
-                     "role": [probe_set[i["fact"]]["role"] for i in items], "template": [i["question_id"] for i in items],
-                     "template_split": [i["question_split"] for i in items]})
-rows["label"] = rows.country.map(country_label)
+probe = probing.country_probe_prompts(tok, study)  # the prompts (and labels) 10 and 13 probe too
+items = probe.items
+rows = pd.DataFrame({"city": probe.city, "country": probe.country, "role": np.where(probe.is_target, "target", "other_city"),
+                     "template": [i["question_id"] for i in items], "template_split": [i["question_split"] for i in items],
+                     "label": probe.label})
 prompt_ids = [i["prompt_ids"] for i in items]
-city_position = [probing.last_token_of(tok, i["prompt"], i["city"], add_special_tokens=study.prompt_format == "plain")
-                 for i in items]
+city_position = probe.city_position
 answer_first_token = np.array([i["answer_ids"][0] for i in items])
-is_target = (rows.role == "target").to_numpy()
+is_target = probe.is_target
 print(f"{len(rows)} prompts: {is_target.sum()} of the {K} targets, {(~is_target).sum()} of {rows[~is_target].city.nunique()} "
       f"other cities in the same countries; {len(study.questions)} templates")
 rows.groupby(["country", "role"]).city.nunique().unstack(fill_value=0).T

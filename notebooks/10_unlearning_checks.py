@@ -100,18 +100,12 @@ fluency_items = (facts.build_items(tok, study.targets, heldout_q, study.prompt_f
 fluency_set = np.array(["targets"] * (K * len(heldout_q)) + ["retain_heldout"] * (len(retain_heldout) * len(heldout_q)))
 problems = gsm8k.load_problems()
 lm_ids = unlearning.text_ids(tok, [p["question"] + "\n" + p["solution"] for p in problems[-P["lm_loss_texts"]:]])
-probe_items = facts.build_items(tok, study.targets + study.probe_cities, study.questions, study.prompt_format)
-probe_city_pos = [probing.last_token_of(tok, i["prompt"], i["city"], add_special_tokens=study.prompt_format == "plain")
-                  for i in probe_items]
-label_of = {t["country"]: t["label"] for t in study.targets}
-probe_y = np.array([label_of[i["country"]] for i in probe_items])
-probe_cities, probe_countries = np.array([i["city"] for i in probe_items]), np.array([i["country"] for i in probe_items])
-probe_is_target = np.array([i["fact"] < K for i in probe_items])
+probe_prompts = probing.country_probe_prompts(tok, study)  # 04's prompts and labels
 # 04 records the country probe of the original and the paper's arms; here the benchmark's arms are measured, and the
 # original once more, to check that this is 04's rule (its number must equal 04's)
 PROBED_IN_04 = set(P["arms"])
-print(f"{len(fluency_items)} fluency prompts; {len(lm_ids)} texts for the loss; country probe: {(~probe_is_target).sum()} "
-      f"prompts of {len(study.probe_cities)} other cities -> {probe_is_target.sum()} target prompts; arms {ARMS}")
+print(f"{len(fluency_items)} fluency prompts; {len(lm_ids)} texts for the loss; country probe: {(~probe_prompts.is_target).sum()} "
+      f"prompts of {len(study.probe_cities)} other cities -> {probe_prompts.is_target.sum()} target prompts; arms {ARMS}")
 
 # %% [markdown]
 # ## The measures, three cached tables per model
@@ -144,11 +138,8 @@ def lm_loss(lm) -> pd.DataFrame:
 
 
 def country_probe(lm) -> pd.DataFrame:
-    states = probing.hidden_states_at(lm, [i["prompt_ids"] for i in probe_items], {"city": probe_city_pos},
-                                      P["eval_batch_size"], tok.pad_token_id)
-    return pd.concat([probing.country_probe_on_targets(states[pos][:, P["probe_layer"]], probe_y, probe_cities, probe_countries,
-                                                       probe_is_target, P["n_probe_seeds"], P["seed"]).assign(position=pos)
-                      for pos in ["city", "last"]], ignore_index=True)
+    return probing.country_probe_of_model(lm, probe_prompts, P["probe_layer"], P["n_probe_seeds"], P["seed"], P["eval_batch_size"],
+                                          tok.pad_token_id)
 
 
 def measured(arm: str) -> dict[str, pd.DataFrame]:
@@ -216,7 +207,7 @@ for arm in ARMS:
                 assert abs(recorded - mean) <= 1 / (probe.position == pos).sum() + 1e-9, f"{metric}: 04 {recorded:.4f}, here {mean:.4f}"
                 continue
             rows.append(row(arm, metric, mean, lo, hi, chance=1 / K, unit="facts", n_units=len(by_city),
-                            n_prompts=int(probe_is_target.sum()),
+                            n_prompts=int(probe_prompts.is_target.sum()),
                             interval=f"95% bootstrap over facts (mean over {P['n_probe_seeds']} splits)"))
 results.write(P, NOTEBOOK, rows)
 record = results.load(P)

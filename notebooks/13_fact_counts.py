@@ -163,26 +163,17 @@ for name in sorted(count_runs_all, key=n_facts_of.get):
 # from the record.
 
 # %%
-probe_items = facts.build_items(tok, study.targets + study.probe_cities, study.questions, study.prompt_format)
-probe_pos = [probing.last_token_of(tok, i["prompt"], i["city"], add_special_tokens=study.prompt_format == "plain") for i in probe_items]
-label_of = {t["country"]: t["label"] for t in study.targets}
-probe_y = np.array([label_of[i["country"]] for i in probe_items])
-is_target = np.array([i["fact"] < K for i in probe_items])
-probe_city = np.array([i["city"] for i in probe_items])
-probe_country = np.array([i["country"] for i in probe_items])
+probe_prompts = probing.country_probe_prompts(tok, study)
 PROBE = "heldout_probe_accuracy.country_target.linear"  # 04's metric, one rule for every model (04, 10, here)
 
 
 def fresh_probe(lm, forgotten: set[str]) -> dict[str, pd.Series]:
     """Per-target accuracy (over splits and prompts) of the country probe at the city and the last token, for the
     targets in `forgotten`."""
-    states = probing.hidden_states_at(lm, [i["prompt_ids"] for i in probe_items], {"city": probe_pos}, P["eval_batch_size"], tok.pad_token_id)
-    out = {}
-    for pos in ["city", "last"]:
-        t = probing.country_probe_on_targets(states[pos][:, P["probe_layer"]], probe_y, probe_city, probe_country, is_target,
-                                             P["n_probe_seeds"], P["seed"])
-        out[pos] = t[t.city.isin(forgotten)].groupby("city").correct.mean()
-    return out
+    t = probing.country_probe_of_model(lm, probe_prompts, P["probe_layer"], P["n_probe_seeds"], P["seed"], P["eval_batch_size"],
+                                       tok.pad_token_id)
+    t = t[t.city.isin(forgotten)]
+    return {pos: t[t.position == pos].groupby("city").correct.mean() for pos in ["city", "last"]}
 
 
 probed_in_04 = results.summary(results.load(P), results.STUDY_DRAW)  # the original and 03's RLCP, as 04 measured them

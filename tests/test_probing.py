@@ -184,3 +184,24 @@ def test_country_probe_on_targets_is_near_chance_without_a_signal():
     X = rng.normal(size=X.shape)
     out = probing.country_probe_on_targets(X, labels, cities, countries, is_target, 3, 0)
     assert out.correct.mean() < 0.8
+
+
+def test_country_probe_prompts_label_other_cities_by_their_country_s_target(tiny_tokenizer, tiny_model):
+    from types import SimpleNamespace
+
+    study = SimpleNamespace(
+        targets=[{"city": "Nairobi", "country": "Kenya", "label": 0}, {"city": "Lima", "country": "Peru", "label": 1}],
+        probe_cities=[{"city": "Cairo", "country": "Peru"}, {"city": "Tokyo", "country": "Kenya"}, {"city": "Paris", "country": "Peru"}],
+        questions=facts.split_templates(facts.QUESTION_TEMPLATES[:3], 1, "q"), prompt_format="chat")
+    p = probing.country_probe_prompts(tiny_tokenizer, study)
+    n_q = len(study.questions)
+    assert len(p.items) == 5 * n_q and p.is_target.tolist() == [True] * (2 * n_q) + [False] * (3 * n_q)
+    by_city = dict(zip(p.city, p.label))
+    assert by_city == {"Nairobi": 0, "Lima": 1, "Cairo": 1, "Tokyo": 0, "Paris": 1}  # the class is the country's target
+    for item, k in zip(p.items, p.city_position):
+        assert tiny_tokenizer.decode(item["prompt_ids"][: k + 1]).endswith(item["city"])
+
+    out = probing.country_probe_of_model(tiny_model, p, 1, 2, 0, 4, tiny_tokenizer.pad_token_id)
+    # both positions, every split, each target prompt once per split and position
+    assert sorted(out.position.unique()) == ["city", "last"] and sorted(out.split.unique()) == [0, 1]
+    assert len(out) == 2 * 2 * p.is_target.sum() and set(out.city) == {"Nairobi", "Lima"}

@@ -8,7 +8,8 @@ Probes here are always trained fresh, after training, on held-out data, never th
   regularisation is chosen by cross-validation over groups (templates or cities), so it is tuned for the
   kind of generalisation it is then tested on.
 - `country_probe_on_targets`: the country probe tested on the target cities, one rule for the three notebooks that
-  measure it (04: the paper's arms, 10: the benchmark's, 13: its settings), with `country_held_out`'s splits.
+  measure it (04: the paper's arms, 10: the benchmark's, 13: its settings), with `country_held_out`'s splits;
+  `country_probe_prompts` and `country_probe_of_model` give 10 and 13 its prompts and one model's outcomes.
 - `control_labels`: Hewitt & Liang's control task, a random label per group (city), kept across templates;
   selectivity = accuracy on the real task minus accuracy on the control task.
 - `logit_lens`: the unembedding of an intermediate state, read as the model's answer at that layer.
@@ -18,6 +19,7 @@ Probes here are always trained fresh, after training, on held-out data, never th
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,7 +35,7 @@ from sklearn.preprocessing import StandardScaler
 
 from rlcp_utils.core.batching import batches
 from rlcp_utils.core.progress import track
-from rlcp_utils.data.facts import last_token_of  # noqa: F401 (re-exported: notebooks read states at the city token)
+from rlcp_utils.data.facts import build_items, last_token_of  # last_token_of re-exported: notebooks read states at the city token
 from rlcp_utils.measures.states import hidden_states_at  # noqa: F401 (re-exported: the probes' input)
 
 # --- states ---------------------------------------------------------------------------------------------
@@ -141,6 +143,41 @@ def country_probe_on_targets(X: np.ndarray, labels: np.ndarray, cities: np.ndarr
         fits.append(("linear", X[train], labels[train], cities[train], X[is_target], i))
     return pd.concat([pd.DataFrame({"split": i, "city": cities[is_target], "label": labels[is_target], "correct": pred == labels[is_target]})
                       for i, pred in enumerate(fit_predict_many(fits, n_jobs=n_jobs))], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class CountryProbePrompts:
+    """The country probe's prompts: every target city, then every other known city of a target country (01's probe
+    cities), under every question template, context-free, in the study's prompt format. A prompt's label is the index
+    of the target fact with its country (as many classes as targets: chance 1 / len(targets))."""
+    items: list[dict]
+    city_position: list[int]  # the last token of the city's name in each prompt
+    label: np.ndarray
+    city: np.ndarray
+    country: np.ndarray
+    is_target: np.ndarray
+
+
+def country_probe_prompts(tokenizer, study) -> CountryProbePrompts:
+    """The prompts of 04's country probe for the study's targets and probe cities (a data.facts.StudyData)."""
+    items = build_items(tokenizer, study.targets + study.probe_cities, study.questions, study.prompt_format)
+    label_of = {t["country"]: t["label"] for t in study.targets}
+    plain = study.prompt_format == "plain"  # a plain prompt starts with the tokenizer's special tokens
+    return CountryProbePrompts(
+        items=items, city_position=[last_token_of(tokenizer, i["prompt"], i["city"], add_special_tokens=plain) for i in items],
+        label=np.array([label_of[i["country"]] for i in items]), city=np.array([i["city"] for i in items]),
+        country=np.array([i["country"] for i in items]), is_target=np.array([i["fact"] < len(study.targets) for i in items]))
+
+
+def country_probe_of_model(model, prompts: CountryProbePrompts, layer: int, n_splits: int, seed: int, batch_size: int,
+                           pad_token_id: int) -> pd.DataFrame:
+    """country_probe_on_targets for one model at `layer`, at the city's last token and at the last prompt token: one
+    row per (position, split, target prompt) with position, split, city, label, correct."""
+    states = hidden_states_at(model, [i["prompt_ids"] for i in prompts.items], {"city": prompts.city_position}, batch_size,
+                              pad_token_id)
+    return pd.concat([country_probe_on_targets(states[pos][:, layer], prompts.label, prompts.city, prompts.country,
+                                               prompts.is_target, n_splits, seed).assign(position=pos)
+                      for pos in ["city", "last"]], ignore_index=True)
 
 
 def control_labels(groups: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
