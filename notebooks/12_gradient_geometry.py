@@ -241,10 +241,10 @@ display(Markdown(f"The original model's cosines in fp32 (the record's start valu
 display(pd.DataFrame({"fp32 (the record)": start[list(PAIRS)],
                       f"monitor, step 0 ({model.precision_of(P)})": cos_all.loc[steps[0], list(PAIRS)]}).round(4))
 first_order = []
-for logic in ["logic", "gsm8k", "fact"]:
-    for out in gradients.first_order_steps(fp32_model, LOSSES["fact"], LOSSES[logic], P["first_order_etas"], [-1, 1]):
-        first_order.append({"η": out.pop("eta"), "step": {-1: "descent", 1: "ascent"}[out.pop("direction")], "L moved": logic, **out,
-                            "|measured| ÷ bound": abs(out["measured_change"]) / out["bound"] if out["bound"] > 0 else np.nan})
+for out in gradients.first_order_steps(fp32_model, LOSSES["fact"], {k: LOSSES[k] for k in ["logic", "gsm8k", "fact"]},
+                                      P["first_order_etas"], [-1, 1]):
+    first_order.append({"η": out.pop("eta"), "step": {-1: "descent", 1: "ascent"}[out.pop("direction")], "L moved": out.pop("moved"),
+                        **out, "|measured| ÷ bound": abs(out["measured_change"]) / out["bound"] if out["bound"] > 0 else np.nan})
 first_order = pd.DataFrame(first_order)
 del fp32_model
 outputs.write_table(P, "12_first_order", first_order)

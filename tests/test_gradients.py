@@ -62,23 +62,25 @@ def test_first_order_prediction_matches_a_small_step(tiny_model, tiny_tokenizer)
 
     model = copy.deepcopy(tiny_model).double()  # float64: a small step's loss change is far above rounding
     fact, logic = _loss(tiny_tokenizer, FACTS[:2]), _loss(tiny_tokenizer, FACTS[2:])
-    out, up = gradients.first_order_steps(model, fact, logic, [1e-4], [-1, 1])
-    assert (out["direction"], up["direction"]) == (-1, 1)
+    out, up, own_fact = gradients.first_order_steps(model, fact, {"logic": logic, "fact": fact}, [1e-4], [-1, 1])[:3]
+    assert (out["moved"], out["direction"], up["direction"], own_fact["moved"]) == ("logic", -1, 1, "fact")
     assert out["bound"] == pytest.approx(abs(out["first_order_prediction"]), rel=1e-6)  # at first order, equality
     assert out["measured_change"] == pytest.approx(out["first_order_prediction"], rel=0.02)
     assert 0 <= out["delta"] <= 1
     # a step on the logic loss itself lowers it by about eta * |grad|^2
-    (own,) = gradients.first_order_steps(model, logic, logic, [1e-4], [-1])
+    (own,) = gradients.first_order_steps(model, logic, {"logic": logic}, [1e-4], [-1])
     assert own["measured_change"] < 0 and own["delta"] == pytest.approx(1.0, abs=1e-6)
+    # the fact loss moved by its own step: its gradient is reused, the same closed form (delta 1, a descent)
+    assert own_fact["delta"] == pytest.approx(1.0, abs=1e-6) and own_fact["measured_change"] < 0
     # ascent (the direction unlikelihood forgets in) raises it: the prediction changes sign, the bound does not
     assert up["first_order_prediction"] == pytest.approx(-out["first_order_prediction"], rel=1e-9)
     assert up["bound"] == pytest.approx(out["bound"], rel=1e-9)
     assert up["measured_change"] == pytest.approx(up["first_order_prediction"], rel=0.02)
     # one step at a time gives the same rows as the batch
-    (alone,) = gradients.first_order_steps(model, fact, logic, [1e-4], [1])
+    (alone,) = gradients.first_order_steps(model, fact, {"logic": logic}, [1e-4], [1])
     assert alone["measured_change"] == pytest.approx(up["measured_change"], rel=1e-9)
     with pytest.raises(ValueError, match="direction"):
-        gradients.first_order_steps(model, fact, logic, [1e-4], [0])
+        gradients.first_order_steps(model, fact, {"logic": logic}, [1e-4], [0])
 
 def test_the_answer_loss_is_the_training_loss_and_the_monitor_measures_every_kth_step(tiny_model, tiny_tokenizer):
     qs = facts.split_templates(facts.QUESTION_TEMPLATES, 3, "q")

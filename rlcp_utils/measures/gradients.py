@@ -95,31 +95,35 @@ def _step(model, g: dict[str, torch.Tensor], eta: float) -> None:
         p -= eta * g[group][start:start + p.numel()].view_as(p).to(p.device, p.dtype)
 
 
-def first_order_steps(model, fact_loss, logic_loss, etas: list[float], directions: list[int]) -> list[dict[str, float]]:
-    """For every step size eta and direction (-1: the proposition's descent step, +1: the ascent that
-    unlikelihood takes to forget), one step of size eta along direction * grad L_fact on a copy of the model:
-    the measured change of the logic loss, its first-order prediction and Proposition 3.2's bound (the two
-    gradients computed once). With delta the measured |cos|, the bound equals |first-order prediction|
-    (Cauchy-Schwarz): what a step tests is whether the O(eta^2) terms stay small at this eta, that is whether
-    |measured| / bound stays near or below 1. Rows in the order of etas, then directions."""
+def first_order_steps(model, fact_loss, moved_losses: dict, etas: list[float], directions: list[int]) -> list[dict]:
+    """For every loss L in `moved_losses` (name -> L(model)), every step size eta and direction (-1: the proposition's
+    descent step, +1: the ascent that unlikelihood takes to forget), one step of size eta along direction * grad L_fact
+    on a copy of the model: the measured change of L, its first-order prediction and Proposition 3.2's bound. The fact
+    gradient is computed once, each L's once (the fact loss's own is reused when it is in `moved_losses`). With delta
+    the measured |cos|, the bound equals |first-order prediction| (Cauchy-Schwarz): what a step tests is whether the
+    O(eta^2) terms stay small at this eta, that is whether |measured| / bound stays near or below 1. Rows (moved, eta,
+    direction, ...) in the order of moved_losses, then etas, then directions."""
     if any(d not in (-1, 1) for d in directions):
         raise ValueError(f"direction must be -1 (descent) or +1 (ascent), got {directions}")
-    g_fact, g_logic = gradient(model, fact_loss), gradient(model, logic_loss)
-    dot = sum(float(g_fact[k] @ g_logic[k]) for k in g_fact)
-    delta = abs(cosines(g_fact, g_logic)["all"])
-    bound_per_eta = delta * norm(g_fact) * norm(g_logic)
-    with torch.no_grad():
-        before = float(logic_loss(model))
+    g_fact = gradient(model, fact_loss)
     rows = []
-    for eta in etas:
-        for direction in directions:
-            moved = copy.deepcopy(model)
-            with torch.no_grad():
-                _step(moved, g_fact, -direction * eta)
-                after = float(logic_loss(moved))
-            del moved
-            rows.append({"eta": eta, "direction": direction, "measured_change": after - before,
-                         "first_order_prediction": direction * eta * dot, "bound": eta * bound_per_eta, "delta": delta})
+    for name, loss in moved_losses.items():
+        g_moved = g_fact if loss is fact_loss else gradient(model, loss)
+        dot = sum(float(g_fact[k] @ g_moved[k]) for k in g_fact)
+        delta = abs(cosines(g_fact, g_moved)["all"])
+        bound_per_eta = delta * norm(g_fact) * norm(g_moved)
+        del g_moved  # one moved gradient in memory at a time (each is the model's size)
+        with torch.no_grad():
+            before = float(loss(model))
+        for eta in etas:
+            for direction in directions:
+                moved = copy.deepcopy(model)
+                with torch.no_grad():
+                    _step(moved, g_fact, -direction * eta)
+                    after = float(loss(moved))
+                del moved
+                rows.append({"moved": name, "eta": eta, "direction": direction, "measured_change": after - before,
+                             "first_order_prediction": direction * eta * dot, "bound": eta * bound_per_eta, "delta": delta})
     return rows
 
 
