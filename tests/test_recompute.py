@@ -50,3 +50,24 @@ def test_recompute_pairs_rows_and_reports_a_difference(tmp_path):
     assert len(t) == 1 and t.abs_diff.iloc[0] == 0
     record(0.6)
     assert recompute.recompute(out, "03_rlcp_training").abs_diff.iloc[0] == pytest.approx(0.1)
+
+
+def test_subsets_are_the_odd_retain_positions_and_the_first_targets(tmp_path):
+    import json
+
+    out = tmp_path / "default"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "retain.jsonl").write_text("".join(json.dumps({"city": c}) + "\n" for c in "pqrs"))  # q, s held out
+    (out / "data" / "targets.jsonl").write_text("".join(json.dumps({"city": c}) + "\n" for c in "abc"))
+    (out / "params.resolved.yaml").write_text("fact_counts: [2, 8]\n")  # shared: the first min(5, 3, 2) = 2 targets
+    job = out / "jobs" / "rlcp_2facts" / "seed0"
+    job.mkdir(parents=True)
+    rows = [{"seed": 0, "facts": "retain", "city": c, "correct": ok} for c, ok in zip("pqrs", (1, 0, 1, 1))]
+    rows += [{"seed": 0, "facts": "targets", "city": c, "correct": ok} for c, ok in zip("abc", (1, 0, 0))]
+    _items(rows).to_csv(job / "per_item.csv", index=False)
+    got = {r.metric: r.recomputed for r in recompute.subset_scores(out, pd.DataFrame(
+        [{"arm": "rlcp_2facts", "seed": "0", "fact_draw": "0", "metric": m} for m in
+         ["retain_heldout.no_context_recall.heldout", "shared_targets.no_context_recall.heldout"]])).itertuples()}
+    assert got["retain_heldout.no_context_recall.heldout"] == pytest.approx(0.5)  # q 0, s 1
+    assert got["retain_train.no_context_recall.heldout"] == pytest.approx(1.0)  # p 1, r 1
+    assert got["shared_targets.no_context_recall.heldout"] == pytest.approx(0.5)  # a 1, b 0 (c is not shared)

@@ -5,9 +5,12 @@ they come from, by formulas written here independently of the code that produced
 
 What is recomputed (the value; intervals need the bootstrap's random draws and are not):
 - scores of trained arms (02, 03, 08, 11, 13, 14: the record rows of an arm that has job folders, on the fact sets
-  and conditions its jobs scored; 08's and 13's subsets of them, retain_heldout.* and shared_targets.*, are not
-  recomputed here): per-prompt rows of jobs/<arm>/<folder>/per_item.csv; a fact's score is the mean over its prompts, a seed's the mean over
-  facts, an arm's the mean over seeds (per draw), and over draws the mean of the draws' means;
+  and conditions its jobs scored): per-prompt rows of jobs/<arm>/<folder>/per_item.csv; a fact's score is the mean
+  over its prompts, a seed's the mean over facts, an arm's the mean over seeds (per draw), and over draws the mean of
+  the draws' means;
+- 08's and 13's rows on subsets of those facts (retain_train.*, retain_heldout.*, shared_targets.*): the same rows
+  (01's for the original), the subsets read from data/ (the rule: even / odd positions of retain.jsonl, 13's first
+  targets of targets.jsonl);
 - the original (01): tables/per_item_original.csv, the same formula per draw and over draws;
 - GSM8K (07): tables/07_gsm8k_scored.csv, the mean over problems, and the paired difference to the original;
 - relearning and quantization (09): analyses/09_relearning/<arm>.csv, each fact's recall after each budget (its
@@ -29,12 +32,14 @@ frames of its per-layer table), 06's peak over layers (from its per-layer table)
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from rlcp_utils.core import results
 from rlcp_utils.core.config import load_profile
@@ -85,6 +90,33 @@ def job_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
         items = pd.concat([_read(f) for f in files], ignore_index=True)
         for seed, draw in record[record.arm == arm][["seed", "fact_draw"]].drop_duplicates().itertuples(index=False):
             rows += _prompt_scores(items, arm, seed, draw)
+    return pd.DataFrame(rows)
+
+
+def _cities(path: Path) -> list[str]:
+    return [json.loads(line)["city"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def subset_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    """08's and 13's rows on subsets of the facts, from the per-prompt rows job_scores reads (and 01's for the
+    original): the retain facts at even positions of data/retain.jsonl (retain_train: the benchmark's retain term
+    trains on them) and at odd positions (retain_heldout: no arm trains on them), and 13's targets trained by every
+    fact-count setting (shared_targets: the first min(5, n_targets, *fact_counts) of data/targets.jsonl)."""
+    retain, targets = _cities(out / "data" / "retain.jsonl"), _cities(out / "data" / "targets.jsonl")
+    fact_counts = yaml.safe_load((out / "params.resolved.yaml").read_text()).get("fact_counts") or []
+    subsets = {"retain_train": ("retain", set(retain[0::2])), "retain_heldout": ("retain", set(retain[1::2])),
+               "shared_targets": ("targets", set(targets[:min(5, len(targets), *fact_counts)]))}
+    wanted = record[record.metric.str.split(".").str[0].isin(subsets)]
+    rows = []
+    for arm, d in wanted.groupby("arm"):
+        if arm == "original":
+            items = _read(out / "tables" / "per_item_original.csv").assign(seed=0)
+        else:
+            items = pd.concat([_read(f) for f in sorted((out / "jobs" / arm).glob("*/per_item.csv"))], ignore_index=True)
+        in_subsets = pd.concat([items[(items.facts == kind) & items.city.isin(cities)].assign(facts=name)
+                                for name, (kind, cities) in subsets.items()], ignore_index=True)
+        for seed, draw in d[["seed", "fact_draw"]].drop_duplicates().itertuples(index=False):
+            rows += _prompt_scores(in_subsets, arm, seed, draw)
     return pd.DataFrame(rows)
 
 
@@ -227,12 +259,12 @@ RECIPES: dict[str, list[Callable[[Path, pd.DataFrame], pd.DataFrame]]] = {
     "05_collapse": [collapse_scores],
     "06_attention": [attention_scores],
     "07_gsm8k": [gsm8k_scores],
-    "08_unlearning": [job_scores],
+    "08_unlearning": [job_scores, subset_scores],
     "09_relearning": [relearning_scores],
     "10_unlearning_checks": [unlearning_check_scores],
     "11_kl_verbosity": [job_scores, kl_sweep_gsm8k_scores],
     "12_gradient_geometry": [first_order_scores],
-    "13_fact_counts": [job_scores],
+    "13_fact_counts": [job_scores, subset_scores],
     "14_arithmetic_facts": [job_scores, arithmetic_scores],
 }
 
