@@ -246,9 +246,9 @@ for arm, pos, task, kind, control in groups:
         # splits can test different prompts (fact task): average each unit (city) over the splits that test it
         by_split = [pd.Series(ps[test], index=rows.city[split(task, i)["tests"][test]].to_numpy()) for i, ps in enumerate(per_seed)]
         unit_acc = pd.concat(by_split).groupby(level=0).mean()
-        if not control:  # the per-prompt outcomes that the record's rows average (study/recompute.py)
-            prompt_outcomes += [pd.DataFrame({"arm": arm, "position": pos, "test": test, "probe": kind, "split": i,
-                                              "city": o.index, "correct": o.to_numpy()}) for i, o in enumerate(by_split)]
+        # the per-prompt outcomes that the record's rows (and the selectivity) average (study/recompute.py)
+        prompt_outcomes += [pd.DataFrame({"arm": arm, "position": pos, "test": test, "probe": kind, "labels": "control" if control else "real",
+                                          "split": i, "city": o.index, "correct": o.to_numpy()}) for i, o in enumerate(by_split)]
         mean, lo, hi = evaluate.bootstrap_ci(unit_acc.to_numpy(), P["n_bootstrap"], P["seed"])
         records.append({"arm": arm, "position": pos, "test": test, "probe": kind, "labels": "control" if control else "real",
                         "accuracy": float(np.mean([ps[test].mean() for ps in per_seed])), "ci_low": lo, "ci_high": hi,

@@ -22,10 +22,11 @@ What is recomputed (the value; intervals need the bootstrap's random draws and a
 - the KL sweep's GSM8K replies (11): tables/11_kl_sweep_gsm8k_scored.csv, the mean over problems;
 - the arithmetic facts (14): the original's per-prompt rows (tables/14_arith_original_per_item.csv) and every
   model's two-step problems (tables/14_two_step_solved.csv), each fact's mean over its problems, then over facts;
-- 04's probes at l* (tables/04_probe_outcomes_at_lstar.csv: each split's test prompts), and the same country probe
-  as 10 measures it for the benchmark's arms (10's per-prompt outcomes).
+- 04's probes at l* (tables/04_probe_outcomes_at_lstar.csv: each split's test prompts, real and control labels, and
+  their difference, the selectivity), and the same country probe as 10 measures it for the benchmark's arms (10's
+  per-prompt outcomes).
 Not recomputable from per-prompt rows yet (their per-state measurements are not committed; the record holds the
-value of an aggregate table): 04's control task and curves, 05's centroid ratio and silhouette (mean ± std over
+value of an aggregate table): 04's per-layer curves, 05's centroid ratio and silhouette (mean ± std over
 frames of its per-layer table), 06's peak over layers (from its per-layer table).
 """
 
@@ -121,11 +122,19 @@ def subset_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
 
 
 def probe_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
-    """04's probes at l*, real labels: the mean over splits of the share of test prompts read right."""
+    """04's probes at l*, real and control labels: the mean over splits of the share of test prompts read right; the
+    selectivity is real minus control (tables written before control outcomes were kept hold real labels only)."""
     t = _read(out / "tables" / "04_probe_outcomes_at_lstar.csv")
-    return pd.DataFrame([{"arm": arm, "seed": None, "fact_draw": "0", "metric": f"heldout_probe_accuracy.{test}.{probe}.{pos}",
-                          "recomputed": d.astype({"correct": float}).groupby("split").correct.mean().mean()}
-                         for (arm, test, probe, pos), d in t.groupby(["arm", "test", "probe", "position"])])
+    t = t if "labels" in t else t.assign(labels="real")
+    acc = {key: d.astype({"correct": float}).groupby("split").correct.mean().mean()
+           for key, d in t.groupby(["arm", "test", "probe", "position", "labels"])}
+    rows = [{"arm": arm, "seed": None, "fact_draw": "0", "recomputed": v,
+             "metric": f"heldout_probe_accuracy.{test}.{probe}.{pos}" + (".control" if labels == "control" else "")}
+            for (arm, test, probe, pos, labels), v in acc.items()]
+    rows += [{"arm": arm, "seed": None, "fact_draw": "0", "metric": f"probing.selectivity.{test}.{probe}.{pos}",
+              "recomputed": v - acc[(arm, test, probe, pos, "control")]}
+             for (arm, test, probe, pos, labels), v in acc.items() if labels == "real" and (arm, test, probe, pos, "control") in acc]
+    return pd.DataFrame(rows)
 
 
 def collapse_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
