@@ -233,7 +233,9 @@ for r in summary.itertuples():
     result_rows.append(result_row(r.arm, f"attention.{r.metric}.{r.role}", r.value, ci_low=float(r.ci_low),
                                   ci_high=float(r.ci_high), interval="95% bootstrap over facts", unit="facts",
                                   n_units=int(r.n_facts), n_prompts=int(r.n_prompts)))
-by_layer = measures[measures.role == "target"].groupby(["arm", "layer"]).evidence_weight.mean()
+targets_by_layer = measures.loc[measures.role == "target", ["arm", "fact", "template", "layer", "evidence_weight"]]
+outputs.write_table(P, "06_evidence_weight_per_prompt", targets_by_layer)  # what the peak rows read (study/recompute.py)
+by_layer = targets_by_layer.groupby(["arm", "layer"]).evidence_weight.mean()
 n_target_prompts = sum(it["role"] == "target" for it in items)
 for arm in ARMS:
     result_rows.append(result_row(arm, "attention.peak_evidence_layer", by_layer[arm].idxmax()))  # a layer index

@@ -18,6 +18,7 @@ What is recomputed (the value; intervals need the bootstrap's random draws and a
 - unlearning checks (10): analyses/10_unlearning_checks/{fluency,country_probe}_<arm>.csv;
 - collapse (05): tables/05_outcomes_at_lstar.csv, identity nearest neighbour and type probe per state;
 - attention (06): tables/06_attention_per_prompt_at_lstar.csv, each fact's mean over its prompts, then over facts;
+  the peak of the evidence weight over layers from tables/06_evidence_weight_per_prompt.csv (every layer, targets);
 - the first-order test (12): tables/12_first_order.csv, the worst |measured change| / bound;
 - the KL sweep's GSM8K replies (11): tables/11_kl_sweep_gsm8k_scored.csv, the mean over problems;
 - the arithmetic facts (14): the original's per-prompt rows (tables/14_arith_original_per_item.csv) and every
@@ -27,7 +28,7 @@ What is recomputed (the value; intervals need the bootstrap's random draws and a
   per-prompt outcomes).
 Not recomputable from per-prompt rows yet (their per-state measurements are not committed; the record holds the
 value of an aggregate table): 04's per-layer curves, 05's centroid ratio and silhouette (mean ± std over
-frames of its per-layer table), 06's peak over layers (from its per-layer table).
+frames of its per-layer table).
 """
 
 from __future__ import annotations
@@ -160,6 +161,20 @@ def attention_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
                          for m in ["evidence_weight", "entropy_context", "entropy_all", "context_weight"]])
 
 
+def attention_peak_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
+    """06's peak of the evidence weight over layers: per layer the mean over the target prompts, then its largest value
+    and the first layer that reaches it (tables/06_evidence_weight_per_prompt.csv)."""
+    t = _read(out / "tables" / "06_evidence_weight_per_prompt.csv")
+    rows = []
+    for arm, d in t.groupby("arm"):
+        per_layer = d.groupby("layer").evidence_weight.mean().sort_index()
+        peak = float(per_layer.max())
+        rows += [{"arm": arm, "seed": None, "fact_draw": "0", "metric": "attention.peak_evidence_weight", "recomputed": peak},
+                 {"arm": arm, "seed": None, "fact_draw": "0", "metric": "attention.peak_evidence_layer",
+                  "recomputed": float(per_layer.index[per_layer.to_numpy() == peak][0])}]
+    return pd.DataFrame(rows)
+
+
 def original_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
     items = _read(out / "tables" / "per_item_original.csv").assign(seed="all")
     rows = []
@@ -266,7 +281,7 @@ RECIPES: dict[str, list[Callable[[Path, pd.DataFrame], pd.DataFrame]]] = {
     "03_rlcp_training": [job_scores],
     "04_probing": [probe_scores],
     "05_collapse": [collapse_scores],
-    "06_attention": [attention_scores],
+    "06_attention": [attention_scores, attention_peak_scores],
     "07_gsm8k": [gsm8k_scores],
     "08_unlearning": [job_scores, subset_scores],
     "09_relearning": [relearning_scores],
