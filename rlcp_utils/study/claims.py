@@ -298,7 +298,10 @@ TABLE1_ROWS = ["targets.rag_accuracy.train", "targets.rag_accuracy.heldout", "ta
                "targets.no_context_recall.heldout", "targets.adversary_probe_accuracy.train",
                "targets.adversary_probe_accuracy.heldout", "retain.no_context_recall.train", "retain.rag_accuracy.train"]
 TABLE1_ARMS = ["original", "just_rag", "unlikelihood", "rlcp"]
-PAPER = {("rlcp", NO_CTX): "< 7%", ("just_rag", ADV): "88.5%", ("rlcp", ADV): "≈ 6.7% (chance)"}
+# the paper's numbers beside ours; its probe accuracy names no wording split: shown beside both of ours (the claim
+# "at chance" reads the held-out one)
+PAPER = {("rlcp", NO_CTX): "< 7%", **{(arm, key): number for key in (ADV, ADV_HO)
+                                      for arm, number in [("just_rag", "88.5%"), ("rlcp", "≈ 6.7% (chance)")]}}
 
 
 def table1(record: pd.DataFrame) -> pd.DataFrame:
