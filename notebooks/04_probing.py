@@ -104,15 +104,16 @@ def result_row(arm: str, metric: str, value, **fields) -> dict:
 # %%
 original, tok, _ = jobs.load_arm(P, "original", study)
 config.check_probe_layer(P, original.config.num_hidden_layers)
-probe = probing.country_probe_prompts(tok, study)  # the prompts (and labels) 10 and 13 probe too
-items = probe.items
-rows = pd.DataFrame({"city": probe.city, "country": probe.country, "role": np.where(probe.is_target, "target", "other_city"),
+probe_prompts = probing.country_probe_prompts(tok, study)  # the prompts (and labels) 10 and 13 probe too
+items = probe_prompts.items
+rows = pd.DataFrame({"city": probe_prompts.city, "country": probe_prompts.country,
+                     "role": np.where(probe_prompts.is_target, "target", "other_city"),
                      "template": [i["question_id"] for i in items], "template_split": [i["question_split"] for i in items],
-                     "label": probe.label})
+                     "label": probe_prompts.label})
 prompt_ids = [i["prompt_ids"] for i in items]
-city_position = probe.city_position
+city_position = probe_prompts.city_position
 answer_first_token = np.array([i["answer_ids"][0] for i in items])
-is_target = probe.is_target
+is_target = probe_prompts.is_target
 print(f"{len(rows)} prompts: {is_target.sum()} of the {K} targets, {(~is_target).sum()} of {rows[~is_target].city.nunique()} "
       f"other cities in the same countries; {len(study.questions)} templates")
 rows.groupby(["country", "role"]).city.nunique().unstack(fill_value=0).T

@@ -7,7 +7,7 @@ at most (first order) eta * delta * |grad L_fact| * |grad L_logic|. This module 
   (embeddings, attention and MLP of each block, norms), so cosines can be read per group and for the whole model;
 - `cosines(a, b)`: the cosine per group and over all parameters ("all");
 - `first_order_steps(...)`: plain steps of size eta along -grad L_fact (and +grad L_fact), the measured change of
-  L_logic, its first-order prediction -eta * <grad L_fact, grad L_logic> and the proposition's bound;
+  each moved loss L (L_logic, ...), its first-order prediction -eta * <grad L_fact, grad L> and the proposition's bound;
 - `answer_loss`: the loss measured (answer CE given a prompt, as in training), run in chunks of prompts so that a
   gradient over long prompts (GSM8K solutions) never holds every prompt's activations at once;
 - `monitor(...)`: cosines and norms of several losses' gradients every few steps along training, as rows

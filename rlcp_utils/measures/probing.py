@@ -9,7 +9,8 @@ Probes here are always trained fresh, after training, on held-out data, never th
   kind of generalisation it is then tested on.
 - `country_probe_on_targets`: the country probe tested on the target cities, one rule for the three notebooks that
   measure it (04: the paper's arms, 10: the benchmark's, 13: its settings), with `country_held_out`'s splits;
-  `country_probe_prompts` and `country_probe_of_model` give 10 and 13 its prompts and one model's outcomes.
+  `country_probe_prompts` gives 04, 10 and 13 its prompts, `country_probe_of_model` gives 10 and 13 one model's
+  outcomes.
 - `control_labels`: Hewitt & Liang's control task, a random label per group (city), kept across templates;
   selectivity = accuracy on the real task minus accuracy on the control task.
 - `logit_lens`: the unembedding of an intermediate state, read as the model's answer at that layer.

@@ -103,18 +103,24 @@ def subset_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
     """08's and 13's rows on subsets of the facts, from the per-prompt rows job_scores reads (and 01's for the
     original): the retain facts at even positions of data/retain.jsonl (retain_train: the benchmark's retain term
     trains on them) and at odd positions (retain_heldout: no arm trains on them), and 13's targets trained by every
-    fact-count setting (shared_targets: the first min(5, n_targets, *fact_counts) of data/targets.jsonl)."""
+    fact-count setting (shared_targets: the first min(5, n_targets, *fact_counts) of data/targets.jsonl). The record
+    must come from the 01 run whose data/ is committed beside it (true of current notebooks: a new 01 makes them stale)."""
+    wanted = record[record.metric.str.split(".").str[0].isin(["retain_train", "retain_heldout", "shared_targets"])]
+    if wanted.empty:
+        return pd.DataFrame()
     retain, targets = _cities(out / "data" / "retain.jsonl"), _cities(out / "data" / "targets.jsonl")
     fact_counts = yaml.safe_load((out / "params.resolved.yaml").read_text()).get("fact_counts") or []
     subsets = {"retain_train": ("retain", set(retain[0::2])), "retain_heldout": ("retain", set(retain[1::2])),
                "shared_targets": ("targets", set(targets[:min(5, len(targets), *fact_counts)]))}
-    wanted = record[record.metric.str.split(".").str[0].isin(subsets)]
     rows = []
     for arm, d in wanted.groupby("arm"):
         if arm == "original":
             items = _read(out / "tables" / "per_item_original.csv").assign(seed=0)
         else:
-            items = pd.concat([_read(f) for f in sorted((out / "jobs" / arm).glob("*/per_item.csv"))], ignore_index=True)
+            files = sorted((out / "jobs" / arm).glob("*/per_item.csv"))
+            if not files:
+                continue
+            items = pd.concat([_read(f) for f in files], ignore_index=True)
         in_subsets = pd.concat([items[(items.facts == kind) & items.city.isin(cities)].assign(facts=name)
                                 for name, (kind, cities) in subsets.items()], ignore_index=True)
         for seed, draw in d[["seed", "fact_draw"]].drop_duplicates().itertuples(index=False):
