@@ -34,7 +34,6 @@ frames of its per-layer table).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +44,7 @@ import yaml
 
 from rlcp_utils.core import results
 from rlcp_utils.core.config import load_profile
+from rlcp_utils.data import facts
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -95,10 +95,6 @@ def job_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _cities(path: Path) -> list[str]:
-    return [json.loads(line)["city"] for line in path.read_text().splitlines() if line.strip()]
-
-
 def subset_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
     """08's and 13's rows on subsets of the facts, from the per-prompt rows job_scores reads (and 01's for the
     original): the retain facts at even positions of data/retain.jsonl (retain_train: the benchmark's retain term
@@ -108,7 +104,7 @@ def subset_scores(out: Path, record: pd.DataFrame) -> pd.DataFrame:
     wanted = record[record.metric.str.split(".").str[0].isin(["retain_train", "retain_heldout", "shared_targets"])]
     if wanted.empty:
         return pd.DataFrame()
-    retain, targets = _cities(out / "data" / "retain.jsonl"), _cities(out / "data" / "targets.jsonl")
+    retain, targets = ([f["city"] for f in facts.read_jsonl(out / "data" / name)] for name in ["retain.jsonl", "targets.jsonl"])
     fact_counts = yaml.safe_load((out / "params.resolved.yaml").read_text()).get("fact_counts") or []
     subsets = {"retain_train": ("retain", set(retain[0::2])), "retain_heldout": ("retain", set(retain[1::2])),
                "shared_targets": ("targets", set(targets[:min(5, len(targets), *fact_counts)]))}
