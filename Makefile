@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench check memory verify
+.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench check memory verify cost
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ unit: $(STAMP)
 ## Performance benchmark (about 5-10 minutes on 2 cores): writes outputs/bench/bench.json.
 bench: $(STAMP)
 	$(PY) -m rlcp_utils.study.bench
+
+## What the study cost per notebook, with the jobs of earlier runs that a resumed run reused (seconds; reads the
+## manifest, the job.json files and the executor logs): writes outputs/bench/cost_$(PROFILE).md and job_walls_$(PROFILE).csv.
+cost: $(STAMP)
+	$(PY) -m rlcp_utils.study.cost --profile $(PROFILE)
 
 ## Memory (about 2 minutes): each notebook's peak from the manifests, and one training step of a random-initialised model
 ## of the paper's shape (Qwen2.5-0.5B): writes outputs/bench/memory.json.
