@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench check memory verify cost
+.PHONY: reproduce test unit smoke venv notebooks clean-smoke bench check memory verify cost prose
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench: $(STAMP)
 ## manifest, the job.json files and the executor logs): writes outputs/bench/cost_$(PROFILE).md and job_walls_$(PROFILE).csv.
 cost: $(STAMP)
 	$(PY) -m rlcp_utils.study.cost --profile $(PROFILE)
+
+## The documentation's prose with its numbers from the results record (seconds): docs/templates/*.md -> docs/*.md.
+prose: $(STAMP)
+	$(PY) -m rlcp_utils.study.prose --profile $(PROFILE)
 
 ## Memory (about 2 minutes): each notebook's peak from the manifests, and one training step of a random-initialised model
 ## of the paper's shape (Qwen2.5-0.5B): writes outputs/bench/memory.json.
