@@ -43,11 +43,9 @@ TEMPLATES = sorted(prose.TEMPLATES.glob("*.md"))
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
 def test_each_generated_document_is_its_template_rendered_from_the_committed_record(template):
-    from rlcp_utils.core.config import REPO_ROOT, load_profile
-    from rlcp_utils.study import pipeline
+    """Whether or not the record is current (make check), the committed document is what its template and the
+    committed record give: no number in it is typed."""
+    from rlcp_utils.core.config import REPO_ROOT
 
-    stale = pipeline.stale_outputs(load_profile("default"))
-    if stale:
-        pytest.xfail(f"outputs/default is stale (make check): {'; '.join(stale)}")
     document = REPO_ROOT / "docs" / template.name
     assert document.read_text() == prose.rendered_documents("default")[document], f"run `make prose`: {document.name} differs"

@@ -59,6 +59,7 @@ from rlcp_utils.core.outputs import (
     update_readme_table,
     write_json,
 )
+from rlcp_utils.study import prose
 
 
 
@@ -388,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if table.exists() and update_readme_table(REPO_ROOT / document, table.read_text(), block):
                 print(f"{document}: {block} block updated from", table.relative_to(REPO_ROOT))
+        try:  # the prose of docs/ whose numbers are placeholders of docs/templates/ (make prose)
+            for path, text in prose.rendered_documents(profile.name).items():
+                atomic_write_text(path, text)
+                print(f"{path.relative_to(REPO_ROOT)}: rendered from its template and the results record")
+        except KeyError as missing:
+            print(f"docs/ prose not rendered: {missing.args[0]}; edit docs/templates/ and run make prose", flush=True)
     return 0
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from rlcp_utils.core import config, results
 from rlcp_utils.core.files import atomic_write_text
+from rlcp_utils.core.outputs import README_BLOCKS, README_TABLES
 from rlcp_utils.study.claims_rules import View
 
 TEMPLATES = config.REPO_ROOT / "docs" / "templates"
@@ -69,11 +70,23 @@ def header(template: Path, profile: str) -> str:
             "edit the template, not this file. -->\n")
 
 
+def with_generated_blocks(text: str, document: Path) -> str:
+    """The document's generated table blocks (outputs.README_TABLES: the pipeline copies them in) filled from their
+    tables, so that rendering a template never brings back an older copy of one."""
+    for block, (table, _writer, doc) in README_TABLES.items():
+        start, end = README_BLOCKS[block]
+        source = config.REPO_ROOT / "outputs" / table
+        if config.REPO_ROOT / doc == document and start in text and end in text and source.exists():
+            head, rest = text.split(start, 1)
+            text = f"{head}{start}\n{source.read_text()}{end}{rest.split(end, 1)[1]}"
+    return text
+
+
 def rendered_documents(profile: str = "default") -> dict[Path, str]:
     """Each template's document (docs/<name>) and its text from the profile's record."""
     record = results.load(config.load_profile(profile))
-    return {config.REPO_ROOT / "docs" / t.name: header(t, profile) + render(t.read_text(), record)
-            for t in sorted(TEMPLATES.glob("*.md"))}
+    documents = {config.REPO_ROOT / "docs" / t.name: t for t in sorted(TEMPLATES.glob("*.md"))}
+    return {doc: with_generated_blocks(header(t, profile) + render(t.read_text(), record), doc) for doc, t in documents.items()}
 
 
 def main(argv=None) -> None:
