@@ -29,12 +29,13 @@ def test_each_placeholder_mode_writes_its_number():
     assert prose.render(f"{{{{{key}:draw=1}}}}", record) == "65.0% [60%, 70%]; seeds 60%–70%"
     assert prose.render(f"{{{{{key}:n}}}}", record) == "15 facts, 45 prompts, 2 seeds, 2 fact draws"
     assert prose.render("{{rmu:lm_loss_ratio:ratio}}", record) == "1.07 [1.07, 1.08]"
+    assert prose.render("{{rmu:lm_loss_ratio:int}}", record) == "1"
 
 
 def test_a_row_the_record_lacks_or_an_unknown_mode_stops_the_rendering():
     with pytest.raises(KeyError, match="npo:targets.rag_accuracy.heldout"):
         prose.render("{{rlcp:targets.rag_accuracy.heldout}} and {{npo:targets.rag_accuracy.heldout}}", _record())
-    with pytest.raises(ValueError, match="one of value, n, ratio"):
+    with pytest.raises(ValueError, match="one of value, n, ratio, int"):
         prose.render("{{rlcp:targets.rag_accuracy.heldout:mean}}", _record())
 
 
