@@ -15,7 +15,7 @@ def _record():
         {"arm": "rlcp", "seed": "all", "fact_draw": "1", "value": 0.65, "ci_low": 0.60, "ci_high": 0.70, "n_seeds": 2},
         {"arm": "rlcp", "seed": "all", "fact_draw": "all", "value": 0.75, "ci_low": 0.61, "ci_high": 0.894, "n_seeds": 2, "n_draws": 2},
     ]
-    frame = pd.DataFrame([{"metric": "targets.rag_accuracy.heldout", "unit": "facts", "n_units": 15, "n_prompts": 45, **r} for r in rows])
+    frame = pd.DataFrame([{"metric": "targets.rag_accuracy.heldout", "chance": 0.0, "unit": "facts", "n_units": 15, "n_prompts": 45, **r} for r in rows])
     ratio = pd.DataFrame([{"arm": "rmu", "seed": "0", "fact_draw": "0", "metric": "lm_loss_ratio", "value": 1.0712,
                            "ci_low": 1.07, "ci_high": 1.081, "unit": "texts", "n_units": 50, "n_seeds": 1}])
     return results.frame(pd.concat([frame, ratio]).to_dict("records"), "08_unlearning")
@@ -30,12 +30,13 @@ def test_each_placeholder_mode_writes_its_number():
     assert prose.render(f"{{{{{key}:n}}}}", record) == "15 facts, 45 prompts, 2 seeds, 2 fact draws"
     assert prose.render("{{rmu:lm_loss_ratio:ratio}}", record) == "1.07 [1.07, 1.08]"
     assert prose.render("{{rmu:lm_loss_ratio:int}}", record) == "1"
+    assert prose.render(f"{{{{{key}:chance}}}}", record) == "0.0%"
 
 
 def test_a_row_the_record_lacks_or_an_unknown_mode_stops_the_rendering():
     with pytest.raises(KeyError, match="npo:targets.rag_accuracy.heldout"):
         prose.render("{{rlcp:targets.rag_accuracy.heldout}} and {{npo:targets.rag_accuracy.heldout}}", _record())
-    with pytest.raises(ValueError, match="one of value, n, ratio, int"):
+    with pytest.raises(ValueError, match="one of value, n, ratio, int, chance"):
         prose.render("{{rlcp:targets.rag_accuracy.heldout:mean}}", _record())
 
 

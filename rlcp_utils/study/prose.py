@@ -11,6 +11,7 @@ each is written the way the claims table writes numbers (claims_rules.View.shown
     {{rlcp:targets.rag_accuracy.heldout:n}}        15 facts, 45 prompts, 3 seeds, 3 fact draws
     {{rmu:lm_loss_ratio.gsm8k:ratio}}              1.07 [1.07, 1.08] (not a percentage)
     {{rlcp:attention.peak_evidence_layer:int}}     24              (a count or an index)
+    {{rlcp:gsm8k.correct:chance}}                  6.0%            (the row's chance level)
 
 A placeholder the record lacks stops the rendering with its name: a rewritten metric cannot leave a stale number
 behind. The words around the numbers are the template's; read them again after a regeneration.
@@ -31,7 +32,7 @@ from rlcp_utils.study.claims_rules import View
 
 TEMPLATES = config.REPO_ROOT / "docs" / "templates"
 PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
-MODES = ("value", "n", "ratio", "int")
+MODES = ("value", "n", "ratio", "int", "chance")
 
 
 def _one(view: View, record: pd.DataFrame, spec: str) -> str:
@@ -45,6 +46,8 @@ def _one(view: View, record: pd.DataFrame, spec: str) -> str:
         return f"{view.value(arm, metric):.1%}"
     if mode == "n":
         return view.n(arm, metric)
+    if mode == "chance":
+        return f"{view.chance(arm, metric):.1%}"
     if mode == "int":
         return f"{view.value(arm, metric):.0f}"
     return view.shown(arm, metric, pct=mode != "ratio")
