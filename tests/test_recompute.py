@@ -71,3 +71,24 @@ def test_subsets_are_the_odd_retain_positions_and_the_first_targets(tmp_path):
     assert got["retain_heldout.no_context_recall.heldout"] == pytest.approx(0.5)  # q 0, s 1
     assert got["retain_train.no_context_recall.heldout"] == pytest.approx(1.0)  # p 1, r 1
     assert got["shared_targets.no_context_recall.heldout"] == pytest.approx(0.5)  # a 1, b 0 (c is not shared)
+
+
+def _current_default_notebooks():
+    from rlcp_utils.core.config import REPO_ROOT, load_profile
+    from rlcp_utils.study import pipeline
+
+    stale = pipeline.stale_outputs(load_profile("default"))
+    out = REPO_ROOT / "outputs" / "default"
+    return [nb for nb in recompute.RECIPES if nb not in stale and (out / "results" / f"{nb}.csv").exists()]
+
+
+@pytest.mark.parametrize("notebook", _current_default_notebooks())
+def test_the_committed_default_rows_recompute_from_their_committed_per_prompt_rows(notebook):
+    """Every notebook of outputs/default that is current against this checkout (make check): its recorded rows are
+    what the committed per-prompt rows give (a stale notebook is left to the regeneration)."""
+    from rlcp_utils.core.config import REPO_ROOT
+
+    t = recompute.recompute(REPO_ROOT / "outputs" / "default", notebook)
+    assert len(t), f"{notebook}: no record row recomputed"
+    bad = t[t.abs_diff > 1e-9]
+    assert bad.empty, f"{notebook}: rows differ from their per-prompt rows:\n{bad.head().to_string()}"
