@@ -116,20 +116,21 @@ def notebook_costs(profile_dir: Path, walls: pd.DataFrame) -> pd.DataFrame:
         last_wall = float(entry.get("wall_s") or 0.0)
         last_start = datetime.fromisoformat(entry["finished_utc"]) - pd.Timedelta(seconds=last_wall)
         earlier, inline, inline_s, paused = [], 0, 0.0, 0
-        logged = {}
-        for r in done[done["notebook"] == name].itertuples():
+        logs = done[done["notebook"] == name]
+        logged = set()
+        for r in logs.itertuples():
             info = finished.get(r.job)
             start, end = datetime.fromisoformat(r.start_utc), datetime.fromisoformat(r.end_utc)
             if info is None or not (start <= datetime.fromisoformat(info["finished_utc"]) <= end + pd.Timedelta(seconds=60)):
                 continue  # this log trained a job that was later replaced (other code) or is not committed
-            logged[r.job] = True
+            logged.add(r.job)
             if end <= last_start:
                 earlier.append((start, end))
                 paused += int(r.pauses)
-        notebook_jobs = set(done.loc[done["notebook"] == name, "job"])
+        arms = {job.split("/")[0] for job in logs["job"]}
         for job, info in finished.items():
             # inline jobs of this notebook: same arm folder as its logged jobs, finished before the last run, no log
-            if job in logged or job.split("/")[0] not in {j.split("/")[0] for j in notebook_jobs}:
+            if job in logged or job.split("/")[0] not in arms:
                 continue
             if datetime.fromisoformat(info["finished_utc"]) <= last_start:
                 inline += 1

@@ -62,7 +62,6 @@ from rlcp_utils.core.outputs import (
 from rlcp_utils.study import prose
 
 
-
 def study_notebooks() -> list[Path]:
     """The numbered notebooks (NN_name.ipynb), in order."""
     return sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -390,9 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             if table.exists() and update_readme_table(REPO_ROOT / document, table.read_text(), block):
                 print(f"{document}: {block} block updated from", table.relative_to(REPO_ROOT))
         try:  # the prose of docs/ whose numbers are placeholders of docs/templates/ (make prose)
-            for path, text in prose.rendered_documents(profile.name).items():
-                atomic_write_text(path, text)
-                print(f"{path.relative_to(REPO_ROOT)}: rendered from its template and the results record")
+            print("rendered from the results record:", *(p.relative_to(REPO_ROOT) for p in prose.write_documents(profile.name)))
         except KeyError as missing:
             print(f"docs/ prose not rendered: {missing.args[0]}; edit docs/templates/ and run make prose", flush=True)
     return 0

@@ -95,12 +95,20 @@ def rendered_documents(profile: str = "default") -> dict[Path, str]:
     return {doc: with_generated_blocks(header(t, profile) + render(t.read_text(), record), doc) for doc, t in documents.items()}
 
 
+def write_documents(profile: str = "default") -> list[Path]:
+    """Render every template into its document (what `make prose` and the pipeline after a default run do); KeyError
+    names the placeholders the record lacks, and then nothing is written."""
+    documents = rendered_documents(profile)
+    for path, text in documents.items():
+        atomic_write_text(path, text)
+    return list(documents)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="default")
     args = ap.parse_args(argv)
-    for path, text in rendered_documents(args.profile).items():
-        atomic_write_text(path, text)
+    for path in write_documents(args.profile):
         print(f"wrote {path.relative_to(config.REPO_ROOT)}")
 
 
