@@ -14,24 +14,29 @@ import pytest
 
 from rlcp_utils.data import facts
 from rlcp_utils.core.config import REPO_ROOT, load_profile
+from rlcp_utils.study import checked_outputs
 from rlcp_utils.study.pipeline import study_notebooks
 
 pytestmark = pytest.mark.smoke
 
 
 @pytest.fixture(scope="module")
-def smoke_run(smoke_run_started):
-    """The nbval run that tests/conftest.py started before the first test, once it has finished."""
-    code, printed = smoke_run_started.finished()
-    assert code == 0, f"nbval failed (log: {smoke_run_started.log}):\n" + printed[-6000:]
-    root = smoke_run_started.root
-    return root / "outputs" / "smoke", root / "executed", printed
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    prepared = checked_outputs.prepare(root / "prepared", "smoke")
+    env = {**os.environ, "RLCP_OUTPUTS_DIR": str(root / "outputs"), "MPLBACKEND": "Agg",
+           checked_outputs.EXECUTED_ENV: str(root / "executed")}
+    run = subprocess.run(checked_outputs.nbval_command(prepared), cwd=root / "prepared", env=env, capture_output=True,
+                         text=True, timeout=1500)
+    (root / "nbval.log").write_text(run.stdout + run.stderr)
+    assert run.returncode == 0, f"nbval failed (log: {root / 'nbval.log'}):\n" + run.stdout[-6000:]
+    return root / "outputs" / "smoke", root / "executed", run
 
 
 def test_every_notebook_ran_under_nbval_and_recorded_its_own_peak_memory(smoke_run):
     out, executed, run = smoke_run
     manifest = json.loads((out / "manifest.json").read_text())
-    assert " passed" in run and " failed" not in run
+    assert " passed" in run.stdout and " failed" not in run.stdout
     for nb in study_notebooks():
         entry = manifest["notebooks"][nb.stem]
         assert entry["status"] == "direct" and (executed / nb.name).exists()
