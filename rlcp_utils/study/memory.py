@@ -27,12 +27,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from rlcp_utils.core import config, model, outputs
 from rlcp_utils.core.notebook import peak_rss_gib
 from rlcp_utils.study import bench, pipeline
+from rlcp_utils.study.gpu import GIB, PAPER_SHAPE  # noqa: F401  (PAPER_SHAPE: also read by the tests)
 
-# Qwen/Qwen2.5-0.5B-Instruct's shape (its config.json on the hub)
-PAPER_SHAPE = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                   num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768,
-                   rope_theta=1000000.0)
-GIB = 2**30
 
 
 def paper_shape_step(batch_size: int = 4, n_facts: int = 15) -> dict:
