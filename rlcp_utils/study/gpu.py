@@ -106,6 +106,8 @@ def _step_flops(lm, probe, method, weights, inputs, settings) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     step = loop._StepBuilder(lm, method, inputs, settings)(0, list(range(settings.batch_size)), 0.5)
+    attention = lm.config._attn_implementation
+    lm.set_attn_implementation("eager")  # the counter cannot size CUDA's SDPA with grouped KV heads in bf16; same FLOPs
     lm.train()
     with FlopCounterMode(display=False) as counter:
         with autocast(lm):
@@ -113,6 +115,7 @@ def _step_flops(lm, probe, method, weights, inputs, settings) -> int:
         losses["total"].backward()
     lm.zero_grad(set_to_none=True)
     lm.eval()
+    lm.set_attn_implementation(attention)
     return int(counter.get_total_flops())
 
 
