@@ -20,6 +20,17 @@ def test_the_paper_profile_on_a_gpu_is_computed_from_its_shape():
     assert out["fits_16_gb_t4"] and not memory.paper_profile_memory({"parameters": n, "host_peak_rss_gib": 15.0})["fits_16_gb_t4"]
 
 
+def test_a_gpu_measurement_decides_the_t4_fit_over_the_cpu_step():
+    step = {"parameters": 494_032_768, "host_peak_rss_gib": 9.5}
+    def gpu(training, generation):
+        parts = {"training": {"peak_reserved_gib": training}, "generation": {"peak_reserved_gib": generation}}
+        return {"gpu": "G", "commit": "c", "shapes": {"paper": {"by_precision": {"fp32": parts, "bf16": {}}}}}
+    fits = memory.paper_profile_memory(step, gpu(10.5, 4.3))
+    assert fits["fits_16_gb_t4"] and fits["measured_on_gpu"]["training_peak_reserved_gib"] == 10.5
+    # the larger of the two fp32 peaks plus the CUDA context must stay under what a T4 offers
+    assert not memory.paper_profile_memory(step, gpu(4.0, memory.T4_USABLE_GIB - 0.2))["fits_16_gb_t4"]
+
+
 def test_the_paper_shape_has_qwen_05b_parameters():
     from transformers import AutoConfig
 

@@ -29,6 +29,11 @@ from rlcp_utils.core.notebook import peak_rss_gib
 from rlcp_utils.study import bench, pipeline
 from rlcp_utils.study.gpu import GIB, PAPER_SHAPE  # noqa: F401  (PAPER_SHAPE: also read by the tests)
 
+CUDA_CONTEXT_GIB = 0.5
+GPU_RECORD = config.REPO_ROOT / "outputs" / "bench" / "gpu.json"  # study.gpu, run on a lent GPU
+# of a T4's 16 GB, about 15,100 MiB are usable with ECC on (a commonly reported figure, not measured here)
+T4_USABLE_GIB = 14.7
+
 
 
 def paper_shape_step(batch_size: int = 4, n_facts: int = 15) -> dict:
@@ -46,10 +51,12 @@ def paper_shape_step(batch_size: int = 4, n_facts: int = 15) -> dict:
             "host_peak_rss_gib": peak_rss_gib()["peak_rss_gib"], "wall_s": round(time.perf_counter() - t0, 1)}
 
 
-def paper_profile_memory(step: dict, profile: str = "paper") -> dict:
+def paper_profile_memory(step: dict, gpu: dict | None = None, profile: str = "paper") -> dict:
     """The paper profile on a GPU: the training state computed from the parameter count (fp32 weights of the trained
     model and the frozen reference, gradients, AdamW's two moments), next to the measured CPU peak of a step (which
-    adds activations and the framework); the KV cache of batched greedy generation at the profile's settings."""
+    adds activations and the framework); the KV cache of batched greedy generation at the profile's settings.
+    `gpu`: study.gpu's record (outputs/bench/gpu.json), measured on a GPU: its fp32 peaks (a T4's precision) decide
+    whether the profile fits a 16 GB T4; without it, the CPU step's peak does."""
     P = config.load_profile(profile)
     n = step["parameters"]
     head_dim = PAPER_SHAPE["hidden_size"] // PAPER_SHAPE["num_attention_heads"]
@@ -57,12 +64,23 @@ def paper_profile_memory(step: dict, profile: str = "paper") -> dict:
     kv_tokens = 200 + P["gsm8k_max_new_tokens"]
     kv = 2 * PAPER_SHAPE["num_hidden_layers"] * PAPER_SHAPE["num_key_value_heads"] * head_dim * kv_tokens * P["generation_batch_size"] * 4
     training_state = n * 4 * (1 + 1 + 1 + 2)  # weights, reference weights, gradients, AdamW moments; fp32
-    return {"training_state_gib": round(training_state / GIB, 2), "generation_kv_cache_gib": round(kv / GIB, 2),
-            "generation_kv_assumes": f"batch {P['generation_batch_size']}, about 200 prompt + {P['gsm8k_max_new_tokens']} new tokens, fp32",
-            "measured_cpu_step_peak_rss_gib": step["host_peak_rss_gib"],
-            "fits_16_gb_t4": bool(step["host_peak_rss_gib"] + 0.5 < 16 * 1e9 / GIB),
-            "note": "on a T4 (compute capability 7.5) precision auto is fp32; a GPU adds its CUDA context (about 0.3-0.5 GiB) "
-                    "to the measured step peak, which already counts the training state and the activations"}
+    out = {"training_state_gib": round(training_state / GIB, 2), "generation_kv_cache_gib": round(kv / GIB, 2),
+           "generation_kv_assumes": f"batch {P['generation_batch_size']}, about 200 prompt + {P['gsm8k_max_new_tokens']} new tokens, fp32",
+           "measured_cpu_step_peak_rss_gib": step["host_peak_rss_gib"]}
+    # what the GPU must hold besides the tensors: its CUDA context (about 0.3-0.5 GiB)
+    needed = step["host_peak_rss_gib"] + CUDA_CONTEXT_GIB
+    if gpu is not None:
+        fp32 = gpu["shapes"]["paper"]["by_precision"]["fp32"]
+        peaks = {part: fp32[part]["peak_reserved_gib"] for part in ("training", "generation")}
+        out["measured_on_gpu"] = {"gpu": gpu["gpu"], "commit": gpu["commit"], "precision": "fp32",
+                                  **{f"{part}_peak_reserved_gib": v for part, v in peaks.items()}, "record": "outputs/bench/gpu.json"}
+        needed = max(peaks.values()) + CUDA_CONTEXT_GIB
+    out["fits_16_gb_t4"] = bool(needed < T4_USABLE_GIB)
+    out["note"] = ("on a T4 (compute capability 7.5) precision auto is fp32; the fit adds the CUDA context "
+                   f"({CUDA_CONTEXT_GIB} GiB) to the " + ("GPU's measured fp32 peaks" if gpu is not None else
+                                                           "measured CPU step peak, which counts the training state and the activations")
+                   + f" and compares with the {T4_USABLE_GIB} GiB a 16 GB T4 offers")
+    return out
 
 
 def notebook_peaks(extra_manifests: list[Path] = ()) -> list[dict]:
@@ -119,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     # the machine of the paper-shape step (the notebooks' rows name their own commits and manifests)
     machine = before.get("machine") if args.notebooks_only and "paper_shape_step" in before else outputs.machine()
     record = {"commit": outputs.git_commit(), "machine": machine, "notebooks": rows,
-              "paper_shape_step": step, "paper_profile_on_gpu": paper_profile_memory(step)}
+              "paper_shape_step": step, "paper_profile_on_gpu": paper_profile_memory(step, outputs.read_json(GPU_RECORD, None))}
     outputs.write_json(path, record)
     print(json.dumps(record["paper_shape_step"]), json.dumps(record["paper_profile_on_gpu"]), sep="\n")
     print(f"written {path.relative_to(config.REPO_ROOT)}")
