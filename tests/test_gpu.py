@@ -1,8 +1,11 @@
 """study/gpu.py's measurements, run on the CPU with torch.cuda's memory counters stubbed (no GPU in CI): which
 steps are timed, that the FLOPs of a step do not depend on the precision, and that generation runs to full length."""
 
+import json
+
 import pytest
 import torch
+
 from rlcp_utils.core import config
 from rlcp_utils.core.model import tiny_config
 from rlcp_utils.study import gpu
@@ -38,3 +41,14 @@ def test_generation_is_measured_at_full_reply_length(no_gpu_counters, tiny_token
 def test_steps_per_job_follow_the_profile():
     p = config.load_profile("default")
     assert gpu._steps_per_job(p) == p["epochs"] * 4  # 15 facts in batches of 4: 4 steps per epoch
+
+
+def test_the_committed_gpu_record_has_a_row_per_shape_and_precision_and_a_t4_bound_in_fp32():
+    record = json.loads((config.REPO_ROOT / "outputs" / "bench" / "gpu.json").read_text())
+    rows = [line for line in gpu.gpu_table(record).splitlines() if line.startswith("| default") or line.startswith("| paper")]
+    assert len(rows) == sum(len(e["by_precision"]) for e in record["shapes"].values())
+    for shape in record["shapes"].values():
+        fp32 = shape["by_precision"]["fp32"]["training"]
+        # the bound is never shorter than the measured step, nor than the FLOPs at the T4's peak
+        assert fp32["t4_step_s_lower_bound"] >= max(fp32["step_s"], fp32["flops_per_step"] / gpu.T4_FP32_FLOPS) - 1e-4
+    assert (config.REPO_ROOT / "outputs" / "bench" / "gpu.md").read_text() == gpu.gpu_table(record)

@@ -1,6 +1,7 @@
 """The study on a GPU, measured: memory and time of an RLCP training step and of batched greedy generation.
 
-    python -m rlcp_utils.study.gpu --commit <sha>     # on a machine with a CUDA GPU: outputs/bench/gpu.json
+    python -m rlcp_utils.study.gpu --commit <sha>     # on a machine with a CUDA GPU: outputs/bench/gpu.json and gpu.md
+    python -m rlcp_utils.study.gpu --table-only       # anywhere: gpu.md again from gpu.json
 
 What a Colab user needs to know before a run: does the default profile (SmolLM2-135M) or the paper profile
 (Qwen2.5-0.5B) fit a 16 GB T4, in the precision `precision: auto` picks there (fp32: a T4 has no native bf16),
@@ -39,6 +40,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from rlcp_utils.core import config, model, outputs
 from rlcp_utils.core.batching import autocast, left_pad
+from rlcp_utils.core.files import atomic_write_text
 from rlcp_utils.data import facts
 from rlcp_utils.data.inputs import training_inputs
 from rlcp_utils.methods import registry
@@ -178,21 +180,51 @@ def _steps_per_job(profile) -> int:
     return profile["epochs"] * -(-profile["n_targets"] // profile["batch_size"])
 
 
+def gpu_table(record: dict) -> str:
+    """The record as the markdown table docs/performance.md links to (outputs/bench/gpu.md)."""
+    lines = [f"Measured on one {record['gpu']} (compute capability {record['compute_capability']}; torch {record['torch']}, "
+             f"transformers {record['transformers']}) by `{record['command'].split(' --out')[0]}`, code of commit "
+             f"{record['commit'][:7]}; models random-initialised in each profile's shape. `precision: auto` there: "
+             f"{record['precision_auto']['precision']} ({record['precision_auto']['reason']}); on a T4 (7.5): fp32.", "",
+             "| profile (shape) | precision | RLCP step (s) | training peak, reserved (GiB) | generation | generation peak, "
+             "reserved (GiB) | FLOPs per step | T4 lower bound per job (min) |", "|---|---|---|---|---|---|---|---|"]
+    for shape, entry in record["shapes"].items():
+        for precision, m in entry["by_precision"].items():
+            t, g = m["training"], m["generation"]
+            bound = t.get("t4_job_min_lower_bound")
+            bound = "" if bound is None else f"{bound:.1f} ({entry['steps_per_job']} steps)"
+            lines.append(f"| {shape} ({entry['model']}, {t['parameters'] / 1e6:.0f}M) | {precision} | {t['step_s']:.2f} "
+                         f"(mean of {t['steps_timed']}) | {t['peak_reserved_gib']:.2f} | {g['batch']} x ({g['prompt_tokens']} + "
+                         f"{g['new_tokens']}) tokens, {g['seconds']:.1f} s | {g['peak_reserved_gib']:.2f} | "
+                         f"{t['flops_per_step'] / 1e9:.0f} G | {bound} |")
+    lines += ["", "T4 lower bound: each step at least as long as here, and at least its FLOPs at a T4's fp32 peak "
+              f"({record['t4_fp32_flops_assumed'] / 1e12:.1f} TFLOP/s); training only (scoring and generation come on top)."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", type=Path, default=None,
                     help="folder with the offline model's config.json and tokenizer (default: the model cache)")
-    ap.add_argument("--commit", required=True, help="the commit whose code runs (the GPU machine has no git history)")
+    ap.add_argument("--commit", help="the commit whose code runs (the GPU machine has no git history)")
+    ap.add_argument("--table-only", action="store_true", help="write gpu.md from the recorded gpu.json; measure nothing")
     ap.add_argument("--epochs", type=int, default=4, help="epochs of 4 steps; the first is not timed")
     ap.add_argument("--out", type=Path, default=config.REPO_ROOT / "outputs" / "bench" / "gpu.json")
     args = ap.parse_args(argv)
+    if args.table_only:
+        atomic_write_text(args.out.with_suffix(".md"), gpu_table(json.loads(args.out.read_text())))
+        print(f"written {args.out.with_suffix('.md')}")
+        return 0
+    if not args.commit:
+        ap.error("--commit is required to measure")
     t0 = time.time()
     record = {"commit": args.commit, "command": "python -m rlcp_utils.study.gpu " + " ".join(sys.argv[1:]),
               **measure(args.model_dir or model.offline_model_dir(), args.epochs),
               "t4_fp32_flops_assumed": T4_FP32_FLOPS, "wall_s": None}
     record["wall_s"] = round(time.time() - t0, 1)
     outputs.write_json(args.out, record)
-    print(f"written {args.out}")
+    atomic_write_text(args.out.with_suffix(".md"), gpu_table(record))
+    print(f"written {args.out} and its table")
     return 0
 
 
