@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from rlcp_utils.core import config, model, outputs
@@ -105,8 +106,6 @@ def training_step(cfg, tok, precision: str, profile, epochs: int, device) -> dic
 
 def _step_flops(lm, probe, method, weights, inputs, settings) -> int:
     """FLOPs of one training step (forward and backward) of the loop's first batch, counted by torch."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     step = loop._StepBuilder(lm, method, inputs, settings)(0, list(range(settings.batch_size)), 0.5)
     attention = lm.config._attn_implementation
     lm.set_attn_implementation("eager")  # the counter cannot size CUDA's SDPA with grouped KV heads in bf16; same FLOPs
