@@ -82,7 +82,7 @@ from rlcp_utils.core import cache, model, notebook, outputs, plots, results
 from rlcp_utils.data import facts
 from rlcp_utils.measures import evaluate, gsm8k, probing, unlearning
 from rlcp_utils.methods import registry
-from rlcp_utils.study import claims
+from rlcp_utils.study import claims, verify
 from rlcp_utils.training import jobs
 
 P = notebook.start("10_unlearning_checks", globals())
@@ -202,9 +202,13 @@ for arm in ARMS:
             by_city = probe[probe.position == pos].groupby("city").correct.mean()
             mean, lo, hi = evaluate.bootstrap_ci(by_city.to_numpy(), P["n_bootstrap"], P["seed"])
             metric = f"heldout_probe_accuracy.country_target.linear.{pos}"
-            if arm == "original":  # 04's row, measured again by the shared rule: the same number, or the rule has drifted
-                recorded = probed_in_04.loc[("original", metric)].value  # (one prompt's margin: float order in the fits)
-                assert abs(recorded - mean) <= 1 / (probe.position == pos).sum() + 1e-9, f"{metric}: 04 {recorded:.4f}, here {mean:.4f}"
+            if arm == "original":  # 04's row, measured again by the shared rule: a check that the rule has not drifted
+                recorded = probed_in_04.loc[("original", metric)].value
+                # the same number on 04's machine; on another CPU, other bf16 kernels flip a few borderline prompts
+                # (04 on an amx_bf16 CPU, 10 on an avx512_bf16-only one: 0.6889 and 0.6800), within the tolerance
+                # `make verify` allows between machines
+                print(f"original, {metric}: 04 {recorded:.4f}, here {mean:.4f}")
+                assert abs(recorded - mean) <= verify.TOLERANCE[model.precision_of(P)] + 1e-9, f"{metric}: 04 {recorded:.4f}, here {mean:.4f}"
                 continue
             rows.append(row(arm, metric, mean, lo, hi, chance=1 / K, unit="facts", n_units=len(by_city),
                             n_prompts=int(probe_prompts.is_target.sum()),
