@@ -41,12 +41,8 @@ from rlcp_utils.core.outputs import git_commit, markdown_table
 from rlcp_utils.data import facts
 from rlcp_utils.methods.registry import METHODS
 from rlcp_utils.study.pipeline import environment
+from rlcp_utils.study.tolerance import TOLERANCE
 from rlcp_utils.training import jobs
-
-# Largest difference accepted, per precision, on any record value and on the share of per-prompt decisions that
-# differ. bf16 rounds every matmul input to 8 bits of mantissa: a machine with other kernels may flip a prompt
-# whose answer sits at the decision boundary (one prompt of 45 held-out ones is 0.022).
-TOLERANCE = {"fp32": 0.02, "bf16": 0.05}
 
 
 def committed_job(profile, spec: str) -> tuple[Path, dict]:
