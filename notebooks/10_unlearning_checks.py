@@ -82,8 +82,7 @@ from rlcp_utils.core import cache, model, notebook, outputs, plots, results
 from rlcp_utils.data import facts
 from rlcp_utils.measures import evaluate, gsm8k, probing, unlearning
 from rlcp_utils.methods import registry
-from rlcp_utils.study import claims
-from rlcp_utils.study.tolerance import TOLERANCE
+from rlcp_utils.study import claims, tolerance
 from rlcp_utils.training import jobs
 
 P = notebook.start("10_unlearning_checks", globals())
@@ -209,7 +208,7 @@ for arm in ARMS:
                 # (04 on an amx_bf16 CPU, 10 on an avx512_bf16-only one: 0.6889 and 0.6800), within the tolerance
                 # `make verify` allows between machines
                 print(f"original, {metric}: 04 {recorded:.4f}, here {mean:.4f}")
-                assert abs(recorded - mean) <= TOLERANCE[model.precision_of(P)] + 1e-9, f"{metric}: 04 {recorded:.4f}, here {mean:.4f}"
+                assert abs(recorded - mean) <= tolerance.TOLERANCE[model.precision_of(P)] + 1e-9, f"{metric}: 04 {recorded:.4f}, here {mean:.4f}"
                 continue
             rows.append(row(arm, metric, mean, lo, hi, chance=1 / K, unit="facts", n_units=len(by_city),
                             n_prompts=int(probe_prompts.is_target.sum()),
