@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rlcp_utils.core import config
+from rlcp_utils.data import facts
 from rlcp_utils.core.model import tiny_config
 from rlcp_utils.study import gpu
 
@@ -23,12 +24,13 @@ def test_a_training_measurement_times_the_steps_after_the_first_epoch(no_gpu_cou
     cfg = tiny_config("qwen2", vocab_size=len(tiny_tokenizer), max_position_embeddings=1024)
     profile = config.load_profile("default")
     profile.params["probe_layer"] = cfg.num_hidden_layers - 1
-    fp32 = gpu.training_step(cfg, tiny_tokenizer, "fp32", profile, epochs=2, device="cpu")
+    study = facts.load_study_data(profile)
+    fp32 = gpu.training_step(cfg, tiny_tokenizer, study, "fp32", profile, epochs=2, device="cpu")
     steps_per_epoch = -(-profile["n_targets"] // profile["batch_size"])
     assert fp32["steps_timed"] == steps_per_epoch  # 2 epochs, the first not timed
     assert fp32["step_s"] > 0 and fp32["peak_reserved_gib"] == 4.0
     assert fp32["parameters"] == sum(p.numel() for p in gpu._fresh_model(cfg, "cpu").parameters())
-    bf16 = gpu.training_step(cfg, tiny_tokenizer, "bf16", profile, epochs=2, device="cpu")
+    bf16 = gpu.training_step(cfg, tiny_tokenizer, study, "bf16", profile, epochs=2, device="cpu")
     assert bf16["flops_per_step"] == fp32["flops_per_step"] > 0  # autocast changes the arithmetic's type, not its count
 
 
@@ -40,7 +42,7 @@ def test_generation_is_measured_at_full_reply_length(no_gpu_counters, tiny_token
 
 def test_steps_per_job_follow_the_profile():
     p = config.load_profile("default")
-    assert gpu._steps_per_job(p) == p["epochs"] * 4  # 15 facts in batches of 4: 4 steps per epoch
+    assert gpu.steps_per_job(p) == p["epochs"] * 4  # 15 facts in batches of 4: 4 steps per epoch
 
 
 def test_the_committed_gpu_record_has_a_row_per_shape_and_precision_and_a_t4_bound_in_fp32():

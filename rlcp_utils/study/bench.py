@@ -35,7 +35,7 @@ from rlcp_utils.core import model as model_mod
 from rlcp_utils.data import facts, inputs
 from rlcp_utils.measures import evaluate, gsm8k
 from rlcp_utils.methods import common, rlcp
-from rlcp_utils.study import claims
+from rlcp_utils.study import claims, gpu
 from rlcp_utils.training import loop
 
 
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     stage("growth", lambda: growth(lm, tok, P["batch_size"], P["probe_layer"], max(1, args.repeats - 1)))
     base_step = result["growth"]["step_vs_length"][0]["rlcp_step_s"]
     result["growth"]["projected_rlcp_training_min_vs_facts"] = {  # steps x measured step time, default epochs/batch
-        n: round(P["epochs"] * -(-n // P["batch_size"]) * base_step / 60, 1) for n in (5, 15, 45)}
+        n: round(gpu.steps_per_job(P, n) * base_step / 60, 1) for n in (5, 15, 45)}
     growth_figure(result["growth"], out_dir)
     stage("settings", lambda: settings_alternatives(lm, tok, items, P["batch_size"], P["probe_layer"], max(1, args.repeats - 1)))
     result["pipeline"] = pipeline_record("default")

@@ -71,9 +71,9 @@ def _fresh_model(cfg, device) -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).to(device).eval()
 
 
-def training_step(cfg, tok, precision: str, profile, epochs: int, device) -> dict:
-    """Peak GPU memory, mean step time (after the first epoch) and FLOPs of RLCP steps with the study's loop."""
-    study = facts.load_study_data(config.load_profile("default"))  # the default profile's committed facts and templates
+def training_step(cfg, tok, study, precision: str, profile, epochs: int, device) -> dict:
+    """Peak GPU memory, mean step time (after the first epoch) and FLOPs of RLCP steps with the study's loop on
+    `study`'s targets and templates."""
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     lm = _fresh_model(cfg, device)
@@ -150,8 +150,9 @@ def measure(model_dir: Path, epochs: int) -> dict:
     device = torch.device("cuda")
     tok = AutoTokenizer.from_pretrained(model_dir)  # the offline tokenizer: its ids are valid in Qwen's larger vocabulary
     auto = model.resolve_precision("auto", "cuda")
+    study = facts.load_study_data(config.load_profile("default"))  # the default profile's committed facts and templates
     major, minor = torch.cuda.get_device_capability(device)
-    precisions = ["fp32"] + (["bf16"] if major >= 8 else [])
+    precisions = ["fp32"] + (["bf16"] if auto["precision"] == "bf16" else [])  # bf16 where resolve_precision calls it native
     record = {"gpu": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}",
               "gpu_memory_gib": _gib(torch.cuda.get_device_properties(device).total_memory),
               "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
@@ -160,23 +161,26 @@ def measure(model_dir: Path, epochs: int) -> dict:
         profile = config.load_profile(shape)
         cfg = _shape(shape, model_dir)
         entry = {"model": profile["model"], "layers": cfg.num_hidden_layers, "probe_layer": profile["probe_layer"],
-                 "steps_per_job": _steps_per_job(profile), "by_precision": {}}
+                 "steps_per_job": steps_per_job(profile), "by_precision": {}}
         for precision in precisions:
             print(f"{shape} shape, {precision}: training steps ...", flush=True)
-            train = training_step(cfg, tok, precision, profile, epochs, device)
+            train = training_step(cfg, tok, study, precision, profile, epochs, device)
             print(f"{shape} shape, {precision}: generation ...", flush=True)
             gen = generation(cfg, tok, precision, profile["generation_batch_size"], profile["gsm8k_max_new_tokens"], device)
             if precision == "fp32":
                 train["t4_step_s_lower_bound"] = round(max(train["flops_per_step"] / T4_FP32_FLOPS, train["step_s"]), 4)
-                train["t4_job_min_lower_bound"] = round(train["t4_step_s_lower_bound"] * _steps_per_job(profile) / 60, 2)
+                train["t4_job_min_lower_bound"] = round(train["t4_step_s_lower_bound"] * entry["steps_per_job"] / 60, 2)
             entry["by_precision"][precision] = {"training": train, "generation": gen}
             print(json.dumps(entry["by_precision"][precision]), flush=True)
         record["shapes"][shape] = entry
     return record
 
 
-def _steps_per_job(profile) -> int:
-    return profile["epochs"] * -(-profile["n_targets"] // profile["batch_size"])
+def steps_per_job(profile, n_facts: int | None = None) -> int:
+    """Optimizer steps of a training job on n_facts targets (default: the profile's): epochs x ceil(facts / batch),
+    as loop.train_arm's schedule takes them."""
+    n = profile["n_targets"] if n_facts is None else n_facts
+    return profile["epochs"] * -(-n // profile["batch_size"])
 
 
 def gpu_table(record: dict) -> str:

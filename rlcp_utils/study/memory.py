@@ -27,13 +27,12 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from rlcp_utils.core import config, model, outputs
 from rlcp_utils.core.notebook import peak_rss_gib
 from rlcp_utils.study import bench, pipeline
-from rlcp_utils.study.gpu import GIB, PAPER_SHAPE  # noqa: F401  (PAPER_SHAPE: also read by the tests)
+from rlcp_utils.study.gpu import GIB, PAPER_SHAPE, PROMPT_TOKENS  # noqa: F401  (PAPER_SHAPE: also read by the tests)
 
 CUDA_CONTEXT_GIB = 0.5
 GPU_RECORD = config.REPO_ROOT / "outputs" / "bench" / "gpu.json"  # study.gpu, run on a lent GPU
 # of a T4's 16 GB, about 15,100 MiB are usable with ECC on (a commonly reported figure, not measured here)
 T4_USABLE_GIB = 14.7
-
 
 
 def paper_shape_step(batch_size: int = 4, n_facts: int = 15) -> dict:
@@ -60,12 +59,12 @@ def paper_profile_memory(step: dict, gpu: dict | None = None, profile: str = "pa
     P = config.load_profile(profile)
     n = step["parameters"]
     head_dim = PAPER_SHAPE["hidden_size"] // PAPER_SHAPE["num_attention_heads"]
-    # GSM8K prompts run to about 200 tokens with the chat template; the replies to gsm8k_max_new_tokens
-    kv_tokens = 200 + P["gsm8k_max_new_tokens"]
+    # GSM8K prompts with the chat template (PROMPT_TOKENS), then the replies to gsm8k_max_new_tokens
+    kv_tokens = PROMPT_TOKENS + P["gsm8k_max_new_tokens"]
     kv = 2 * PAPER_SHAPE["num_hidden_layers"] * PAPER_SHAPE["num_key_value_heads"] * head_dim * kv_tokens * P["generation_batch_size"] * 4
     training_state = n * 4 * (1 + 1 + 1 + 2)  # weights, reference weights, gradients, AdamW moments; fp32
     out = {"training_state_gib": round(training_state / GIB, 2), "generation_kv_cache_gib": round(kv / GIB, 2),
-           "generation_kv_assumes": f"batch {P['generation_batch_size']}, about 200 prompt + {P['gsm8k_max_new_tokens']} new tokens, fp32",
+           "generation_kv_assumes": f"batch {P['generation_batch_size']}, about {PROMPT_TOKENS} prompt + {P['gsm8k_max_new_tokens']} new tokens, fp32",
            "measured_cpu_step_peak_rss_gib": step["host_peak_rss_gib"]}
     # what the GPU must hold besides the tensors: its CUDA context (about 0.3-0.5 GiB)
     needed = step["host_peak_rss_gib"] + CUDA_CONTEXT_GIB
