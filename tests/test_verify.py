@@ -53,6 +53,12 @@ def test_a_value_or_a_decision_out_of_tolerance_differs(committed):
     items.to_csv(folder / "per_item.csv", index=False)
     rec = verify.verify_job(profile, "rlcp/seed0")
     assert rec["n_metrics_ok"] == rec["n_metrics"] and rec["per_prompt"]["decisions_differing_share"] == 0.5
+    flipped = f"{items.loc[0, 'facts']}.{items.loc[0, 'condition']}"
+    by_measure = rec["per_prompt"]["differing_by_measure"]
+    assert by_measure[flipped]["differing"] == 1  # the flip is counted where it happened, and nowhere else
+    assert sum(c["differing"] for c in by_measure.values()) == 1
+    assert sum(c["of"] for c in by_measure.values()) == rec["per_prompt"]["paired"]
+    assert f"{flipped} 1/" in verify.summary_table([rec])
     assert rec["verdict"] == "differs"
 
 

@@ -74,10 +74,15 @@ def compare(committed: Path, retrained: Path, tolerance: float) -> dict:
     paired = items_old.merge(items_new, on=on, suffixes=("_committed", "_retrained"))
     same = (paired.correct_committed.astype(bool) == paired.correct_retrained.astype(bool))
     differ_share = float(1 - same.mean()) if len(paired) else float("nan")
+    # where the flips are: a measure whose decisions sit near a boundary (a probe trained along with the model)
+    # flips more on another machine than the answers do, and the record says which
+    groups = [k for k in ("facts", "condition") if k in paired.columns]
+    by_measure = ({".".join(map(str, key if isinstance(key, tuple) else (key,))): {"differing": int((~s).sum()), "of": int(len(s))}
+                   for key, s in same.groupby([paired[k] for k in groups])} if groups and len(paired) else {})
     return {"metrics": rows, "n_metrics": len(rows), "n_metrics_ok": sum(r["ok"] for r in rows),
             "max_abs_diff": float(np.nanmax([r["abs_diff"] for r in rows])) if rows else float("nan"),
             "per_prompt": {"paired": int(len(paired)), "committed": int(len(items_old)), "retrained": int(len(items_new)),
-                           "decisions_differing_share": differ_share,
+                           "decisions_differing_share": differ_share, "differing_by_measure": by_measure,
                            "ok": bool(len(paired) == len(items_old) == len(items_new) and differ_share <= tolerance)}}
 
 
@@ -127,6 +132,8 @@ def summary_table(records: list[dict]) -> str:
              "tolerance": r.get("tolerance", ""),
              "per-prompt decisions differing": (f"{r['per_prompt']['decisions_differing_share']:.1%} of "
                                                 f"{r['per_prompt']['paired']}") if "per_prompt" in r else "",
+             "where decisions differ": "; ".join(f"{m} {c['differing']}/{c['of']}" for m, c in
+                                                 r.get("per_prompt", {}).get("differing_by_measure", {}).items() if c["differing"]),
              "minutes (committed / now)": (f"{r['committed_train_seconds'] / 60:.1f} / {r['seconds'] / 60:.1f}"
                                            if "seconds" in r and r.get("committed_train_seconds") else ""),
              "checkout": (r.get("checkout_commit") or "")[:12], "why not checked": r.get("why", "")} for r in records]
