@@ -283,6 +283,10 @@ def bench_table(r: dict) -> str:
                      "arms or generations records its shorter time)", f"{pipe['total_min']} min; peak RSS "
                      f"{pipe['peak_rss_gib']} GiB (over the notebooks that recorded it)", "≤ 45 min, ≤ 6 GiB"))
     lines = ["| measure | this machine | target |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    if "commit" in result:
+        m = result.get("machine", {})
+        lines += ["", f"Measured by commit {(result['commit'] or 'unknown')[:12]} on {m.get('cpu_count')} cores "
+                      f"(CPU bf16 flags: {', '.join(m.get('cpu_bf16_flags') or []) or 'none'})."]
     return "\n".join(lines) + "\n"
 
 
@@ -340,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table.round(3).to_string())
         return 0
     t_start = time.time()
-    result = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                          "device": "cpu", "python": sys.version.split()[0]}}
+    # the code that measured (HEAD, '+dirty' when tracked code differs) and the CPU's bf16 support (it sets the step times)
+    result = {"commit": outputs.git_commit(),
+              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                          "device": "cpu", "python": sys.version.split()[0], "cpu_bf16_flags": model_mod.cpu_bf16_flags()}}
 
     def stage(name, fn):
         t0 = time.time()
