@@ -67,6 +67,8 @@ def test_bench_table_renders_every_target_from_the_numbers():
          "model_load": {"dequantize_gguf_s": 13.0, "cached_s": 0.5, "speedup": 26.0}}
     table = bench.bench_table(r)
     assert "= 1.20" in table and "4.6x" in table and "26x" in table and table.count("\n") == 7
+    r.update(commit="0123456789abcdef+dirty", machine={"cpu_count": 2, "cpu_bf16_flags": ["avx512_bf16"]})
+    assert "commit 0123456789ab on 2 cores (CPU bf16 flags: avx512_bf16)" in bench.bench_table(r)  # what measured, said
 
 
 def test_precision_comparison_sets_each_difference_against_the_seed_range(tmp_path, monkeypatch):

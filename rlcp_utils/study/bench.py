@@ -283,9 +283,9 @@ def bench_table(r: dict) -> str:
                      "arms or generations records its shorter time)", f"{pipe['total_min']} min; peak RSS "
                      f"{pipe['peak_rss_gib']} GiB (over the notebooks that recorded it)", "≤ 45 min, ≤ 6 GiB"))
     lines = ["| measure | this machine | target |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    if "commit" in result:
-        m = result.get("machine", {})
-        lines += ["", f"Measured by commit {(result['commit'] or 'unknown')[:12]} on {m.get('cpu_count')} cores "
+    if "commit" in r:
+        m = r.get("machine", {})
+        lines += ["", f"Measured by commit {(r['commit'] or 'unknown')[:12]} on {m.get('cpu_count')} cores "
                       f"(CPU bf16 flags: {', '.join(m.get('cpu_bf16_flags') or []) or 'none'})."]
     return "\n".join(lines) + "\n"
 
