@@ -70,3 +70,14 @@ def test_a_log_read_again_replaces_its_recorded_row(tmp_path):
     assert len(merged) == 2
     first = merged.set_index("log").loc["5"]
     assert bool(first["completed"]) and first["wall_s"] == 600
+
+
+def test_the_fp32_ratio_reads_the_committed_bench_and_divides_the_right_steps(tmp_path):
+    committed = cost.config.REPO_ROOT / "outputs" / "bench" / "bench.json"
+    settings = json.loads(committed.read_text())["settings"]
+    assert cost.fp32_over_bf16(committed) == pytest.approx(settings["rlcp_step_s_default"] / settings["rlcp_step_s_bf16_autocast"])
+    fake = tmp_path / "bench.json"
+    fake.write_text(json.dumps({"settings": {"rlcp_step_s_default": 3.0, "rlcp_step_s_bf16_autocast": 1.5}}))
+    assert cost.fp32_over_bf16(fake) == 2.0  # fp32 twice as slow: an fp32 machine takes twice the time
+    fake.write_text(json.dumps({"settings": {"rlcp_step_s_default": 3.0}}))
+    assert cost.fp32_over_bf16(fake) is None and cost.fp32_over_bf16(tmp_path / "none.json") is None

@@ -146,11 +146,12 @@ def notebook_costs(profile_dir: Path, walls: pd.DataFrame) -> pd.DataFrame:
 
 
 def fp32_over_bf16(bench_json: Path) -> float | None:
-    """The bench's RLCP step in fp32 over the same step in bf16 autocast (None where the bench has no bf16 step)."""
+    """The bench's RLCP step in fp32 over the same step in bf16 autocast, both with the default threads (bench.py's
+    settings_alternatives); None where the bench has no bf16 step. Below 1 where bf16 is the slower (no amx_bf16)."""
     if not bench_json.exists():
         return None
     settings = json.loads(bench_json.read_text()).get("settings", {})
-    fp32, bf16 = settings.get("rlcp_step_s"), settings.get("rlcp_step_s_bf16_autocast")
+    fp32, bf16 = settings.get("rlcp_step_s_default"), settings.get("rlcp_step_s_bf16_autocast")
     return fp32 / bf16 if fp32 and bf16 else None
 
 
@@ -169,8 +170,9 @@ def cost_markdown(costs: pd.DataFrame, ratio: float | None, profile: str) -> str
     shown = shown.set_index("notebook")
     total = costs["total_min"].sum()
     foot = (f"\nAll notebooks: {'≥ ' if costs['lower_bound'].any() else ''}{total:.1f} min ({total / 60:.1f} h) on profile "
-            f"`{profile}`" + (f"; on an fp32 machine about {total * ratio / 60:.1f} h (x{ratio:.2f}, the bench's RLCP step "
-                              "ratio fp32 ÷ bf16 autocast)" if ratio else "") + ".\n")
+            f"`{profile}`" + (f"; in fp32 about {total * ratio / 60:.1f} h (x{ratio:.2f}: the bench's RLCP step, fp32 ÷ bf16 "
+                              "autocast, on the bench's machine; a CPU without AVX-512 may differ, and "
+                              "the bench has not measured one)" if ratio else "") + ".\n")
     return markdown_table(shown) + "\n" + foot
 
 
