@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from rlcp_utils.core import config
-from rlcp_utils.data import facts
 from rlcp_utils.core.model import tiny_config
+from rlcp_utils.data import facts
 from rlcp_utils.study import gpu
 
 

@@ -76,9 +76,9 @@ def compare(committed: Path, retrained: Path, tolerance: float) -> dict:
     differ_share = float(1 - same.mean()) if len(paired) else float("nan")
     # where the flips are: a measure whose decisions sit near a boundary (a probe trained along with the model)
     # flips more on another machine than the answers do, and the record says which
-    groups = [k for k in ("facts", "condition") if k in paired.columns]
-    by_measure = ({".".join(map(str, key if isinstance(key, tuple) else (key,))): {"differing": int((~s).sum()), "of": int(len(s))}
-                   for key, s in same.groupby([paired[k] for k in groups])} if groups and len(paired) else {})
+    flips = (~same).groupby([paired.facts, paired.condition]).agg(["sum", "size"])
+    by_measure = {f"{facts_}.{condition}": {"differing": int(n_flipped), "of": int(n)}
+                  for (facts_, condition), (n_flipped, n) in flips.iterrows()}
     return {"metrics": rows, "n_metrics": len(rows), "n_metrics_ok": sum(r["ok"] for r in rows),
             "max_abs_diff": float(np.nanmax([r["abs_diff"] for r in rows])) if rows else float("nan"),
             "per_prompt": {"paired": int(len(paired)), "committed": int(len(items_old)), "retrained": int(len(items_new)),
