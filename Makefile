@@ -20,13 +20,15 @@ venv: $(STAMP)
 
 ## Run every notebook in order with papermill on PROFILE (resumes: only notebooks whose code, parameters or
 ## inputs changed run). FORCE=1 (or yes/true) reruns every notebook and retrains every job from scratch,
-## reusing nothing; FORCE=0 or an empty FORCE does not force.
+## reusing nothing; FORCE=0 or an empty FORCE does not force. RERUN=1 reruns every notebook at this checkout but
+## reuses each training job and cached analysis whose key (which holds the hash of its code) is current.
 ## EXECUTOR: where training jobs run: inline (default, in each notebook's process), local (subprocesses of this
 ## machine), slurm (one Slurm job array per notebook) or the path of an executor YAML; see docs/cluster.md.
 FORCE ?=
+RERUN ?=
 EXECUTOR ?=
 reproduce: $(STAMP)
-	$(PY) -m rlcp_utils.study.pipeline --profile $(PROFILE) $(if $(filter 1 yes true,$(FORCE)),--force) $(if $(EXECUTOR),--executor $(EXECUTOR))
+	$(PY) -m rlcp_utils.study.pipeline --profile $(PROFILE) $(if $(filter 1 yes true,$(FORCE)),--force) $(if $(filter 1 yes true,$(RERUN)),--rerun) $(if $(EXECUTOR),--executor $(EXECUTOR))
 
 ## Which committed outputs are stale against this checkout (their notebook, parameters, or the package code they
 ## ran changed), and why; exits 1 when any is. Runs nothing.

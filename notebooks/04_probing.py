@@ -16,28 +16,23 @@
 #
 # # 04 · Is the fact really gone? Fresh probes at every layer
 #
-# The paper's central claim: after RLCP the facts are **linearly undecodable at layer l\*** (probe accuracy
-# 88.5% for Just-RAG → ~6.7%, chance for 15, for RLCP). Its evidence is the training adversary itself, at
-# one layer. An adversary trained through a gradient-reversal layer can sit at chance while a fresh
-# classifier still recovers the attribute (Elazar & Goldberg 2018), so here every probe is **trained
-# fresh on the frozen models, after training, and tested on held-out data**:
+# The paper's central claim: after RLCP the facts are **linearly undecodable at layer l\*** (probe accuracy 88.5%
+# for Just-RAG → ~6.7%, chance for 15, for RLCP), shown by the training adversary itself at one layer. An adversary
+# behind a gradient-reversal layer can sit at chance while a fresh classifier still recovers the attribute (Elazar
+# & Goldberg 2018), so here every probe is **trained fresh on the frozen models and tested on held-out data**:
 #
-# 1. **Fact probe** (the paper's task): which of the 15 target facts is asked about, trained on some
-#    question templates and tested on others. Its label is also *which city the prompt names*, so a probe
-#    can pass by reading the prompt rather than a stored country.
-# 2. **Country probe** (removes that confound): which country, trained on *other* cities of the 15 target
-#    countries (from 01_data) and tested on (a) held-out other cities, (b) the 15 target cities. If RLCP
-#    removed the targets' countries, (b) falls to chance while (a) may not.
-# 3. Both with a linear probe (logistic regression, regularisation chosen by grouped cross-validation) and
-#    a small MLP, at **every layer**, at two positions: the last prompt token (what the training adversary
-#    read) and the last token of the city's name (where the model looks the entity up).
-# 4. **Control task** (Hewitt & Liang 2019): the same probe on random labels fixed per city;
-#    selectivity = real − control.
+# 1. **Fact probe** (the paper's task): which of the 15 target facts is asked about, trained on some templates,
+#    tested on others. Its label is also *which city the prompt names*: a probe can pass by reading the prompt.
+# 2. **Country probe** (removes that confound): which country, trained on *other* cities of the 15 target countries
+#    (01_data), tested on (a) held-out other cities, (b) the 15 target cities. If RLCP removed the targets'
+#    countries, (b) falls to chance while (a) may not.
+# 3. Linear probe (logistic regression, regularisation by grouped cross-validation) and a small MLP, at **every
+#    layer**, at the last prompt token (what the adversary read) and the city's last token (where it is looked up).
+# 4. **Control task** (Hewitt & Liang 2019): random labels fixed per city; selectivity = real − control.
 # 5. **Logit lens**: the answer's first token read off each layer through the unembedding.
 #
-# This notebook analyses one trained model per arm, the first training seed (`seeds[0]`): fresh probes at
-# every layer cost minutes per model, so the seed spread is reported by 02/03 on Table 1's metrics; every
-# row of `results/04_probing.csv` says n_seeds = 1 (0 for the untrained original).
+# One trained model per arm, the first training seed (`seeds[0]`): probes at every layer cost minutes per model,
+# so the seed spread is 02/03's (Table 1); every row here says n_seeds = 1 (0 for the original).
 #
 # Reads: 01_data, 02_baselines, 03_rlcp_training
 
@@ -97,9 +92,8 @@ def result_row(arm: str, metric: str, value, **fields) -> dict:
 
 # %% [markdown]
 # ## The prompts and their labels
-# Every target city and every other city of a target country, under all question templates (training and
-# held-out), context-free (x_no), in the study's prompt format. A country label is the index of the target
-# fact with that country, so both probes have the same 15 classes and chance is 1/15.
+# Every target city and every other city of a target country, under all templates (training and held-out), without
+# context (x_no). A country label is the index of the target fact with that country: 15 classes, chance 1/15.
 
 # %%
 original, tok, _ = jobs.load_arm(P, "original", study)
@@ -120,9 +114,8 @@ rows.groupby(["country", "role"]).city.nunique().unstack(fill_value=0).T
 
 # %% [markdown]
 # ## Hidden states of every arm
-# One forward pass per prompt and arm; the states of every layer (0 = embeddings … 30 = last block, after
-# the final norm) at the last prompt token and at the city's last token. The logit lens reads the answer's
-# first token from the last-token state of each layer.
+# One forward pass per prompt and arm: every layer's state (0 = embeddings … 30 = last block, after the final norm)
+# at the last prompt token and the city's last token; the logit lens reads the answer's first token from the first.
 
 # %%
 states, lens = {}, {}
@@ -138,13 +131,11 @@ print(f"{N_LAYERS} hidden states per prompt, hidden size {states['original']['la
 
 # %% [markdown]
 # ## Splits: what each probe is trained and tested on
-# - **fact**: target prompts; split 0 tests on the study's held-out templates (never trained on by any
-#   arm), further splits on other random sets of as many templates. Cross-validation folds hold out whole
-#   templates. Label: which target fact.
-# - **country**: trained on the other cities of the target countries, minus one held-out city per country
-#   (a different one per split, where a country has two or more); tested on those held-out cities
-#   (`country_other`) and on the 15 target cities (`country_target`). Folds hold out whole cities.
-# - **control**: the same splits with each city's label replaced by a random class, fixed across templates.
+# - **fact**: target prompts; split 0 tests on the held-out templates (no arm trained on them), further splits on
+#   other random sets of as many templates; folds hold out whole templates. Label: which target fact.
+# - **country**: trained on the other cities of the target countries minus one held-out city per country (another
+#   per split, where a country has two or more); tested on those (`country_other`) and on the 15 target cities
+#   (`country_target`). Folds hold out whole cities. **control**: the same splits, a random class per city.
 
 # %%
 templates = sorted(rows.template.unique(), key=lambda t: int(t[1:]))
@@ -189,9 +180,8 @@ def run_probes(specs: list[tuple], desc: str) -> list[dict]:
 
 # %% [markdown]
 # ## Held-out probe accuracy at every layer
-# Split 0, linear and MLP probes, real labels, both positions: one curve per arm. (All splits and the
-# control task follow at l* below; per-layer curves over all splits would multiply this cell's time.) Every layer
-# on the default profile; the smoke profile fits every `probe_curve_stride`-th layer, l* and the last.
+# Split 0, linear and MLP probes, real labels, both positions: one curve per arm (all splits and the control task
+# follow at l*). Every layer on default; smoke fits every `probe_curve_stride`-th layer, l* and the last.
 
 # %%
 CURVE_LAYERS = sorted(set(range(0, N_LAYERS, P["probe_curve_stride"])) | {LSTAR, N_LAYERS - 1})
@@ -233,8 +223,7 @@ plt.show()
 
 # %% [markdown]
 # ## At layer l*: all splits, MLP, control task and selectivity
-# Mean over the splits; 95% bootstrap interval over facts (fact, country_target) or cities (country_other)
-# of each unit's accuracy averaged over splits; std over splits beside it.
+# Mean over splits; 95% bootstrap over facts (fact, country_target) or cities (country_other), std over splits.
 
 # %%
 groups = [(arm, pos, task, kind, control) for arm in ARMS for pos in ["last", "city"] for task in ["fact", "country"]
@@ -267,9 +256,8 @@ view.unstack("arm").round(2)
 
 # %% [markdown]
 # ## Logit lens: is the country still the top token somewhere inside?
-# Each layer's last-token state through the final norm and the unembedding; the fraction of target prompts
-# (all templates) whose answer's first token is the top prediction, and its mean probability. Chance for
-# top-1 here is not 1/15: the readout ranges over the whole vocabulary.
+# Each layer's last-token state through the final norm and the unembedding: the fraction of target prompts whose
+# answer's first token is the top prediction, and its mean probability (top-1 ranges over the whole vocabulary).
 
 # %%
 lens_rows = []
@@ -296,11 +284,10 @@ plt.show()
 
 # %% [markdown]
 # ## Into `results/04_probing.csv`, and what the numbers say
-# `heldout_probe_accuracy.<test>.<probe>.<position>` at l\* per arm (mean over splits, 95% bootstrap
-# interval over facts or cities, chance 1/K), the same with `.control` for the control task, and
-# `probing.selectivity.<test>.<probe>.<position>` (real − control). From the split-0 linear curves: the layer
-# where each arm's facts are most decodable (`probing.best_layer_linear_split0.<test>.<position>.layer`, and
-# its `.accuracy`), and the logit lens's best top-1 rate over layers (`probing.logit_lens_max_top1`).
+# `heldout_probe_accuracy.<test>.<probe>.<position>` at l\* per arm (mean over splits, 95% bootstrap over facts or
+# cities, chance 1/K), with `.control` for the control task; `probing.selectivity.<test>.<probe>.<position>` (real −
+# control); from the split-0 linear curves the most decodable layer (`probing.best_layer_linear_split0.<test>.
+# <position>.layer`, `.accuracy`); the logit lens's best top-1 rate (`probing.logit_lens_max_top1`).
 
 # %%
 UNIT = {"fact": "facts", "country_target": "facts", "country_other": "cities"}  # what the bootstrap resamples
@@ -356,10 +343,8 @@ for arm in ARMS:
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
-# **How to read this.** The fact probe's control task is the test of the paper's metric: when a probe on
-# random per-city labels scores as high as on the real labels, the fact probe measures only *which city
-# the prompt names* (present in any representation of the prompt), not a stored country. The country
-# probe on the target cities is the direct test of forgetting: it learned what "Italy" looks like from
-# other Italian cities, so it succeeds on Rome only if Rome's state still carries Italy. A drop at the last
-# token with the country still readable at the city token means the forgetting sits between the lookup and
-# the answer, not in the lookup itself.
+# **How to read this.** The control task tests the paper's metric: when a probe on random per-city labels scores
+# as high as on real labels, the fact probe reads only *which city the prompt names*, not a stored country. The
+# country probe on the target cities tests forgetting directly: it learned "Italy" from other Italian cities, so it
+# succeeds on Rome only if Rome's state still carries Italy. A drop at the last token with the country readable at
+# the city token puts the forgetting between the lookup and the answer, not in the lookup.

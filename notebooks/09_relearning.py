@@ -20,22 +20,18 @@
 # removed it does not (Deeb & Roger 2024; Hu et al. 2024). This notebook attacks the first training seed's
 # model of every arm of 08 (the paper's arms and the benchmark's) in three ways:
 #
-# - **Relearning** on held-out folds: `relearn_folds` folds of the targets; for each fold, fine-tune the model
-#   with plain CE on the *other* folds' no-context training items (same learning rate and batch size as
-#   training) and test the held-out fold, which the fine-tuning never shows, on every no-context template after
-#   each budget in `relearn_steps`. recovery = (after − unlearned) ÷ (original − unlearned), per fact, where a
-#   fact the arm did not forget (original − unlearned < 0.2) is left out. The original's recall is 01's, read from
-#   its per-prompt rows (the same prompts: every no-context template), not measured again.
-# - **Benign relearning**: the same number of steps on unrelated text, other GSM8K reference solutions (the
-#   `lm_loss_texts` problems before the sample that 10 measures the per-token loss on), then the targets'
-#   recall.
-# - **Quantization** (Zhang et al. 2025): no training at all. Every model is stored the way our offline model
-#   ships (a GGUF file: the blocks' linear weights in 4 bits, the embedding in 8) and read back, in Q4_1 (the
-#   shipped format), Q4_0 and Q8_0, then scored like the trained arm itself. Unlearning that moves the weights
-#   by less than a quantization step is rounded away.
+# - **Relearning** on held-out folds: `relearn_folds` folds of the targets; for each, fine-tune with plain CE on the
+#   *other* folds' no-context training items (training's learning rate and batch size) and test the held-out fold,
+#   never shown, on every no-context template after each budget in `relearn_steps`. recovery = (after − unlearned)
+#   ÷ (original − unlearned) per fact, leaving out facts the arm did not forget (original − unlearned < 0.2). The
+#   original's recall is read from 01's per-prompt rows (the same prompts), not measured again.
+# - **Benign relearning**: as many steps on unrelated text (other GSM8K reference solutions: the `lm_loss_texts`
+#   problems before 10's loss sample), then the targets' recall.
+# - **Quantization** (Zhang et al. 2025): no training. Every model is stored the way our offline model ships (GGUF:
+#   block weights in 4 bits, embedding in 8), read back in Q4_1 (shipped), Q4_0 and Q8_0 and scored like the arm.
+#   Unlearning that moves the weights by less than a quantization step is rounded away.
 #
-# The trained weights are kept for the first training seed only (0.5 GB per model), so every number here is one
-# model per arm, with an interval over facts; the record says n seeds = 1.
+# Weights are kept for the first training seed only (0.5 GB per model): one model per arm, intervals over facts.
 #
 # Reads: 01_data, 02_baselines, 03_rlcp_training, 08_unlearning
 
@@ -102,11 +98,10 @@ print(f"arms {TRAINED} (training seed {P['seeds'][0]}); relearning folds {folds}
 
 # %% [markdown]
 # ## The attacks, one cached table per model
-# Each trained arm's table holds the greedy correctness of every no-context prompt of the tested targets: its
-# held-out fold after each budget (one fine-tuned copy per fold) and all targets after benign fine-tuning. The
-# original's recall on the same prompts is 01's per-prompt rows. A table is computed once and kept in
-# `analyses/09_relearning/` with its key (the parameters below, the model's job key, 01's data and the code of
-# the measures): a rerun with nothing changed reads it back without loading the model (`core/cache.py`).
+# Each trained arm's table: the greedy correctness of every no-context prompt of the tested targets, its held-out
+# fold after each budget (one fine-tuned copy per fold) and all targets after benign fine-tuning. It is kept in
+# `analyses/09_relearning/` with its key (the parameters below, the model's job key, 01's data, the measures'
+# code): a rerun with nothing changed reads it back without loading the model (`core/cache.py`).
 
 # %%
 NOTEBOOK = "09_relearning"
@@ -160,9 +155,8 @@ assert len(tables["original"]) == len(no_ctx_items), "01's per-prompt rows do no
 
 # %% [markdown]
 # ## Per fact, then the record
-# Each fact's recall is the mean over its prompts; the record's numbers are means over facts with a bootstrap
-# interval over facts: recall of the held-out folds after each budget, the recovery of the facts the arm
-# forgot, and the targets' recall after benign fine-tuning.
+# A fact's recall is the mean over its prompts; the record gives means over facts with a bootstrap over facts: the
+# held-out folds' recall after each budget, the recovery of forgotten facts, the recall after benign fine-tuning.
 
 # %%
 def by_fact(d: pd.DataFrame) -> pd.Series:
@@ -196,9 +190,8 @@ pd.DataFrame(rows).pivot(index="arm", columns="metric", values="value").loc[TRAI
 
 # %% [markdown]
 # ## Recall of the held-out folds along the attack
-# Mean over the targets of each arm's recall after each relearning budget (0 steps: the unlearned model), with
-# the original's recall (dotted) and the recall after as many steps of benign fine-tuning (×). An arm whose line
-# climbs back to the dotted line hid the facts; a flat line near zero is what removal looks like.
+# Each arm's mean recall of the targets after each budget (0 steps: the unlearned model), the original's (dotted)
+# and after as many benign steps (×). A line that climbs back to the dotted one hid the facts; removal stays flat.
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -216,16 +209,14 @@ plt.show()
 
 # %% [markdown]
 # ## Quantization attack
-# Each model's weights are rounded through gguf-py's own quantize/dequantize (`measures/quantization.py`): the
-# tensors the shipped file quantizes, in the same blocks of 32 weights. First a check that this is the shipped
-# grid: the original model, read from the Q4_1 file, must come back unchanged. Then every arm of `quant_arms` (every
-# trained arm on the default profile) in each format is scored with 02/03's evaluation (targets and retain facts, no
-# context and RAG, every wording split, chance from a deranged answer key); tables are cached like the attacks above. Each arm as it is (`none`) is not scored again:
-# its scores are read from 01 (the original) and from its job (scores do not depend on the batch they ran in).
-# **recovery** = the quantized arm's no-context recall of the targets (held-out wordings) ÷ the original's, a
-# ratio of means over facts with a bootstrap interval over facts (0: still forgotten; 1: all back).
-# **weight change** = |trained − original| of every block weight in units of its block's Q4_1 step: a weight
-# moved by less than half a step rounds back to the original's value (when its block keeps its min and max).
+# Weights are rounded through gguf-py's own quantize/dequantize (`measures/quantization.py`): the tensors the shipped
+# file quantizes, in its blocks of 32. Check first that this is the shipped grid: the original, read from the Q4_1
+# file, comes back unchanged. Every arm of `quant_arms` in each format is scored with 02/03's evaluation (targets and
+# retain facts, no context and RAG, every wording split, chance from a deranged key), cached like the attacks; each
+# arm as it is (`none`) is read from 01 (the original) or its job. **recovery** = the quantized arm's no-context
+# recall of the targets (held-out wordings) ÷ the original's, with a bootstrap over facts (0: still forgotten; 1: all
+# back). **weight change** = |trained − original| per block weight in its block's Q4_1 steps: a weight moved by less
+# than half a step rounds back (when its block keeps its min and max).
 
 # %%
 FORMATS = ["none", *P["quant_formats"]]
@@ -337,9 +328,8 @@ view = view[view.metric.str.contains(f"targets.{HELD}|retain.{HELD}|recovery|wei
 view.pivot(index="arm", columns="metric", values="value").reindex(QUANTIZED).round(3).T
 
 # %% [markdown]
-# No-context recall of the targets and of the retain facts (held-out wordings), each model as it is and read back
-# through each format (95% intervals over facts). A bar of a trained arm that climbs back towards the original's
-# after quantization is forgetting that the rounding undid.
+# No-context recall of targets and retain facts (held-out wordings), each model as it is and through each format
+# (95% over facts). A trained arm's bar that climbs back towards the original's is forgetting the rounding undid.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)

@@ -61,3 +61,19 @@ def test_earlier_kernel_measurements_stay_unless_measured_again():
     kept = memory.kept_kernel_rows(before, now)
     assert [r["notebook"] for r in kept] == ["12_gradient_geometry"]  # 11 measured again; bounds are not carried over
 
+
+
+def test_a_worker_that_ended_inside_a_cell_still_counts():
+    """A kernel whose workers exit before the cell ends (training jobs of the local executor) records their peak: a
+    fresh process spawns a worker that holds about 300 MiB and ends, then reads its own figures."""
+    import json
+    import subprocess
+    import sys
+
+    script = ("import subprocess, sys, json\n"
+              "subprocess.run([sys.executable, '-c', 'b = bytearray(300 * 2**20); b[::4096] = b\"x\" * len(b[::4096])'], check=True)\n"
+              "from rlcp_utils.core.notebook import peak_rss_gib\n"
+              "print(json.dumps(peak_rss_gib()))\n")
+    out = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    assert 0.28 <= out["workers_peak_rss_gib"] < 1.0, out
+    assert out["peak_rss_gib"] > 0

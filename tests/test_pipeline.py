@@ -188,3 +188,42 @@ def test_a_profile_keeps_one_precision(study, capsys, monkeypatch):
     machine("fp32")  # nothing left to run: nothing to refuse; --force --only would mix precisions: refused
     assert pipeline.main(["--profile", "smoke"]) == 0
     assert pipeline.main(["--profile", "smoke", "--force", "--only", "01_first"]) == 2
+
+
+def test_rerun_runs_current_notebooks_again_without_forcing_their_contents(study, capsys):
+    """--rerun brings a study to this checkout's commit: every selected notebook and its readers run again, but the
+    kernels are not told to recompute (RLCP_FORCE=0), so training jobs and cached analyses with current keys are reused."""
+    notebooks, out = study
+    _notebook(notebooks / "01_data.ipynb", "import os\nprint('force', os.environ['RLCP_FORCE'])")
+    _notebook(notebooks / "02_report.ipynb", "print('report')", reads="01_data")
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    capsys.readouterr()
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    assert "01_data: already done" in capsys.readouterr().out
+    assert pipeline.main(["--profile", "smoke", "--rerun", "--only", "01_data"]) == 0
+    assert "01_data: running (--rerun)" in capsys.readouterr().out
+    executed = nbformat.read(out / "notebooks" / "01_data.ipynb", as_version=4)
+    assert "force 0" in json.dumps(executed.cells[-1].outputs)
+    assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks()) == {"01_data": None, "02_report": "01_data ran since"}
+
+
+def test_a_partial_profile_runs_and_is_judged_on_its_own_notebooks(study, capsys, monkeypatch):
+    """A control profile that runs some notebooks (PROFILE_NOTEBOOKS) is current when those are: the notebooks it never
+    runs, and a notebook they read that it does not run, do not make it stale."""
+    notebooks, out = study
+    _notebook(notebooks / "01_data.ipynb", "print('data')")
+    _notebook(notebooks / "02_baselines.ipynb", "print('baselines')", reads="01_data")
+    _notebook(notebooks / "03_rlcp.ipynb", "print('rlcp')", reads="01_data, 02_baselines")
+    monkeypatch.setitem(pipeline.PROFILE_NOTEBOOKS, "smoke", ("01_data", "03_rlcp"))
+    assert pipeline.main(["--profile", "smoke"]) == 0
+    log = capsys.readouterr().out
+    assert "03_rlcp: finished" in log and "02_baselines" not in log
+    assert pipeline.stale_outputs(load_profile("smoke")) == {}
+    monkeypatch.delitem(pipeline.PROFILE_NOTEBOOKS, "smoke")  # judged as a whole study, it lacks 02
+    assert pipeline.stale_outputs(load_profile("smoke")) == {"02_baselines": "never ran", "03_rlcp": "02_baselines runs now"}
+
+
+def test_fp32_check_is_judged_on_the_notebooks_it_runs():
+    names = [nb.stem for nb in pipeline.study_notebooks(load_profile("fp32-check"))]
+    assert names == ["01_data", "03_rlcp_training"]
+    assert len(pipeline.study_notebooks(load_profile("default"))) == len(pipeline.study_notebooks()) >= 15

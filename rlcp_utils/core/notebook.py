@@ -233,18 +233,23 @@ def _with_repository(pythonpath: str) -> str:
 
 
 def peak_rss_gib() -> dict:
-    """This kernel's peak resident memory so far and that of its worker processes (joblib's probe fits), in GiB.
-    The workers' figure sums each one's own peak (Linux VmHWM): an upper bound of what they held at once."""
-    own = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2) if resource else None  # KiB on Linux
-    workers_kib = 0
+    """This kernel's peak resident memory so far and that of its worker processes (joblib's probe fits, local training
+    jobs), in GiB. The workers' figure is the larger of two Linux figures: the sum of the live workers' own peaks
+    (VmHWM: an upper bound of what they held at once) and the peak of the largest worker that has ended (the
+    kernel's RUSAGE_CHILDREN), so that workers which exit inside a cell are counted too."""
+    if resource is None:
+        return {"peak_rss_gib": None, "workers_peak_rss_gib": None}
+    own_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    ended_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    live_kib = 0
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
         except OSError:  # a process that ended while we read
             continue
         if fields.get("PPid", "").strip() == str(os.getpid()) and "VmHWM" in fields:
-            workers_kib += int(fields["VmHWM"].split()[0])
-    return {"peak_rss_gib": own, "workers_peak_rss_gib": round(workers_kib / 2**20, 2)}
+            live_kib += int(fields["VmHWM"].split()[0])
+    return {"peak_rss_gib": round(own_kib / 2**20, 2), "workers_peak_rss_gib": round(max(live_kib, ended_kib) / 2**20, 2)}
 
 
 def _ipython_shell():
@@ -258,9 +263,11 @@ def _keep_peak_rss(shell, P: config.Profile, notebook: str) -> None:
     One value per notebook, its own (not the largest kernel the runner has seen so far)."""
     target = os.environ.get(PEAK_RSS_ENV)
     started = time.monotonic()
+    workers_seen = [0.0]  # the live workers' sum falls when they end: keep the largest seen after any cell
 
     def write(*_args) -> None:
         peak = peak_rss_gib()
+        workers_seen[0] = peak["workers_peak_rss_gib"] = max(workers_seen[0], peak["workers_peak_rss_gib"] or 0.0)
         if target:
             Path(target).write_text(json.dumps({"notebook": notebook, **peak}))
             return

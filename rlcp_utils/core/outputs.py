@@ -177,13 +177,19 @@ def run_times_table(manifest: dict) -> str:
     return "\n".join(lines) + f"\n\nMachine: {where}; profile `{manifest.get('profile', '')}`.\n"
 
 
-def update_readme_table(readme: Path, table_md: str, block: str = "table1") -> bool:
-    """Replace a generated block of the README with `table_md`; False when the README has no such block."""
-    text = readme.read_text()
+def with_block(text: str, block: str, table_md: str) -> str | None:
+    """`text` with its generated block `block` (README_BLOCKS) holding `table_md`; None when it has no such block."""
     start, end = README_BLOCKS[block]
     if start not in text or end not in text:
-        return False
+        return None
     head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    atomic_write_text(readme, f"{head}{start}\n{table_md}{end}{tail}")
+    return f"{head}{start}\n{table_md}{end}{rest.split(end, 1)[1]}"
+
+
+def update_readme_table(readme: Path, table_md: str, block: str = "table1") -> bool:
+    """Replace a generated block of the README with `table_md`; False when the README has no such block."""
+    text = with_block(readme.read_text(), block, table_md)
+    if text is None:
+        return False
+    atomic_write_text(readme, text)
     return True

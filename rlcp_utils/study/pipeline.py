@@ -18,8 +18,14 @@ only the notebooks that read its results.
     python -m rlcp_utils.study.pipeline --check             # what `make check` calls: which committed outputs
                                                               are stale against this checkout, and why
 
+--rerun runs every selected notebook again (and every notebook that reads one) at this checkout, reusing each training
+job and cached analysis whose key is current: how a study made over several commits is brought to one commit
+without retraining what the same code already trained (a job's key holds the hash of the code it runs).
 --force reruns every selected notebook and recomputes everything inside it: training jobs are retrained and
 cached generations regenerated (the kernels see RLCP_FORCE=1), nothing is reused.
+
+A profile of PROFILE_NOTEBOOKS runs only its notebooks (a control that answers one question): the pipeline runs those
+when it is given no --only, and `--check` judges only those.
 A failing notebook stops the run and names the failing cell.
 """
 
@@ -62,9 +68,16 @@ from rlcp_utils.core.outputs import (
 from rlcp_utils.study import prose
 
 
-def study_notebooks() -> list[Path]:
-    """The numbered notebooks (NN_name.ipynb), in order."""
-    return sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+# The profiles that run only some of the notebooks, by name. fp32-check is the control for the default profile's
+# precision: it retrains RLCP in fp32 (01 makes its data, 03 trains) and compares it with default (bench --precision).
+PROFILE_NOTEBOOKS: dict[str, tuple[str, ...]] = {"fp32-check": ("01_data", "03_rlcp_training")}
+
+
+def study_notebooks(profile=None) -> list[Path]:
+    """The numbered notebooks (NN_name.ipynb), in order; with a profile, those it runs (PROFILE_NOTEBOOKS)."""
+    every = sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    only = PROFILE_NOTEBOOKS.get(profile.name) if profile is not None else None
+    return every if only is None else [nb for nb in every if nb.stem in only]
 
 
 def _sha256(path: Path) -> str:
@@ -108,13 +121,13 @@ def why_stale(profile, notebook: Path, manifest: dict) -> str | None:
     return None
 
 
-def plan(profile, notebooks: list[Path], force: bool = False) -> dict[str, str | None]:
+def plan(profile, notebooks: list[Path], force: bool = False, rerun: bool = False) -> dict[str, str | None]:
     """For each notebook, why it runs now (None: it is current and is skipped)."""
     manifest = _manifest(profile)
     out: dict[str, str | None] = {}
     for nb in notebooks:
-        if force:
-            out[nb.stem] = "--force"
+        if force or rerun:
+            out[nb.stem] = "--force" if force else "--rerun"
             continue
         reason = why_stale(profile, nb, manifest)
         rerun_deps = [d for d in reads(nb) if out.get(d)]
@@ -277,7 +290,7 @@ def stale_outputs(profile) -> dict[str, str]:
     this checkout: its code, the package code it runs, its parameters or what it read changed, it never ran,
     or it no longer exists. Empty when everything is current."""
     manifest = _manifest(profile)
-    notebooks = study_notebooks()
+    notebooks = study_notebooks(profile)
     out = {name: "no such notebook any more (renamed or removed)"
            for name in sorted(set(manifest.get("notebooks", {})) - {nb.stem for nb in notebooks})}
     for name, reason in plan(profile, notebooks).items():
@@ -322,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="default", help="name under params/ or a path to a YAML file")
     ap.add_argument("--force", action="store_true", help="rerun the notebooks and recompute everything (retrain)")
+    ap.add_argument("--rerun", action="store_true",
+                    help="rerun the selected notebooks (and those that read them) at this checkout, reusing every training "
+                         "job and cached analysis whose key is current")
     ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (for example 01_data)")
     ap.add_argument("--log-output", action="store_true", help="stream every cell output (not only printed lines)")
     ap.add_argument("--executor", default=None,
@@ -339,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    notebooks = study_notebooks()
+    notebooks = study_notebooks(profile)
     if args.only:
         unknown = set(args.only) - {nb.stem for nb in notebooks}
         if unknown:
@@ -359,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"precision {prec['precision']}: {prec['reason']}")
     # refused before anything is written, when something would run: --force without --only recomputes everything
     # in this precision (no mixing); --force --only would mix
-    todo = plan(profile, notebooks, args.force)
+    todo = plan(profile, notebooks, args.force, args.rerun)
     would_run = any(why is not None for why in todo.values())
     conflict = precision_conflict(profile, prec["precision"]) if would_run and (args.only or not args.force) else None
     if conflict:

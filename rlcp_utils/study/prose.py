@@ -27,7 +27,7 @@ import pandas as pd
 
 from rlcp_utils.core import config, results
 from rlcp_utils.core.files import atomic_write_text
-from rlcp_utils.core.outputs import README_BLOCKS, README_TABLES
+from rlcp_utils.core.outputs import README_TABLES, with_block
 from rlcp_utils.study.claims_rules import View
 
 TEMPLATES = config.REPO_ROOT / "docs" / "templates"
@@ -80,11 +80,9 @@ def with_generated_blocks(text: str, document: Path) -> str:
     """The document's generated table blocks (outputs.README_TABLES: the pipeline copies them in) filled from their
     tables, so that rendering a template never brings back an older copy of one."""
     for block, (table, _writer, doc) in README_TABLES.items():
-        start, end = README_BLOCKS[block]
         source = config.REPO_ROOT / "outputs" / table
-        if config.REPO_ROOT / doc == document and start in text and end in text and source.exists():
-            head, rest = text.split(start, 1)
-            text = f"{head}{start}\n{source.read_text()}{end}{rest.split(end, 1)[1]}"
+        if config.REPO_ROOT / doc == document and source.exists():
+            text = with_block(text, block, source.read_text()) or text
     return text
 
 
