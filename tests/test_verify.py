@@ -9,6 +9,7 @@ import json
 import pandas as pd
 import pytest
 
+from rlcp_utils.core import results
 from rlcp_utils.core.config import load_profile
 from rlcp_utils.study import verify
 from rlcp_utils.training import jobs
@@ -73,3 +74,20 @@ def test_a_job_this_checkout_would_train_otherwise_is_not_checkable(committed, f
 def test_the_command_names_the_jobs_it_knows(committed, capsys):
     assert verify.main(["--profile", "smoke", "--job", "rlcp/seed7"]) == 2
     assert "no finished job 'rlcp/seed7'" in capsys.readouterr().err
+
+
+def test_the_seed_range_counts_the_retrained_values_between_the_committed_seeds(tmp_path, monkeypatch):
+    """Beside the verdict: how many retrained values lie within the committed seeds' min-max, per metric."""
+    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
+    profile = load_profile("smoke", {"seeds": [0, 1, 2]})
+    for seed, (a, b) in enumerate([(0.2, 0.9), (0.4, 0.8), (0.3, 1.0)]):
+        folder = jobs.job_dir(profile, "grad_diff", seed)
+        folder.mkdir(parents=True)
+        row = {c: "" for c in results.COLUMNS} | {"notebook": "08", "arm": "grad_diff", "seed": seed, "fact_draw": 0}
+        pd.DataFrame([row | {"metric": "m.a", "value": a}, row | {"metric": "m.b", "value": b}]).to_csv(folder / "results.csv", index=False)
+    record = {"job": "grad_diff/seed0", "fact_draw": 0, "n_metrics": 2,
+              "metrics": [{"metric": "m.a", "retrained": 0.25}, {"metric": "m.b", "retrained": 0.75}]}
+    assert verify.within_seed_range(profile, record) == "1/2 (3 seeds)"  # 0.25 in [0.2, 0.4]; 0.75 below 0.8
+    record["metrics"][1]["retrained"] = 1.0  # the range's ends count as inside
+    assert verify.within_seed_range(profile, record) == "2/2 (3 seeds)"
+    assert verify.within_seed_range(profile, {"job": "grad_diff/seed0", "verdict": "not checkable"}) == ""

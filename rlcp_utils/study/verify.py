@@ -9,7 +9,8 @@ committed ones. The record goes to outputs/<profile>/verify/<name>_<folder>.json
 
 What "the same" means: every value of the job's record (accuracies and answer probabilities, all in [0, 1])
 within TOLERANCE[precision] of the committed value, and at least 1 - TOLERANCE[precision] of the per-prompt
-right/wrong decisions equal. On the machine that trained the job the numbers are identical (training and scoring
+right/wrong decisions equal. Beside the verdict, the summary counts the retrained values that lie within the range
+of the committed seeds (a scale for a difference across machines; it does not decide the verdict). On the machine that trained the job the numbers are identical (training and scoring
 are deterministic for a given number of torch threads, which job.json records and verify uses); on another machine the last
 bits of bf16 arithmetic differ and may flip a borderline prompt. A job can only be checked when this checkout
 would train it the same way: its job key (parameters, facts, arm, seed, precision, code hash) must equal the
@@ -125,11 +126,28 @@ def verify_job(profile, spec: str) -> dict:
             "verdict": "reproduced" if ok else "differs"}
 
 
-def summary_table(records: list[dict]) -> str:
+def within_seed_range(profile, record: dict) -> str:
+    """How many of a retrained job's record values lie within the range of the committed seeds of its arm and fact
+    draw (min to max): a scale for a difference across machines, beside the tolerance, which decides the verdict."""
+    if "metrics" not in record:
+        return ""
+    name = record["job"].split("/")[0]
+    folders = [jobs.job_dir(profile, name, seed, record.get("fact_draw", 0)) for seed in profile["seeds"]]
+    found = [results.read(f / "results.csv") for f in folders if (f / "results.csv").exists()]
+    if len(found) < 2:
+        return ""
+    span = pd.concat(found).groupby("metric").value.agg(["min", "max"])
+    inside = [r for r in record["metrics"] if r["retrained"] is not None and r["metric"] in span.index
+              and span.loc[r["metric"], "min"] <= r["retrained"] <= span.loc[r["metric"], "max"]]
+    return f"{len(inside)}/{record['n_metrics']} ({len(found)} seeds)"
+
+
+def summary_table(records: list[dict], profile=None) -> str:
     rows = [{"job": r["job"], "fact draw": r.get("fact_draw", 0), "precision": r.get("precision"), "verdict": r["verdict"],
              "record values within tolerance": f"{r['n_metrics_ok']}/{r['n_metrics']}" if "n_metrics" in r else "",
              "largest difference": f"{r['max_abs_diff']:.4f}" if "max_abs_diff" in r else "",
              "tolerance": r.get("tolerance", ""),
+             "record values within the committed seeds' range": within_seed_range(profile, r) if profile is not None else "",
              "per-prompt decisions differing": (f"{r['per_prompt']['decisions_differing_share']:.1%} of "
                                                 f"{r['per_prompt']['paired']}") if "per_prompt" in r else "",
              "where decisions differ": "; ".join(f"{m} {c['differing']}/{c['of']}" for m, c in
@@ -139,7 +157,8 @@ def summary_table(records: list[dict]) -> str:
              "checkout": (r.get("checkout_commit") or "")[:12], "why not checked": r.get("why", "")} for r in records]
     return markdown_table(pd.DataFrame(rows).set_index("job")) + (
         "\n\nNot checked here: the committed jobs not named above, and the analyses notebooks compute from trained "
-        "weights after training (rerun them with `make reproduce FORCE=1`).\n")
+        "weights after training (`make reproduce RERUN=1` reruns them from this machine's weights, `FORCE=1` retrains "
+        "those too).\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         records.append(rec)
     # the summary covers every job verified so far on this profile, not only this invocation's
-    atomic_write_text(out / "summary.md", summary_table([json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]))
+    atomic_write_text(out / "summary.md", summary_table([json.loads(p.read_text()) for p in sorted(out.glob("*.json"))], profile))
     print(f"written: {out / 'summary.md'}")
     return 0 if all(r["verdict"] == "reproduced" for r in records) else 1
 
