@@ -115,6 +115,22 @@ def test_committed_outputs_are_current_or_reported_stale(name):
 
 
 @pytest.mark.parametrize("name", pipeline.committed_profiles())
+def test_committed_jobs_were_trained_by_this_checkouts_code_in_one_precision(name):
+    """Every committed training job (job.json) records the hash of the training code it ran: where the profile's
+    outputs are current, that is this checkout's, and every job and notebook run holds the same precision."""
+    from rlcp_utils.training import jobs
+
+    profile = load_profile(name)
+    infos = [json.loads(p.read_text()) for p in sorted(profile.output_dir.glob("jobs/*/*/job.json"))]
+    assert len(pipeline.recorded_precisions(profile)) <= 1, pipeline.recorded_precisions(profile)
+    stale = pipeline.stale_outputs(profile)
+    if stale:
+        pytest.xfail(f"outputs/{name} is stale against this checkout (make check): {', '.join(stale)}")
+    other = sorted({i["code_sha256"] for i in infos} - {jobs.job_code_sha256()})
+    assert not other, f"{name}: jobs made by other training code ({other}) than this checkout's ({jobs.job_code_sha256()})"
+
+
+@pytest.mark.parametrize("name", pipeline.committed_profiles())
 def test_committed_summary_rows_recompute_from_their_per_prompt_rows(name):
     """Every current committed notebook with a recipe (study/recompute.py): each record row its recipes cover equals
     the value recomputed from the committed per-prompt rows; stale notebooks are left to their regeneration."""
