@@ -63,17 +63,28 @@ def test_earlier_kernel_measurements_stay_unless_measured_again():
 
 
 
-def test_a_worker_that_ended_inside_a_cell_still_counts():
-    """A kernel whose workers exit before the cell ends (training jobs of the local executor) records their peak: a
-    fresh process spawns a worker that holds about 300 MiB and ends, then reads its own figures."""
+def test_a_worker_that_ended_inside_a_cell_still_counts_and_only_its_own_memory(tmp_path):
+    """A kernel whose workers exit before the cell ends (training jobs of the local executor) records their peak, and
+    only theirs: a fresh process that holds about 400 MiB itself starts a worker holding about 300 MiB (under a shell,
+    as submitit's controller holds a job) that ends before the figure is read, then a worker holding nothing."""
     import json
     import subprocess
     import sys
 
-    script = ("import subprocess, sys, json\n"
-              "subprocess.run([sys.executable, '-c', 'b = bytearray(300 * 2**20); b[::4096] = b\"x\" * len(b[::4096])'], check=True)\n"
-              "from rlcp_utils.core.notebook import peak_rss_gib\n"
-              "print(json.dumps(peak_rss_gib()))\n")
-    out = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-    assert 0.28 <= out["workers_peak_rss_gib"] < 1.0, out
-    assert out["peak_rss_gib"] > 0
+    worker = tmp_path / "worker.py"
+    worker.write_text("import time\nb = bytearray(300 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\ntime.sleep(1.5)\n")
+    kernel = tmp_path / "kernel.py"
+    kernel.write_text(
+        "import json, subprocess, sys\n"
+        "from rlcp_utils.core.notebook import WorkerPeak, peak_rss_gib\n"
+        "own = bytearray(400 * 2**20); own[::4096] = b'x' * len(own[::4096])\n"
+        "sampler = WorkerPeak(every_s=0.1)\n"
+        f"subprocess.run(['sh', '-c', sys.executable + ' {worker}'], check=True)\n"
+        "after_worker = sampler.gib(); sampler.stop()\n"
+        "quiet = WorkerPeak(every_s=0.1)\n"
+        "subprocess.run(['sleep', '0.5'], check=True)\n"
+        "print(json.dumps({'after_worker': after_worker, 'idle_worker': quiet.gib(), 'now': peak_rss_gib()}))\n")
+    out = json.loads(subprocess.run([sys.executable, str(kernel)], capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    assert 0.28 <= out["after_worker"] < 0.45, out  # the ended worker's own 300 MiB, not the parent's 400
+    assert out["idle_worker"] < 0.05, out  # a worker that holds nothing adds nothing, whatever its parent holds
+    assert out["now"]["workers_peak_rss_gib"] == 0 and out["now"]["peak_rss_gib"] >= 0.39

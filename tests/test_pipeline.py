@@ -5,6 +5,7 @@ import json
 import nbformat
 import pytest
 
+from rlcp_utils.core import outputs
 from rlcp_utils.study import pipeline
 from rlcp_utils.core.config import load_profile
 
@@ -190,21 +191,29 @@ def test_a_profile_keeps_one_precision(study, capsys, monkeypatch):
     assert pipeline.main(["--profile", "smoke", "--force", "--only", "01_first"]) == 2
 
 
-def test_rerun_runs_current_notebooks_again_without_forcing_their_contents(study, capsys):
-    """--rerun brings a study to this checkout's commit: every selected notebook and its readers run again, but the
-    kernels are not told to recompute (RLCP_FORCE=0), so training jobs and cached analyses with current keys are reused."""
+def test_rerun_runs_current_notebooks_again_without_forcing_their_contents(study, capsys, monkeypatch):
+    """--rerun brings a study to this checkout's commit: a notebook made at another commit (or in a dirty tree) runs
+    again, one already made at this clean commit is skipped (an interrupted rerun resumes), and the kernels are not
+    told to recompute (RLCP_FORCE=0), so training jobs and cached analyses with current keys are reused."""
     notebooks, out = study
     _notebook(notebooks / "01_data.ipynb", "import os\nprint('force', os.environ['RLCP_FORCE'])")
     _notebook(notebooks / "02_report.ipynb", "print('report')", reads="01_data")
+    commit = {"now": "aaa"}
+    monkeypatch.setattr(pipeline, "git_commit", lambda: commit["now"])  # what the plan compares with
+    monkeypatch.setattr(outputs, "git_commit", lambda: commit["now"])  # what the manifest records
     assert pipeline.main(["--profile", "smoke"]) == 0
     capsys.readouterr()
-    assert pipeline.main(["--profile", "smoke"]) == 0
-    assert "01_data: already done" in capsys.readouterr().out
+    assert pipeline.main(["--profile", "smoke", "--rerun"]) == 0
+    assert "01_data: already done" in capsys.readouterr().out  # made at this commit: nothing to bring over
+    commit["now"] = "bbb"
     assert pipeline.main(["--profile", "smoke", "--rerun", "--only", "01_data"]) == 0
     assert "01_data: running (--rerun)" in capsys.readouterr().out
     executed = nbformat.read(out / "notebooks" / "01_data.ipynb", as_version=4)
     assert "force 0" in json.dumps(executed.cells[-1].outputs)
     assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks()) == {"01_data": None, "02_report": "01_data ran since"}
+    assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks(), rerun=True) == {"01_data": None, "02_report": "01_data ran since"}
+    commit["now"] = "bbb+dirty"  # a dirty tree's runs are never taken for this commit's
+    assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks(), rerun=True)["01_data"] == "--rerun"
 
 
 def test_a_partial_profile_runs_and_is_judged_on_its_own_notebooks(study, capsys, monkeypatch):
@@ -219,6 +228,10 @@ def test_a_partial_profile_runs_and_is_judged_on_its_own_notebooks(study, capsys
     log = capsys.readouterr().out
     assert "03_rlcp: finished" in log and "02_baselines" not in log
     assert pipeline.stale_outputs(load_profile("smoke")) == {}
+    # a direct run of 03 asks the pipeline for what it reads (core.notebook.build_missing_upstream): 02 is skipped
+    assert pipeline.main(["--profile", "smoke", "--only", "02_baselines"]) == 0
+    assert "02_baselines: profile smoke does not run it (PROFILE_NOTEBOOKS), skipped" in capsys.readouterr().out
+    assert [nb.stem for nb in pipeline.study_notebooks(load_profile("smoke", {"epochs": 2}))] == ["01_data", "03_rlcp"]  # an override keeps the list
     monkeypatch.delitem(pipeline.PROFILE_NOTEBOOKS, "smoke")  # judged as a whole study, it lacks 02
     assert pipeline.stale_outputs(load_profile("smoke")) == {"02_baselines": "never ran", "03_rlcp": "02_baselines runs now"}
 

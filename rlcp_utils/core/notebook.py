@@ -20,6 +20,7 @@ import random
 import re
 import subprocess
 import sys
+import threading
 import time
 import types
 from datetime import datetime, timezone
@@ -232,24 +233,56 @@ def _with_repository(pythonpath: str) -> str:
 # --- each kernel's own peak memory -------------------------------------------------------------------------
 
 
-def peak_rss_gib() -> dict:
-    """This kernel's peak resident memory so far and that of its worker processes (joblib's probe fits, local training
-    jobs), in GiB. The workers' figure is the larger of two Linux figures: the sum of the live workers' own peaks
-    (VmHWM: an upper bound of what they held at once) and the peak of the largest worker that has ended (the
-    kernel's RUSAGE_CHILDREN), so that workers which exit inside a cell are counted too."""
-    if resource is None:
-        return {"peak_rss_gib": None, "workers_peak_rss_gib": None}
-    own_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    ended_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    live_kib = 0
+def _workers_hwm_kib() -> int:
+    """The sum of every descendant process's own peak (Linux VmHWM, which starts afresh at exec, so a worker's
+    figure is its own and not the memory it was forked from): children and their children (a local training
+    job runs under submitit's controller)."""
+    parent_of, hwm = {}, {}
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
         except OSError:  # a process that ended while we read
             continue
-        if fields.get("PPid", "").strip() == str(os.getpid()) and "VmHWM" in fields:
-            live_kib += int(fields["VmHWM"].split()[0])
-    return {"peak_rss_gib": round(own_kib / 2**20, 2), "workers_peak_rss_gib": round(max(live_kib, ended_kib) / 2**20, 2)}
+        parent_of[status.parent.name] = fields.get("PPid", "").strip()
+        if "VmHWM" in fields:
+            hwm[status.parent.name] = int(fields["VmHWM"].split()[0])
+    ours, frontier = set(), {str(os.getpid())}
+    while frontier:
+        frontier = {pid for pid, ppid in parent_of.items() if ppid in frontier} - ours
+        ours |= frontier
+    return sum(hwm.get(pid, 0) for pid in ours)
+
+
+def peak_rss_gib() -> dict:
+    """This kernel's peak resident memory so far and its worker processes' now (joblib's probe fits, local training
+    jobs and their children), in GiB. The workers' figure sums each live one's own peak (Linux VmHWM): an upper
+    bound of what they held at once. Workers that end inside a cell are caught by the kernel's WorkerPeak sampler."""
+    own = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2) if resource else None  # KiB on Linux
+    return {"peak_rss_gib": own, "workers_peak_rss_gib": round(_workers_hwm_kib() / 2**20, 2)}
+
+
+class WorkerPeak:
+    """The largest workers' figure (peak_rss_gib) seen since it started, sampled every `every_s` seconds in a daemon
+    thread: a worker that ends within a cell (a training job of the local executor) is gone by the cell's end."""
+
+    def __init__(self, every_s: float = 2.0):
+        self.largest_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(every_s,), daemon=True, name="rlcp-worker-peak")
+        self._thread.start()
+
+    def _sample(self, every_s: float) -> None:
+        while not self._stop.is_set():
+            self.largest_kib = max(self.largest_kib, _workers_hwm_kib())
+            self._stop.wait(every_s)
+
+    def gib(self) -> float:
+        self.largest_kib = max(self.largest_kib, _workers_hwm_kib())
+        return round(self.largest_kib / 2**20, 2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _ipython_shell():
@@ -263,11 +296,10 @@ def _keep_peak_rss(shell, P: config.Profile, notebook: str) -> None:
     One value per notebook, its own (not the largest kernel the runner has seen so far)."""
     target = os.environ.get(PEAK_RSS_ENV)
     started = time.monotonic()
-    workers_seen = [0.0]  # the live workers' sum falls when they end: keep the largest seen after any cell
+    workers = WorkerPeak()  # one sampler per recorder: a rerun of the first cell stops the old one (below)
 
     def write(*_args) -> None:
-        peak = peak_rss_gib()
-        workers_seen[0] = peak["workers_peak_rss_gib"] = max(workers_seen[0], peak["workers_peak_rss_gib"] or 0.0)
+        peak = {**peak_rss_gib(), "workers_peak_rss_gib": workers.gib()}
         if target:
             Path(target).write_text(json.dumps({"notebook": notebook, **peak}))
             return
@@ -280,5 +312,7 @@ def _keep_peak_rss(shell, P: config.Profile, notebook: str) -> None:
 
     for callback in [f for f in shell.events.callbacks["post_run_cell"] if getattr(f, "_rlcp_peak", False)]:
         shell.events.unregister("post_run_cell", callback)  # a rerun of the first cell: one recorder per kernel
+        callback._rlcp_workers.stop()
     write._rlcp_peak = True
+    write._rlcp_workers = workers
     shell.events.register("post_run_cell", write)

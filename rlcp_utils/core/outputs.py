@@ -30,7 +30,10 @@ TRACKED_PACKAGES = ["rlcp", "torch", "transformers", "gguf", "numpy", "pandas", 
 
 
 # how a manifest's per-kernel peak memory is measured (core/notebook.py's post-cell hook)
-PEAK_RSS_HOW = "the kernel's getrusage(RUSAGE_SELF).ru_maxrss and its child processes' VmHWM, read after each cell"
+PEAK_RSS_HOW = ("the kernel's getrusage(RUSAGE_SELF).ru_maxrss after each cell, and the largest sum of its descendant "
+                "processes' VmHWM, sampled every 2 s")
+# what older runs recorded (live child processes' VmHWM after each cell: workers that ended inside a cell were missed)
+PEAK_RSS_HOW_BEFORE = "the kernel's getrusage(RUSAGE_SELF).ru_maxrss and its child processes' VmHWM, read after each cell"
 
 def write_table(profile: Profile, name: str, frame) -> None:
     """tables/<name>.csv. Returns nothing: a notebook cell that ends with it shows no path of this machine."""
@@ -55,11 +58,14 @@ def save_figure(profile: Profile, fig, name: str) -> Path:
 
 def git_commit() -> str | None:
     """HEAD, with '+dirty' when tracked code differs from it. What runs write (outputs/, the README's generated
-    blocks) does not count: a rerun over committed results changes them by design."""
+    blocks, the documents rendered from docs/templates/) does not count: a rerun over committed results changes them
+    by design."""
+    rendered = [f":(exclude)docs/{t.name}" for t in sorted((REPO_ROOT / "docs" / "templates").glob("*.md"))]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)outputs",
-                                ":(exclude)README.md"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+                                ":(exclude)README.md", *rendered], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -120,7 +126,8 @@ def record_notebook_run(profile: Profile, notebook: str, wall_s: float, notebook
         "precision": resolve_precision(profile["precision"], profile["device"]),
         # this notebook's kernel's own peak resident memory (its getrusage RUSAGE_SELF after its last cell)
         "peak_rss_gib": peak_rss_gib,
-        # ... and its worker processes' (joblib), each one's own peak summed: an upper bound of what they held at once
+        # ... and its worker processes' (joblib, local training jobs), each one's own peak summed: an upper bound of
+        # what they held at once
         "workers_peak_rss_gib": workers_peak_rss_gib,
         "peak_rss_how": PEAK_RSS_HOW,
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -293,8 +293,8 @@ def bench_table(r: dict) -> str:
 def precision_comparison(bf16_profile: str = "default", fp32_profile: str = "fp32-check") -> pd.DataFrame:
     """Table 1 of RLCP, first training seed, in the two precisions, next to the spread of the training seeds:
     bf16 autocast is acceptable where it moves a number less than retraining with another seed does.
-    Both profiles must have run (fp32-check: `python -m rlcp_utils.study.pipeline --profile fp32-check --only 01_data
-    03_rlcp_training`); the original model's rows show what bf16 does to evaluation alone."""
+    Both profiles must have run (fp32-check: `python -m rlcp_utils.study.pipeline --profile fp32-check`, which runs
+    01_data and 03_rlcp_training); the original model's rows show what bf16 does to evaluation alone."""
     rows = []
     a, b = (results.load(config.load_profile(name)).query(f"fact_draw == '{results.STUDY_DRAW}'")  # the study's facts
             for name in (bf16_profile, fp32_profile))

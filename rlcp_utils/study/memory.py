@@ -107,8 +107,9 @@ def notebook_peaks(extra_manifests: list[Path] = ()) -> list[dict]:
 def kept_kernel_rows(before: list[dict], rows: list[dict]) -> list[dict]:
     """Earlier per-kernel measurements that `rows` does not measure again (a scratch run whose manifest is gone,
     for example on another machine): they stay, with their commit."""
-    measured = {(r["notebook"], r["profile"]) for r in rows if r["how"].startswith(outputs.PEAK_RSS_HOW)}
-    return [r for r in before if r.get("how", "").startswith(outputs.PEAK_RSS_HOW) and (r["notebook"], r["profile"]) not in measured
+    own = (outputs.PEAK_RSS_HOW, outputs.PEAK_RSS_HOW_BEFORE)
+    measured = {(r["notebook"], r["profile"]) for r in rows if r["how"].startswith(own)}
+    return [r for r in before if r.get("how", "").startswith(own) and (r["notebook"], r["profile"]) not in measured
             and r not in rows]
 
 

@@ -18,9 +18,12 @@ only the notebooks that read its results.
     python -m rlcp_utils.study.pipeline --check             # what `make check` calls: which committed outputs
                                                               are stale against this checkout, and why
 
---rerun runs every selected notebook again (and every notebook that reads one) at this checkout, reusing each training
-job and cached analysis whose key is current: how a study made over several commits is brought to one commit
-without retraining what the same code already trained (a job's key holds the hash of the code it runs).
+--rerun runs every selected notebook again at this checkout unless it already ran at this (clean) commit and is
+current, reusing each training job and cached analysis whose key is current: how a study made over several commits is
+brought to one commit without retraining what the same code already trained (a job's key holds the hash of the code
+it runs), and an interrupted rerun resumes. Weights are not committed: an analysis that loads a model this machine
+lacks retrains it first (the first training seed's). With --only, the notebooks that read a rerun one are left
+stale ("... ran since") for the next run.
 --force reruns every selected notebook and recomputes everything inside it: training jobs are retrained and
 cached generations regenerated (the kernels see RLCP_FORCE=1), nothing is reused.
 
@@ -57,6 +60,7 @@ from rlcp_utils.core.model import resolve_precision
 from rlcp_utils.core.notebook import FORCE_ENV, NOTEBOOK_DIR, PEAK_RSS_ENV, PIPELINE_ENV, reads
 from rlcp_utils.core.files import atomic_write_text
 from rlcp_utils.core.outputs import (
+    git_commit,
     read_json,
     run_times_table,
     readable,
@@ -74,9 +78,10 @@ PROFILE_NOTEBOOKS: dict[str, tuple[str, ...]] = {"fp32-check": ("01_data", "03_r
 
 
 def study_notebooks(profile=None) -> list[Path]:
-    """The numbered notebooks (NN_name.ipynb), in order; with a profile, those it runs (PROFILE_NOTEBOOKS)."""
+    """The numbered notebooks (NN_name.ipynb), in order; with a profile, those it runs (PROFILE_NOTEBOOKS, by the
+    profile's name, with or without the suffix of a command-line override)."""
     every = sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-    only = PROFILE_NOTEBOOKS.get(profile.name) if profile is not None else None
+    only = PROFILE_NOTEBOOKS.get(profile.name.split("+")[0]) if profile is not None else None
     return every if only is None else [nb for nb in every if nb.stem in only]
 
 
@@ -125,11 +130,15 @@ def plan(profile, notebooks: list[Path], force: bool = False, rerun: bool = Fals
     """For each notebook, why it runs now (None: it is current and is skipped)."""
     manifest = _manifest(profile)
     out: dict[str, str | None] = {}
+    commit = git_commit() if rerun else None
     for nb in notebooks:
-        if force or rerun:
-            out[nb.stem] = "--force" if force else "--rerun"
+        if force:
+            out[nb.stem] = "--force"
             continue
         reason = why_stale(profile, nb, manifest)
+        made_at = manifest["notebooks"][nb.stem].get("git_commit") if reason is None else None
+        if rerun and reason is None and (made_at != commit or not commit or commit.endswith("+dirty")):
+            reason = "--rerun"  # current, but made at another commit, or this tree is dirty
         rerun_deps = [d for d in reads(nb) if out.get(d)]
         out[nb.stem] = reason or (f"{rerun_deps[0]} runs now" if rerun_deps else None)
     return out
@@ -292,7 +301,7 @@ def stale_outputs(profile) -> dict[str, str]:
     manifest = _manifest(profile)
     notebooks = study_notebooks(profile)
     out = {name: "no such notebook any more (renamed or removed)"
-           for name in sorted(set(manifest.get("notebooks", {})) - {nb.stem for nb in notebooks})}
+           for name in sorted(set(manifest.get("notebooks", {})) - {nb.stem for nb in study_notebooks()})}
     for name, reason in plan(profile, notebooks).items():
         if reason is not None:
             out[name] = reason
@@ -336,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="default", help="name under params/ or a path to a YAML file")
     ap.add_argument("--force", action="store_true", help="rerun the notebooks and recompute everything (retrain)")
     ap.add_argument("--rerun", action="store_true",
-                    help="rerun the selected notebooks (and those that read them) at this checkout, reusing every training "
-                         "job and cached analysis whose key is current")
+                    help="rerun the selected notebooks at this checkout (those not yet run at this commit), reusing every "
+                         "training job and cached analysis whose key is current")
     ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (for example 01_data)")
     ap.add_argument("--log-output", action="store_true", help="stream every cell output (not only printed lines)")
     ap.add_argument("--executor", default=None,
@@ -357,10 +366,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     notebooks = study_notebooks(profile)
     if args.only:
-        unknown = set(args.only) - {nb.stem for nb in notebooks}
+        every = [nb.stem for nb in study_notebooks()]
+        unknown = set(args.only) - set(every)
         if unknown:
-            print(f"error: unknown notebook(s) {sorted(unknown)}; known: {[nb.stem for nb in notebooks]}", file=sys.stderr)
+            print(f"error: unknown notebook(s) {sorted(unknown)}; known: {every}", file=sys.stderr)
             return 2
+        for name in sorted(set(args.only) - {nb.stem for nb in notebooks}):  # a notebook asked for by one that reads it
+            print(f"{name}: profile {profile.name} does not run it (PROFILE_NOTEBOOKS), skipped")
         notebooks = [nb for nb in notebooks if nb.stem in args.only]
     if args.executor is not None:
         try:
