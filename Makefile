@@ -56,7 +56,7 @@ bench: $(STAMP)
 
 ## What the study cost per notebook, with the jobs of earlier runs that a resumed run reused (seconds; reads the
 ## manifest, the job.json files and the executor logs): writes outputs/bench/cost_$(PROFILE).md and job_walls_$(PROFILE).csv.
-## Not after a RERUN=1: the manifest then holds the rerun's wall times, which leave out the cached analyses it reused
+## After a RERUN=1 it refuses and writes nothing: a rerun's wall times leave out the jobs and cached analyses it reused
 ## (the committed cost_default.md was made from the runs that computed everything; each row names its commit).
 cost: $(STAMP)
 	$(PY) -m rlcp_utils.study.cost --profile $(PROFILE)
@@ -67,7 +67,7 @@ prose: $(STAMP)
 
 ## Memory (about 2 minutes): each notebook's peak from the manifests, and one training step of a random-initialised model
 ## of the paper's shape (Qwen2.5-0.5B): writes outputs/bench/memory.json.
-## Likewise not after a RERUN=1 for the notebooks' rows: a rerun that reads cached analyses loads fewer models.
+## A notebook whose last run was a RERUN=1 keeps its recorded row: a rerun that reads cached analyses loads fewer models.
 memory: $(STAMP)
 	$(PY) -m rlcp_utils.study.memory
 

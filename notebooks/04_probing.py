@@ -31,8 +31,8 @@
 # 4. **Control task** (Hewitt & Liang 2019): random labels fixed per city; selectivity = real − control.
 # 5. **Logit lens**: the answer's first token read off each layer through the unembedding.
 #
-# One trained model per arm, the first training seed (`seeds[0]`): probes at every layer cost minutes per model,
-# so the seed spread is 02/03's (Table 1); every row here says n_seeds = 1 (0 for the original).
+# One model per arm, the first training seed (`seeds[0]`; every row says n_seeds = 1, 0 for the original): probes
+# at every layer cost minutes per model, so the seed spread is 02/03's (Table 1).
 #
 # Reads: 01_data, 02_baselines, 03_rlcp_training
 
@@ -92,8 +92,8 @@ def result_row(arm: str, metric: str, value, **fields) -> dict:
 
 # %% [markdown]
 # ## The prompts and their labels
-# Every target city and every other city of a target country, under all templates (training and held-out), without
-# context (x_no). A country label is the index of the target fact with that country: 15 classes, chance 1/15.
+# Every target city and every other city of a target country, under all templates (training and held-out), no context
+# (x_no). A country label is the index of the target fact with that country: 15 classes, chance 1/15.
 
 # %%
 original, tok, _ = jobs.load_arm(P, "original", study)
@@ -131,8 +131,8 @@ print(f"{N_LAYERS} hidden states per prompt, hidden size {states['original']['la
 
 # %% [markdown]
 # ## Splits: what each probe is trained and tested on
-# - **fact**: target prompts; split 0 tests on the held-out templates (no arm trained on them), further splits on
-#   other random sets of as many templates; folds hold out whole templates. Label: which target fact.
+# - **fact**: target prompts; split 0 tests on the held-out templates (no arm trained on them), further splits on other
+#   random sets of as many templates; folds hold out whole templates. Label: which target fact.
 # - **country**: trained on the other cities of the target countries minus one held-out city per country (another
 #   per split, where a country has two or more); tested on those (`country_other`) and on the 15 target cities
 #   (`country_target`). Folds hold out whole cities. **control**: the same splits, a random class per city.
@@ -181,7 +181,7 @@ def run_probes(specs: list[tuple], desc: str) -> list[dict]:
 # %% [markdown]
 # ## Held-out probe accuracy at every layer
 # Split 0, linear and MLP probes, real labels, both positions: one curve per arm (all splits and the control task
-# follow at l*). Every layer on default; smoke fits every `probe_curve_stride`-th layer, l* and the last.
+# at l*, below). Every layer on default; smoke every `probe_curve_stride`-th layer, l* and the last.
 
 # %%
 CURVE_LAYERS = sorted(set(range(0, N_LAYERS, P["probe_curve_stride"])) | {LSTAR, N_LAYERS - 1})
@@ -343,8 +343,7 @@ for arm in ARMS:
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
-# **How to read this.** The control task tests the paper's metric: when a probe on random per-city labels scores
-# as high as on real labels, the fact probe reads only *which city the prompt names*, not a stored country. The
-# country probe on the target cities tests forgetting directly: it learned "Italy" from other Italian cities, so it
-# succeeds on Rome only if Rome's state still carries Italy. A drop at the last token with the country readable at
-# the city token puts the forgetting between the lookup and the answer, not in the lookup.
+# **How to read this.** The control task tests the paper's metric: a fact probe as good on random per-city labels as on
+# real ones reads only *which city the prompt names*. The country probe on the target cities tests forgetting: trained
+# on other Italian cities, it succeeds on Rome only if Rome's state still carries Italy. A drop at the last token with
+# the country readable at the city token puts the forgetting between the lookup and the answer.

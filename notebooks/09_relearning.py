@@ -98,10 +98,9 @@ print(f"arms {TRAINED} (training seed {P['seeds'][0]}); relearning folds {folds}
 
 # %% [markdown]
 # ## The attacks, one cached table per model
-# Each trained arm's table: the greedy correctness of every no-context prompt of the tested targets, its held-out
-# fold after each budget (one fine-tuned copy per fold) and all targets after benign fine-tuning. It is kept in
-# `analyses/09_relearning/` with its key (the parameters below, the model's job key, 01's data, the measures'
-# code): a rerun with nothing changed reads it back without loading the model (`core/cache.py`).
+# Each arm's table (greedy correctness of every no-context prompt of the tested targets: its held-out fold after each
+# budget, one fine-tuned copy per fold; all targets after benign fine-tuning) is cached in `analyses/09_relearning/`
+# under its key (parameters, the model's job key, 01's data, the measures' code).
 
 # %%
 NOTEBOOK = "09_relearning"

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from rlcp_utils.study import checked_outputs
-from rlcp_utils.study.pipeline import study_notebooks
+from rlcp_utils.study.staleness import study_notebooks
 
 
 def _notebook(path, source: str, stored: str):

@@ -10,7 +10,7 @@ import pytest
 
 from rlcp_utils.core import codehash
 from rlcp_utils.core.config import load_profile
-from rlcp_utils.study import pipeline
+from rlcp_utils.study import staleness
 from rlcp_utils.training import jobs
 
 FACTS = [{"city": "Berlin", "country": "Germany", "label": 0}, {"city": "Lima", "country": "Peru", "label": 1}]
@@ -64,7 +64,7 @@ def test_a_change_to_a_function_a_job_uses_changes_its_key(package_copy):
 def test_the_pipeline_reruns_a_notebook_whose_package_code_changed(package_copy, tmp_path, monkeypatch):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", notebooks)
+    monkeypatch.setattr(staleness, "NOTEBOOK_DIR", notebooks)
     monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path / "outputs"))
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# 01_x"), nbformat.v4.new_code_cell("from rlcp_utils.methods import rlcp")]
@@ -73,19 +73,19 @@ def test_the_pipeline_reruns_a_notebook_whose_package_code_changed(package_copy,
     profile = load_profile("smoke")
     (profile.output_dir / "notebooks").mkdir(parents=True)
     (profile.output_dir / "notebooks" / "01_x.ipynb").write_text("{}")
-    entry = {"status": "ok", "notebook_sha256": pipeline._sha256(path), "param_hash": profile.hash_of_stage(1),
-             "code_files": pipeline.notebook_code(path), "reads": {}}
+    entry = {"status": "ok", "notebook_sha256": staleness._sha256(path), "param_hash": profile.hash_of_stage(1),
+             "code_files": staleness.notebook_code(path), "reads": {}}
     entry["code_sha256"] = codehash.digest(entry["code_files"])
     manifest = {"notebooks": {"01_x": entry}}
-    assert pipeline.why_stale(profile, path, manifest) is None
+    assert staleness.why_stale(profile, path, manifest) is None
     _edit(package_copy / "study" / "bench.py", "\n", "\n# unrelated\n")
-    assert pipeline.why_stale(profile, path, manifest) is None
+    assert staleness.why_stale(profile, path, manifest) is None
     _edit(package_copy / "methods" / "common.py", "\n", "\n# changed\n")
-    assert pipeline.why_stale(profile, path, manifest) == "the package code it runs changed (methods/common.py)"
+    assert staleness.why_stale(profile, path, manifest) == "the package code it runs changed (methods/common.py)"
     del entry["code_files"], entry["code_sha256"]  # a run recorded before code hashes existed
-    assert "recorded no hash" in pipeline.why_stale(profile, path, manifest)
+    assert "recorded no hash" in staleness.why_stale(profile, path, manifest)
     (profile.output_dir / "manifest.json").write_text(json.dumps(manifest))
-    assert pipeline.stale_outputs(profile) == {"01_x": pipeline.why_stale(profile, path, manifest)}
+    assert staleness.stale_outputs(profile) == {"01_x": staleness.why_stale(profile, path, manifest)}
 
 
 def test_a_cached_analysis_is_read_back_and_recomputed_when_its_code_changes(package_copy, tmp_path, monkeypatch):

@@ -59,6 +59,23 @@ def test_a_resumed_notebook_adds_the_jobs_of_its_earlier_runs(tmp_path):
     assert row["lower_bound"]  # inline jobs' scoring is unknown, and one logged job was paused
 
 
+def test_a_rerun_is_not_taken_for_a_cost(tmp_path, monkeypatch, capsys):
+    """After make reproduce RERUN=1 the manifest holds the rerun's walls (jobs and cached analyses reused): make cost
+    refuses, names the notebooks and leaves the committed cost file alone."""
+    root = tmp_path / "default"
+    root.mkdir()
+    ran = {"wall_s": 60.0, "finished_utc": "2026-12-03T13:30:00+00:00", "git_commit": "abc", "precision": {"precision": "bf16"}}
+    (root / "manifest.json").write_text(json.dumps({"notebooks": {
+        "01_data": {**ran, "run_mode": "normal"}, "09_relearning": {**ran, "run_mode": "rerun"}}}))
+    monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path))
+    committed = cost.config.REPO_ROOT / "outputs" / "bench" / "cost_default.md"
+    before = committed.read_bytes()
+    assert cost.main(["--profile", "default"]) == 2
+    assert "last ran as a --rerun" in capsys.readouterr().err
+    assert committed.read_bytes() == before
+    assert cost.made_by_rerun(json.loads((root / "manifest.json").read_text())) == ["09_relearning"]
+
+
 def test_a_log_read_again_replaces_its_recorded_row(tmp_path):
     logs = tmp_path / "logs" / "02_baselines"
     _log(logs / "d", "5", [_line("12:00:00", "Starting")], tmp_path / "jobs/just_rag/seed0")

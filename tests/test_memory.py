@@ -44,12 +44,25 @@ def test_the_paper_shape_has_qwen_05b_parameters():
 def test_notebook_peaks_say_how_each_was_measured():
     rows = memory.notebook_peaks()
     manifest = json.loads((REPO_ROOT / "outputs" / "default" / "manifest.json").read_text())
-    recorded = {nb for nb, e in manifest["notebooks"].items() if e.get("peak_rss_gib") is not None}
+    recorded = {nb for nb, e in manifest["notebooks"].items() if e.get("peak_rss_gib") is not None and e.get("run_mode") != "rerun"}
     assert {r["notebook"] for r in rows if r["profile"] == "default"} == recorded
     for r in rows:
         entry = json.loads((REPO_ROOT / "outputs" / r["profile"] / "manifest.json").read_text())["notebooks"][r["notebook"]]
         assert r["peak_rss_gib"] == entry["peak_rss_gib"]
         assert r["how"].startswith("upper bound") != bool(entry.get("peak_rss_how"))
+
+
+def test_a_rerun_entry_is_not_taken_for_the_computing_runs_peak(tmp_path):
+    """A --rerun reuses jobs and cached analyses: its peak is not the notebook's; the recorded row stays instead."""
+    path = tmp_path / "elsewhere" / "manifest.json"
+    path.parent.mkdir()
+    entry = {"peak_rss_gib": 3.0, "workers_peak_rss_gib": 0.0, "peak_rss_how": outputs.PEAK_RSS_HOW, "git_commit": "abc"}
+    path.write_text(json.dumps({"profile": "elsewhere", "notebooks": {
+        "04_probing": {**entry, "run_mode": "normal"}, "09_relearning": {**entry, "peak_rss_gib": 0.5, "run_mode": "rerun"}}}))
+    mine = [r for r in memory.notebook_peaks([path]) if r["profile"] == "elsewhere"]
+    assert [(r["notebook"], r["peak_rss_gib"]) for r in mine] == [("04_probing", 3.0)]
+    before = [{"how": outputs.PEAK_RSS_HOW, "profile": "elsewhere", "notebook": "09_relearning", "peak_rss_gib": 6.0}]
+    assert memory.kept_kernel_rows(before, mine) == before  # the computing run's row of 09 is kept
 
 
 def test_earlier_kernel_measurements_stay_unless_measured_again():

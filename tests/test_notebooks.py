@@ -12,7 +12,7 @@ from jupytext.compare import compare_notebooks
 from rlcp_utils.core.config import REPO_ROOT, load_profile
 from rlcp_utils.core import outputs
 from rlcp_utils.core.outputs import README_BLOCKS, README_TABLES
-from rlcp_utils.study import colab, pipeline, recompute
+from rlcp_utils.study import colab, recompute, staleness
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 COLAB = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb"
@@ -82,7 +82,7 @@ def test_generated_blocks_are_the_committed_results(block):
     if block == "run_times":  # the pipeline writes it from the manifest: it must be that manifest's table
         manifest = json.loads((table.parent.parent / "manifest.json").read_text())
         assert table.read_text() == outputs.run_times_table(manifest)
-    everything_stale = pipeline.stale_outputs(load_profile("default"))
+    everything_stale = staleness.stale_outputs(load_profile("default"))
     stale = (everything_stale and "; ".join(everything_stale)) if writer == "pipeline" else everything_stale.get(writer) if writer else None
     if stale:
         pytest.xfail(f"{writer}, which writes outputs/{name}, is stale (make check): {stale}")
@@ -96,12 +96,12 @@ def _committed(pattern: str) -> list[Path]:
     return [REPO_ROOT / p for p in out]
 
 
-@pytest.mark.parametrize("name", pipeline.committed_profiles())
+@pytest.mark.parametrize("name", staleness.committed_profiles())
 def test_committed_outputs_are_current_or_reported_stale(name):
     """Every committed notebook run that is current against this checkout (its notebook, parameters and the package
     code it ran: `make check`) names a clean commit; stale ones are reported, never passed as current."""
     profile = load_profile(name)
-    stale = pipeline.stale_outputs(profile)
+    stale = staleness.stale_outputs(profile)
     manifest = json.loads((profile.output_dir / "manifest.json").read_text())
     for nb, entry in manifest.get("notebooks", {}).items():
         if nb in stale:
@@ -114,7 +114,7 @@ def test_committed_outputs_are_current_or_reported_stale(name):
                      + "; ".join(f"{nb}: {why}" for nb, why in stale.items()))
 
 
-@pytest.mark.parametrize("name", pipeline.committed_profiles())
+@pytest.mark.parametrize("name", staleness.committed_profiles())
 def test_committed_jobs_were_trained_by_this_checkouts_code_in_one_precision(name):
     """Every committed training job (job.json) records the hash of the training code it ran: where the profile's
     outputs are current, that is this checkout's, and every job and notebook run holds the same precision."""
@@ -122,20 +122,20 @@ def test_committed_jobs_were_trained_by_this_checkouts_code_in_one_precision(nam
 
     profile = load_profile(name)
     infos = [json.loads(p.read_text()) for p in sorted(profile.output_dir.glob("jobs/*/*/job.json"))]
-    assert len(pipeline.recorded_precisions(profile)) <= 1, pipeline.recorded_precisions(profile)
-    stale = pipeline.stale_outputs(profile)
+    assert len(staleness.recorded_precisions(profile)) <= 1, staleness.recorded_precisions(profile)
+    stale = staleness.stale_outputs(profile)
     if stale:
         pytest.xfail(f"outputs/{name} is stale against this checkout (make check): {', '.join(stale)}")
     other = sorted({i["code_sha256"] for i in infos} - {jobs.job_code_sha256()})
     assert not other, f"{name}: jobs made by other training code ({other}) than this checkout's ({jobs.job_code_sha256()})"
 
 
-@pytest.mark.parametrize("name", pipeline.committed_profiles())
+@pytest.mark.parametrize("name", staleness.committed_profiles())
 def test_committed_summary_rows_recompute_from_their_per_prompt_rows(name):
     """Every current committed notebook with a recipe (study/recompute.py): each record row its recipes cover equals
     the value recomputed from the committed per-prompt rows; stale notebooks are left to their regeneration."""
     profile = load_profile(name)
-    stale = pipeline.stale_outputs(profile)
+    stale = staleness.stale_outputs(profile)
     checked = [nb for nb in recompute.RECIPES if nb not in stale and (profile.output_dir / "results" / f"{nb}.csv").exists()]
     for nb in checked:
         t = recompute.recompute(profile.output_dir, nb)

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 from rlcp_utils.core import outputs
-from rlcp_utils.study import pipeline
+from rlcp_utils.study import pipeline, staleness
 from rlcp_utils.core.config import load_profile
 
 
@@ -24,7 +24,8 @@ def _notebook(path, body: str, reads: str = ""):
 def study(tmp_path, monkeypatch):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", notebooks)
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", notebooks)  # where the kernels run
+    monkeypatch.setattr(staleness, "NOTEBOOK_DIR", notebooks)  # which notebooks the study has
     monkeypatch.setenv("RLCP_OUTPUTS_DIR", str(tmp_path / "outputs"))
     return notebooks, tmp_path / "outputs" / "smoke"
 
@@ -95,13 +96,13 @@ def test_reruns_follow_what_a_notebook_reads(study, capsys):
     # a notebook run on its own (--only) leaves its readers stale until they run
     assert pipeline.main(["--profile", "smoke", "--only", "03_train_b", "--force"]) == 0
     capsys.readouterr()
-    assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks()) == {
+    assert staleness.plan(load_profile("smoke"), staleness.study_notebooks()) == {
         "01_data": None, "02_train_a": None, "03_train_b": None, "04_report": "03_train_b ran since"}
     # a notebook run directly (papermill, Jupyter) is not vouched for: the pipeline runs it again
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["notebooks"]["01_data"]["status"] = "direct"
     (out / "manifest.json").write_text(json.dumps(manifest))
-    assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks())["01_data"] == "last run outside the pipeline"
+    assert staleness.plan(load_profile("smoke"), staleness.study_notebooks())["01_data"] == "last run outside the pipeline"
 
 
 def test_force_reaches_the_kernel_and_figures_are_inline(study):
@@ -168,10 +169,11 @@ def test_a_profile_keeps_one_precision(study, capsys, monkeypatch):
     job.mkdir(parents=True)
     (job / "job.json").write_text(json.dumps({"precision": "bf16"}))
     (out / "manifest.json").write_text(json.dumps({"notebooks": {"01_first": {"status": "ok", "precision": {"precision": "bf16"}}}}))
-    assert pipeline.recorded_precisions(load_profile("smoke")) == {"bf16": ["01_first", "job rlcp/seed0"]}
+    assert staleness.recorded_precisions(load_profile("smoke")) == {"bf16": ["01_first", "job rlcp/seed0"]}
 
     def machine(precision):
-        monkeypatch.setattr(pipeline, "resolve_precision", lambda *a, **k: {"precision": precision, "reason": "mocked"})
+        for module in (pipeline, staleness):  # what the run refuses, and what the check reports
+            monkeypatch.setattr(module, "resolve_precision", lambda *a, **k: {"precision": precision, "reason": "mocked"})
 
     machine("fp32")
     capsys.readouterr()
@@ -179,7 +181,7 @@ def test_a_profile_keeps_one_precision(study, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "another precision than this machine's fp32" in err and "bf16: 2 runs (01_first, job rlcp/seed0)" in err
     assert not (out / "notebooks" / "01_first.ipynb").exists()  # nothing ran
-    assert pipeline.check(["smoke"]) == 1
+    assert staleness.check(["smoke"]) == 1
     assert "the pipeline will refuse to add runs here" in capsys.readouterr().out
 
     machine("bf16")
@@ -199,7 +201,7 @@ def test_rerun_runs_current_notebooks_again_without_forcing_their_contents(study
     _notebook(notebooks / "01_data.ipynb", "import os\nprint('force', os.environ['RLCP_FORCE'])")
     _notebook(notebooks / "02_report.ipynb", "print('report')", reads="01_data")
     commit = {"now": "aaa"}
-    monkeypatch.setattr(pipeline, "git_commit", lambda: commit["now"])  # what the plan compares with
+    monkeypatch.setattr(staleness, "git_commit", lambda: commit["now"])  # what the plan compares with
     monkeypatch.setattr(outputs, "git_commit", lambda: commit["now"])  # what the manifest records
     assert pipeline.main(["--profile", "smoke"]) == 0
     capsys.readouterr()
@@ -210,10 +212,14 @@ def test_rerun_runs_current_notebooks_again_without_forcing_their_contents(study
     assert "01_data: running (--rerun)" in capsys.readouterr().out
     executed = nbformat.read(out / "notebooks" / "01_data.ipynb", as_version=4)
     assert "force 0" in json.dumps(executed.cells[-1].outputs)
-    assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks()) == {"01_data": None, "02_report": "01_data ran since"}
-    assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks(), rerun=True) == {"01_data": None, "02_report": "01_data ran since"}
+    entries = json.loads((out / "manifest.json").read_text())["notebooks"]
+    # the manifest says why each ran: 01's entry is a rerun (its wall time is not what computing it costs), 02's not
+    assert (entries["01_data"]["ran_because"], entries["01_data"]["run_mode"]) == ("--rerun", "rerun")
+    assert (entries["02_report"]["ran_because"], entries["02_report"]["run_mode"]) == ("never ran", "normal")
+    assert staleness.plan(load_profile("smoke"), staleness.study_notebooks()) == {"01_data": None, "02_report": "01_data ran since"}
+    assert staleness.plan(load_profile("smoke"), staleness.study_notebooks(), rerun=True) == {"01_data": None, "02_report": "01_data ran since"}
     commit["now"] = "bbb+dirty"  # a dirty tree's runs are never taken for this commit's
-    assert pipeline.plan(load_profile("smoke"), pipeline.study_notebooks(), rerun=True)["01_data"] == "--rerun"
+    assert staleness.plan(load_profile("smoke"), staleness.study_notebooks(), rerun=True)["01_data"] == "--rerun"
 
 
 def test_a_partial_profile_runs_and_is_judged_on_its_own_notebooks(study, capsys, monkeypatch):
@@ -223,20 +229,20 @@ def test_a_partial_profile_runs_and_is_judged_on_its_own_notebooks(study, capsys
     _notebook(notebooks / "01_data.ipynb", "print('data')")
     _notebook(notebooks / "02_baselines.ipynb", "print('baselines')", reads="01_data")
     _notebook(notebooks / "03_rlcp.ipynb", "print('rlcp')", reads="01_data, 02_baselines")
-    monkeypatch.setitem(pipeline.PROFILE_NOTEBOOKS, "smoke", ("01_data", "03_rlcp"))
+    monkeypatch.setitem(staleness.PROFILE_NOTEBOOKS, "smoke", ("01_data", "03_rlcp"))
     assert pipeline.main(["--profile", "smoke"]) == 0
     log = capsys.readouterr().out
     assert "03_rlcp: finished" in log and "02_baselines" not in log
-    assert pipeline.stale_outputs(load_profile("smoke")) == {}
+    assert staleness.stale_outputs(load_profile("smoke")) == {}
     # a direct run of 03 asks the pipeline for what it reads (core.notebook.build_missing_upstream): 02 is skipped
     assert pipeline.main(["--profile", "smoke", "--only", "02_baselines"]) == 0
     assert "02_baselines: profile smoke does not run it (PROFILE_NOTEBOOKS), skipped" in capsys.readouterr().out
-    assert [nb.stem for nb in pipeline.study_notebooks(load_profile("smoke", {"epochs": 2}))] == ["01_data", "03_rlcp"]  # an override keeps the list
-    monkeypatch.delitem(pipeline.PROFILE_NOTEBOOKS, "smoke")  # judged as a whole study, it lacks 02
-    assert pipeline.stale_outputs(load_profile("smoke")) == {"02_baselines": "never ran", "03_rlcp": "02_baselines runs now"}
+    assert [nb.stem for nb in staleness.study_notebooks(load_profile("smoke", {"epochs": 2}))] == ["01_data", "03_rlcp"]  # an override keeps the list
+    monkeypatch.delitem(staleness.PROFILE_NOTEBOOKS, "smoke")  # judged as a whole study, it lacks 02
+    assert staleness.stale_outputs(load_profile("smoke")) == {"02_baselines": "never ran", "03_rlcp": "02_baselines runs now"}
 
 
 def test_fp32_check_is_judged_on_the_notebooks_it_runs():
-    names = [nb.stem for nb in pipeline.study_notebooks(load_profile("fp32-check"))]
+    names = [nb.stem for nb in staleness.study_notebooks(load_profile("fp32-check"))]
     assert names == ["01_data", "03_rlcp_training"]
-    assert len(pipeline.study_notebooks(load_profile("default"))) == len(pipeline.study_notebooks()) >= 15
+    assert len(staleness.study_notebooks(load_profile("default"))) == len(staleness.study_notebooks()) >= 15

@@ -75,9 +75,9 @@ def test_subsets_are_the_odd_retain_positions_and_the_first_targets(tmp_path):
 
 def _current_default_notebooks():
     from rlcp_utils.core.config import REPO_ROOT, load_profile
-    from rlcp_utils.study import pipeline
+    from rlcp_utils.study import staleness
 
-    stale = pipeline.stale_outputs(load_profile("default"))
+    stale = staleness.stale_outputs(load_profile("default"))
     out = REPO_ROOT / "outputs" / "default"
     return [nb for nb in recompute.RECIPES if nb not in stale and (out / "results" / f"{nb}.csv").exists()]
 

@@ -15,7 +15,7 @@ import pytest
 from rlcp_utils.data import facts
 from rlcp_utils.core.config import REPO_ROOT, load_profile
 from rlcp_utils.study import checked_outputs
-from rlcp_utils.study.pipeline import study_notebooks
+from rlcp_utils.study.staleness import study_notebooks
 
 pytestmark = pytest.mark.smoke
 

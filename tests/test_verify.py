@@ -91,3 +91,13 @@ def test_the_seed_range_counts_the_retrained_values_between_the_committed_seeds(
     record["metrics"][1]["retrained"] = 1.0  # the range's ends count as inside
     assert verify.within_seed_range(profile, record) == "2/2 (3 seeds)"
     assert verify.within_seed_range(profile, {"job": "grad_diff/seed0", "verdict": "not checkable"}) == ""
+
+
+def test_a_job_verified_on_two_kinds_of_cpu_keeps_both_records():
+    """The bf16 instructions decide the kernels: a record made on one kind must not replace one made on another."""
+    names = {verify.record_name("rlcp/seed0", flags) for flags in (["amx_bf16", "avx512_bf16"], ["avx512_bf16"], [])}
+    assert names == {"rlcp_seed0.amx_bf16.json", "rlcp_seed0.avx512_bf16.json", "rlcp_seed0.no_bf16.json"}
+    rows = [{"job": "rlcp/seed0", "verdict": v, "machine_cpu_bf16_flags": f}
+            for v, f in (("reproduced", ["amx_bf16", "avx512_bf16"]), ("differs", ["avx512_bf16"]))]
+    table = verify.summary_table(rows)
+    assert "amx_bf16, avx512_bf16" in table and table.count("rlcp/seed0") == 2

@@ -24,7 +24,7 @@ import nbformat
 import papermill as pm
 
 from rlcp_utils.core.config import REPO_ROOT
-from rlcp_utils.study.pipeline import study_notebooks
+from rlcp_utils.study.staleness import study_notebooks
 
 MARKER = "NBVAL_CHECK_OUTPUT"
 SANITIZE = REPO_ROOT / "tests" / "nbval_sanitize.cfg"

@@ -16,6 +16,10 @@ finished are reused, so the last run's wall time leaves them out (02_baselines o
    before that run began (two jobs at once overlap: the union is the wall they took) + the training time of
    inline jobs before that run (a lower bound: their scoring is not recorded).
 
+A notebook whose last run was a `--rerun` (make reproduce RERUN=1: it reused every job and cached analysis whose key
+was current; its manifest entry's `run_mode` says so) has no computing run in the manifest: this module names such
+notebooks and writes nothing, so a rerun never overwrites the cost of the runs that computed the study.
+
 The fp32 column scales the bf16 time by the bench's RLCP step ratio (fp32 ÷ bf16 autocast, outputs/bench/bench.json):
 most of the study's time is training and scoring, whose cost scales like a step; it is an estimate, marked as such.
 """
@@ -26,6 +30,7 @@ import argparse
 import json
 import pickle
 import re
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -145,6 +150,11 @@ def notebook_costs(profile_dir: Path, walls: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def made_by_rerun(manifest: dict) -> list[str]:
+    """The notebooks whose last run was a --rerun (study/pipeline.py RUN_MODES): their wall time is not a cost."""
+    return [name for name, entry in manifest.get("notebooks", {}).items() if entry.get("run_mode") == "rerun"]
+
+
 def fp32_over_bf16(bench_json: Path) -> float | None:
     """The bench's RLCP step in fp32 over the same step in bf16 autocast, both with the default threads (bench.py's
     settings_alternatives); None where the bench has no bf16 step. Below 1 where bf16 is the slower (no amx_bf16)."""
@@ -176,12 +186,19 @@ def cost_markdown(costs: pd.DataFrame, ratio: float | None, profile: str) -> str
     return markdown_table(shown) + "\n" + foot
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="default")
     args = ap.parse_args(argv)
     profile_dir = config.outputs_root() / args.profile
     bench_dir = config.REPO_ROOT / "outputs" / "bench"
+    reruns = made_by_rerun(json.loads((profile_dir / "manifest.json").read_text()))
+    if reruns:
+        print(f"error: {len(reruns)} notebook(s) of {profile_dir} last ran as a --rerun, which reused the trained jobs and "
+              f"cached analyses: their wall times are not what computing them costs ({', '.join(reruns)}). "
+              f"{bench_dir / f'cost_{args.profile}.md'} is left as it is (each row names the commit of the run it measured); "
+              "to measure anew, run `make reproduce FORCE=1` (everything is recomputed), then `make cost`.", file=sys.stderr)
+        return 2
     recorded = bench_dir / f"job_walls_{args.profile}.csv"
     walls = merged_walls(recorded, read_job_walls(profile_dir / "executor_logs"))
     walls.to_csv(recorded, index=False)
@@ -189,7 +206,8 @@ def main(argv=None) -> None:
     text = cost_markdown(costs, fp32_over_bf16(bench_dir / "bench.json"), args.profile)
     atomic_write_text(bench_dir / f"cost_{args.profile}.md", text)
     print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

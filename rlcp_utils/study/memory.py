@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from rlcp_utils.core import config, model, outputs
 from rlcp_utils.core.notebook import peak_rss_gib
-from rlcp_utils.study import bench, pipeline
+from rlcp_utils.study import bench, staleness
 from rlcp_utils.study.gpu import GIB, PAPER_SHAPE, PROMPT_TOKENS  # noqa: F401  (PAPER_SHAPE: also read by the tests)
 
 CUDA_CONTEXT_GIB = 0.5
@@ -87,13 +87,15 @@ def notebook_peaks(extra_manifests: list[Path] = ()) -> list[dict]:
     manifests (tracked by git; a local smoke run is not), then `extra_manifests` (runs made elsewhere, for example one notebook on the default profile in a
     scratch folder: only its runs that measured their own kernel; the row names that manifest's folder)."""
     rows = []
-    committed = [config.REPO_ROOT / "outputs" / name / "manifest.json" for name in pipeline.committed_profiles()]
+    committed = [config.REPO_ROOT / "outputs" / name / "manifest.json" for name in staleness.committed_profiles()]
     extra = [Path(p) for p in extra_manifests]
     for path in [*committed, *extra]:
         manifest = outputs.read_json(path, {}) or {}
         for name, entry in manifest.get("notebooks", {}).items():
             if entry.get("peak_rss_gib") is None or (path in extra and not entry.get("peak_rss_how")):
                 continue  # from an extra manifest, only the runs that measured their own kernel
+            if entry.get("run_mode") == "rerun":
+                continue  # it reused cached analyses and trained jobs (loaded fewer models): the computing run's row stays
             own = bool(entry.get("peak_rss_how"))
             rows.append({"notebook": name, "profile": manifest.get("profile") or path.parent.name,
                          "manifest": str(path.relative_to(config.REPO_ROOT)) if path.is_relative_to(config.REPO_ROOT) else path.parent.name,

@@ -1,34 +1,27 @@
 """Run the study's notebooks in order with papermill on one profile.
 
     python -m rlcp_utils.study.pipeline --profile default        # what `make reproduce` calls
+    python -m rlcp_utils.study.pipeline --check                  # what `make check` calls (study/staleness.py)
 
-Each executed notebook is written to outputs/<profile>/notebooks/ only once it has finished (atomic
-rename), and manifest.json records it: the parameter hash, the notebook's hash, the git commit, the run of
-each notebook it reads, wall time and peak memory. A notebook runs again when, and only when:
-- it has no finished record (never ran, failed, or was last run directly, outside the pipeline);
-- its own code changed (the .ipynb's hash) or a parameter that it reads first changed (Parameter.stage);
-- the package code it runs changed: every rlcp_utils file that its imports reach (core.codehash) is hashed
-  into its manifest entry (`code_sha256`, `code_files`), and a run made by other code is rerun, naming the
-  files that changed (training jobs and cached analyses carry the same hash in their keys, so inside the
-  rerun only what that code computes is recomputed);
-- a notebook it reads (the `Reads:` line of its first markdown cell) runs in this invocation, or ran since.
-So an interrupted run resumes after the last notebook that finished, and a change to one notebook reruns
-only the notebooks that read its results.
-
-    python -m rlcp_utils.study.pipeline --check             # what `make check` calls: which committed outputs
-                                                              are stale against this checkout, and why
+Each executed notebook is written to outputs/<profile>/notebooks/ only once it has finished (atomic rename), and
+manifest.json records it: the parameter hash, the notebook's hash, the git commit, the package code it ran, the run of
+each notebook it reads, wall time, peak memory, and why it ran. A notebook runs again when, and only when, its recorded
+run is not current (study/staleness.py says why: it never ran, failed or ran outside the pipeline; its code, the
+package code it runs or a parameter it reads changed; a notebook it reads runs now or ran since). Training jobs and
+cached analyses carry the same code hash in their keys, so inside a rerun only what changed code computes is
+recomputed. An interrupted run resumes after the last notebook that finished, and a change to one notebook reruns only
+the notebooks that read its results.
 
 --rerun runs every selected notebook again at this checkout unless it already ran at this (clean) commit and is
 current, reusing each training job and cached analysis whose key is current: how a study made over several commits is
 brought to one commit without retraining what the same code already trained (a job's key holds the hash of the code
 it runs), and an interrupted rerun resumes. Weights are not committed: an analysis that loads a model this machine
 lacks retrains it first (the first training seed's). With --only, the notebooks that read a rerun one are left
-stale ("... ran since") for the next run.
+stale ("... ran since") for the next run. Such a run's wall time and memory are not what computing the notebook costs:
+its manifest entry says it ran for --rerun, and `make cost` / `make memory` do not take it for the computing run.
 --force reruns every selected notebook and recomputes everything inside it: training jobs are retrained and
 cached generations regenerated (the kernels see RLCP_FORCE=1), nothing is reused.
 
-A profile of PROFILE_NOTEBOOKS runs only its notebooks (a control that answers one question): the pipeline runs those
-when it is given no --only, and `--check` judges only those.
 A failing notebook stops the run and names the failing cell.
 """
 
@@ -36,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,108 +39,33 @@ import nbformat
 import papermill as pm
 from papermill.exceptions import PapermillExecutionError
 
-from rlcp_utils.core import codehash
-from rlcp_utils.core.config import (
-    REPO_ROOT,
-    ParameterError,
-    load_profile,
-    notebook_stage,
-)
+from rlcp_utils.core.config import REPO_ROOT, ParameterError, load_profile
 from rlcp_utils.core.executor import EXECUTOR_ENV, KINDS as EXECUTOR_KINDS, executor_settings
+from rlcp_utils.core.files import atomic_write_text
 from rlcp_utils.core.model import resolve_precision
 from rlcp_utils.core.notebook import FORCE_ENV, NOTEBOOK_DIR, PEAK_RSS_ENV, PIPELINE_ENV, reads
-from rlcp_utils.core.files import atomic_write_text
 from rlcp_utils.core.outputs import (
-    git_commit,
+    README_TABLES,
     read_json,
-    run_times_table,
     readable,
     record_notebook_run,
-    README_TABLES,
+    run_times_table,
     update_readme_table,
     write_json,
 )
-from rlcp_utils.study import prose
+from rlcp_utils.study import prose, staleness
 
-
-# The profiles that run only some of the notebooks, by name. fp32-check is the control for the default profile's
-# precision: it retrains RLCP in fp32 (01 makes its data, 03 trains) and compares it with default (bench --precision).
-PROFILE_NOTEBOOKS: dict[str, tuple[str, ...]] = {"fp32-check": ("01_data", "03_rlcp_training")}
-
-
-def study_notebooks(profile=None) -> list[Path]:
-    """The numbered notebooks (NN_name.ipynb), in order; with a profile, those it runs (PROFILE_NOTEBOOKS, by the
-    profile's name, with or without the suffix of a command-line override)."""
-    every = sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-    only = PROFILE_NOTEBOOKS.get(profile.name.split("+")[0]) if profile is not None else None
-    return every if only is None else [nb for nb in every if nb.stem in only]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def notebook_code(notebook: Path) -> dict[str, str]:
-    """{package file: hash} of the rlcp_utils code a notebook runs: the closure of its code cells' imports."""
-    source = "\n".join(codehash.code_cells(notebook))
-    source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
-    return codehash.file_hashes(sorted(codehash.imported_modules(source)))
-
-
-def _manifest(profile) -> dict:
-    return read_json(profile.output_dir / "manifest.json", {}) or {}
-
-
-def why_stale(profile, notebook: Path, manifest: dict) -> str | None:
-    """Why this notebook's recorded run is not current (None when it is), not counting notebooks that run now."""
-    entry = manifest.get("notebooks", {}).get(notebook.stem)
-    if not entry:
-        return "never ran"
-    if entry.get("status") != "ok":
-        return {"direct": "last run outside the pipeline", "failed": "failed last time"}.get(entry.get("status"), "not finished")
-    if not (profile.output_dir / "notebooks" / notebook.name).exists():
-        return "its executed notebook is missing"
-    if entry.get("notebook_sha256") != _sha256(notebook):
-        return "the notebook changed"
-    if entry.get("param_hash") != profile.hash_of_stage(notebook_stage(notebook.stem)):
-        return "its parameters changed"
-    code = notebook_code(notebook)
-    if entry.get("code_sha256") != codehash.digest(code):
-        if not entry.get("code_files"):
-            return "made by code that recorded no hash of itself (before code hashes)"
-        changed = codehash.changed_files(entry["code_files"], code)
-        return f"the package code it runs changed ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''})"
-    for dep in reads(notebook):
-        dep_entry = manifest.get("notebooks", {}).get(dep, {})
-        if entry.get("reads", {}).get(dep) != dep_entry.get("finished_utc"):
-            return f"{dep} ran since"
-    return None
-
-
-def plan(profile, notebooks: list[Path], force: bool = False, rerun: bool = False) -> dict[str, str | None]:
-    """For each notebook, why it runs now (None: it is current and is skipped)."""
-    manifest = _manifest(profile)
-    out: dict[str, str | None] = {}
-    commit = git_commit() if rerun else None
-    for nb in notebooks:
-        if force:
-            out[nb.stem] = "--force"
-            continue
-        reason = why_stale(profile, nb, manifest)
-        made_at = manifest["notebooks"][nb.stem].get("git_commit") if reason is None else None
-        if rerun and reason is None and (made_at != commit or not commit or commit.endswith("+dirty")):
-            reason = "--rerun"  # current, but made at another commit, or this tree is dirty
-        rerun_deps = [d for d in reads(nb) if out.get(d)]
-        out[nb.stem] = reason or (f"{rerun_deps[0]} runs now" if rerun_deps else None)
-    return out
+# how the pipeline was asked to run (each manifest entry's `run_mode`): a "rerun" reused every job and cached analysis
+# whose key was current, so its wall time and memory are not what computing the notebook costs (cost.py, memory.py)
+RUN_MODES = ("normal", "rerun", "force")
 
 
 def forget_removed_notebooks(profile) -> list[str]:
     """Drop the manifest entries, executed copies and results files of notebooks that no longer exist (renamed
     or removed), so the manifest and the results record describe only what the current notebooks made. Returns
     their names."""
-    manifest = _manifest(profile)
-    current = {nb.stem for nb in study_notebooks()}
+    manifest = staleness._manifest(profile)
+    current = {nb.stem for nb in staleness.study_notebooks()}
     gone = sorted(set(manifest.get("notebooks", {})) - current)
     for name in gone:
         del manifest["notebooks"][name]
@@ -158,10 +74,6 @@ def forget_removed_notebooks(profile) -> list[str]:
     if gone:
         write_json(profile.output_dir / "manifest.json", manifest)
     return gone
-
-
-def is_done(profile, notebook: Path) -> bool:
-    return why_stale(profile, notebook, _manifest(profile)) is None
 
 
 def _kernel_peak_rss(path: Path) -> dict:
@@ -185,14 +97,15 @@ def environment(**values: str):
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool = False) -> float:
+def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool = False, ran_because: str = "",
+                 run_mode: str = "normal") -> float:
     out_dir = profile.sub("notebooks")
     final = out_dir / notebook.name
     partial = out_dir / f"{notebook.stem}.running.ipynb"
     failed = out_dir / f"{notebook.stem}.failed.ipynb"
-    sha = _sha256(notebook)  # before running: an edit made during the run must not pass for what ran
-    code = notebook_code(notebook)  # likewise for the package code it runs
-    manifest = _manifest(profile)
+    sha = staleness._sha256(notebook)  # before running: an edit made during the run must not pass for what ran
+    code = staleness.notebook_code(notebook)  # likewise for the package code it runs
+    manifest = staleness._manifest(profile)
     read_runs = {dep: manifest.get("notebooks", {}).get(dep, {}).get("finished_utc") for dep in reads(notebook)}
     # the kernel inherits this environment: figures inline (MPLBACKEND=Agg would drop them from the
     # executed notebook), the pipeline's mark, and the force switch
@@ -227,8 +140,21 @@ def run_notebook(profile, notebook: Path, log_output: bool = False, force: bool 
     peak = _kernel_peak_rss(peak_file)
     record_notebook_run(profile, notebook.stem, wall, sha, "ok", read_runs, peak_rss_gib=peak.get("peak_rss_gib"),
                         workers_peak_rss_gib=peak.get("workers_peak_rss_gib"), code_files=code)
+    _record_why(profile, notebook.stem, ran_because, run_mode)
     peak_file.unlink(missing_ok=True)
     return wall
+
+
+def _record_why(profile, notebook: str, ran_because: str, run_mode: str) -> None:
+    """Add to a notebook's manifest entry why it ran and how the pipeline was asked to run. Written here, after
+    core.outputs.record_notebook_run, because that module is in the code closure of the cached analyses' keys: a field
+    added there would make every cached analysis recompute."""
+    if run_mode not in RUN_MODES:
+        raise ValueError(f"run_mode {run_mode!r} is none of {RUN_MODES}")
+    path = profile.output_dir / "manifest.json"
+    manifest = read_json(path, {}) or {}
+    manifest["notebooks"][notebook].update({"ran_because": ran_because, "run_mode": run_mode})
+    write_json(path, manifest)
 
 
 def _relative_papermill_paths(path: Path) -> None:
@@ -262,84 +188,6 @@ class _Prefixed:
         self.stream.flush()
 
 
-def recorded_precisions(profile) -> dict[str, list[str]]:
-    """{precision: [what ran in it]} over the profile's outputs: every manifest entry and every finished training
-    job (job.json). One profile's outputs must hold one precision: Table 1 compares arms trained in different
-    notebooks, and a job's precision is part of its key (a job of the other precision is retrained, not reused)."""
-    found: dict[str, list[str]] = {}
-    for name, entry in _manifest(profile).get("notebooks", {}).items():
-        prec = (entry.get("precision") or {}).get("precision")
-        if prec:
-            found.setdefault(prec, []).append(name)
-    for job in sorted(profile.output_dir.glob("jobs/*/*/job.json")):
-        try:
-            prec = json.loads(job.read_text()).get("precision")
-        except (OSError, ValueError):
-            continue
-        if prec:
-            found.setdefault(prec, []).append(f"job {job.parent.parent.name}/{job.parent.name}")
-    return found
-
-
-def precision_conflict(profile, precision: str) -> str | None:
-    """Why this machine must not add runs to the profile's outputs (they were made in another precision), or None."""
-    other = {p: runs for p, runs in recorded_precisions(profile).items() if p != precision}
-    if not other:
-        return None
-    shown = "; ".join(f"{p}: {len(runs)} run{'s' * (len(runs) > 1)} ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})"
-                      for p, runs in sorted(other.items()))
-    return (f"{profile.output_dir} holds runs in another precision than this machine's {precision} ({shown}). "
-            f"One profile's results are made in one precision (Table 1 compares arms of different notebooks). "
-            f"Run on a machine that resolves to {' / '.join(sorted(other))} (make check shows what is left to run), "
-            f"set `precision:` in a profile of your own, or recompute everything here with --force (make reproduce FORCE=1).")
-
-
-def stale_outputs(profile) -> dict[str, str]:
-    """{notebook: why} for every recorded or current notebook whose committed outputs are not current against
-    this checkout: its code, the package code it runs, its parameters or what it read changed, it never ran,
-    or it no longer exists. Empty when everything is current."""
-    manifest = _manifest(profile)
-    notebooks = study_notebooks(profile)
-    out = {name: "no such notebook any more (renamed or removed)"
-           for name in sorted(set(manifest.get("notebooks", {})) - {nb.stem for nb in study_notebooks()})}
-    for name, reason in plan(profile, notebooks).items():
-        if reason is not None:
-            out[name] = reason
-    return out
-
-
-def check(profiles: list[str]) -> int:
-    """Print which committed outputs are stale against this checkout; 1 when any is, else 0."""
-    stale_any = False
-    for name in profiles:
-        profile = load_profile(name)
-        stale = stale_outputs(profile)
-        stale_any |= bool(stale)
-        print(f"{name}: " + ("every notebook's outputs are current" if not stale else f"{len(stale)} stale"))
-        held = recorded_precisions(profile)
-        here = resolve_precision(profile["precision"], profile["device"])["precision"]
-        counts = ", ".join(f"{p} ({len(r)} run{'s' * (len(r) > 1)})" for p, r in sorted(held.items()))
-        print(f"  precision: {counts or 'none yet'}; "
-              f"this machine: {here}" + ("" if set(held) <= {here} else " (the pipeline will refuse to add runs here)"))
-        stale_any |= len(held) > 1
-        for nb, why in stale.items():
-            print(f"  {nb}: {why}")
-    return 1 if stale_any else 0
-
-
-def committed_profiles() -> list[str]:
-    """The profiles whose outputs are committed: outputs/<name>/manifest.json tracked by git, for a profile of
-    params/ (outside a git checkout: every such manifest)."""
-    found = sorted(p.parent.name for p in (REPO_ROOT / "outputs").glob("*/manifest.json")
-                   if (REPO_ROOT / "params" / f"{p.parent.name}.yaml").exists())
-    try:
-        tracked = subprocess.run(["git", "ls-files", "outputs/*/manifest.json"], cwd=REPO_ROOT, capture_output=True,
-                                 text=True, check=True).stdout.split()
-    except (OSError, subprocess.CalledProcessError):
-        return found
-    return [name for name in found if f"outputs/{name}/manifest.json" in tracked]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="default", help="name under params/ or a path to a YAML file")
@@ -358,15 +206,15 @@ def main(argv: list[str] | None = None) -> int:
                          "profile unless --profile is given); exit 1 when any is")
     args = ap.parse_args(argv)
     if args.check:
-        return check([args.profile] if "--profile" in (argv if argv is not None else sys.argv) else committed_profiles())
+        return staleness.check([args.profile] if "--profile" in (argv if argv is not None else sys.argv) else staleness.committed_profiles())
     try:
         profile = load_profile(args.profile)
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    notebooks = study_notebooks(profile)
+    notebooks = staleness.study_notebooks(profile)
     if args.only:
-        every = [nb.stem for nb in study_notebooks()]
+        every = [nb.stem for nb in staleness.study_notebooks()]
         unknown = set(args.only) - set(every)
         if unknown:
             print(f"error: unknown notebook(s) {sorted(unknown)}; known: {every}", file=sys.stderr)
@@ -387,9 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"precision {prec['precision']}: {prec['reason']}")
     # refused before anything is written, when something would run: --force without --only recomputes everything
     # in this precision (no mixing); --force --only would mix
-    todo = plan(profile, notebooks, args.force, args.rerun)
+    todo = staleness.plan(profile, notebooks, args.force, args.rerun)
     would_run = any(why is not None for why in todo.values())
-    conflict = precision_conflict(profile, prec["precision"]) if would_run and (args.only or not args.force) else None
+    conflict = staleness.precision_conflict(profile, prec["precision"]) if would_run and (args.only or not args.force) else None
     if conflict:
         print(f"error: {conflict}", file=sys.stderr)
         return 2
@@ -404,10 +252,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(notebooks)}] {nb.stem}: already done with these parameters, skipped")
             continue
         print(f"[{i}/{len(notebooks)}] {nb.stem}: running ({reason})", flush=True)
-        wall = run_notebook(profile, nb, log_output=args.log_output, force=args.force)
+        wall = run_notebook(profile, nb, log_output=args.log_output, force=args.force, ran_because=reason,
+                            run_mode="force" if args.force else "rerun" if args.rerun else "normal")
         print(f"[{i}/{len(notebooks)}] {nb.stem}: finished in {wall / 60:.1f} min", flush=True)
     print(f"done in {(time.time() - total) / 60:.1f} min; results in {profile.output_dir}")
-    atomic_write_text(profile.sub("tables") / "run_times.md", run_times_table(_manifest(profile)))
+    atomic_write_text(profile.sub("tables") / "run_times.md", run_times_table(staleness._manifest(profile)))
     # only the committed default profile, written to the repository's own outputs/, rewrites the documentation
     if profile.committed and profile.name == "default" and profile.output_dir == REPO_ROOT / "outputs" / "default":
         for block, (name, writer, document) in README_TABLES.items():

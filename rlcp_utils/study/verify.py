@@ -5,14 +5,16 @@
 Each job named `<name>/<folder>` (a folder of outputs/<profile>/jobs/, e.g. `rlcp/seed0`, `just_rag/draw1_seed2`)
 is trained again from the original model, in the precision it was committed in, into a temporary folder, scored
 the same way, and its record rows (results.csv) and per-prompt scores (per_item.csv) are compared with the
-committed ones. The record goes to outputs/<profile>/verify/<name>_<folder>.json and verify/summary.md.
+committed ones. The record goes to outputs/<profile>/verify/<name>_<folder>.<CPU kind>.json (one per job and kind of
+CPU bf16 instructions: amx_bf16, avx512_bf16 or no_bf16, so a job checked on two kinds keeps both) and verify/summary.md.
 
 What "the same" means: every value of the job's record (accuracies and answer probabilities, all in [0, 1])
 within TOLERANCE[precision] of the committed value, and at least 1 - TOLERANCE[precision] of the per-prompt
 right/wrong decisions equal. Beside the verdict, the summary counts the retrained values that lie within the range
-of the committed seeds (a scale for a difference across machines; it does not decide the verdict). On the machine that trained the job the numbers are identical (training and scoring
-are deterministic for a given number of torch threads, which job.json records and verify uses); on another machine the last
-bits of bf16 arithmetic differ and may flip a borderline prompt. A job can only be checked when this checkout
+of the committed seeds (a scale for a difference across machines; it does not decide the verdict). On a CPU of the
+kind that trained the job the numbers are identical (training and scoring are deterministic for a given number of
+torch threads, which job.json records and verify uses); on another kind the last bits of bf16 arithmetic differ and
+may flip a borderline prompt. A job can only be checked when this checkout
 would train it the same way: its job key (parameters, facts, arm, seed, precision, code hash) must equal the
 committed one, else it is reported as not checkable (stale: `make check`).
 
@@ -126,6 +128,12 @@ def verify_job(profile, spec: str) -> dict:
             "verdict": "reproduced" if ok else "differs"}
 
 
+def record_name(spec: str, cpu_flags: list[str]) -> str:
+    """The file of a job's record on this kind of CPU: the bf16 instructions decide the kernels, hence the last bits."""
+    kind = "amx_bf16" if "amx_bf16" in cpu_flags else "avx512_bf16" if "avx512_bf16" in cpu_flags else "no_bf16"
+    return f"{spec.replace('/', '_')}.{kind}.json"
+
+
 def within_seed_range(profile, record: dict) -> str:
     """How many of a retrained job's record values lie within the range of the committed seeds of its arm and fact
     draw (min to max): a scale for a difference across machines, beside the tolerance, which decides the verdict."""
@@ -147,6 +155,7 @@ def summary_table(records: list[dict], profile=None) -> str:
              "record values within tolerance": f"{r['n_metrics_ok']}/{r['n_metrics']}" if "n_metrics" in r else "",
              "largest difference": f"{r['max_abs_diff']:.4f}" if "max_abs_diff" in r else "",
              "tolerance": r.get("tolerance", ""),
+             "verified on (CPU bf16 instructions)": ", ".join(r.get("machine_cpu_bf16_flags") or ["none"]),
              "record values within the committed seeds' range": within_seed_range(profile, r) if profile is not None else "",
              "per-prompt decisions differing": (f"{r['per_prompt']['decisions_differing_share']:.1%} of "
                                                 f"{r['per_prompt']['paired']}") if "per_prompt" in r else "",
@@ -178,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"verify {spec}: training it again from the original model (its committed training time: "
               f"{info.get('train_seconds', 0) / 60:.1f} min)", flush=True)
         rec = verify_job(profile, spec)
-        write_json(out / f"{spec.replace('/', '_')}.json", rec)
+        write_json(out / record_name(spec, rec["machine_cpu_bf16_flags"]), rec)
         print(f"verify {spec}: {rec['verdict']}" + (f" ({rec['why']})" if "why" in rec else
               f"; {rec['n_metrics_ok']}/{rec['n_metrics']} values within {rec['tolerance']}, largest difference "
               f"{rec['max_abs_diff']:.4f}; per-prompt decisions differing: {rec['per_prompt']['decisions_differing_share']:.1%}"),
