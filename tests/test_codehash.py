@@ -107,12 +107,22 @@ def test_a_cached_analysis_is_read_back_and_recomputed_when_its_code_changes(pac
     assert len(calls) == 1 and again.equals(first) and list(first.value) == [0.25, 0.5]
     cache.cached_table(profile, "10_x", "fluency", {"n": 4}, compute, ["rlcp_utils.measures.unlearning"])
     assert len(calls) == 2  # another key
+    assert "core/progress.py" in codehash.file_hashes(["rlcp_utils.measures.unlearning"])  # imported, yet:
+    _edit(package_copy / "core" / "progress.py", "\n", "\n# how progress lines look changed\n")
+    cache.cached_table(profile, "10_x", "fluency", {"n": 4}, compute, ["rlcp_utils.measures.unlearning"])
+    assert len(calls) == 2  # not the code that computes it: read back
     _edit(package_copy / "measures" / "unlearning.py", "\n", "\n# changed\n")
     cache.cached_table(profile, "10_x", "fluency", {"n": 4}, compute, ["rlcp_utils.measures.unlearning"])
     assert len(calls) == 3  # the measuring code changed
     monkeypatch.setenv("RLCP_FORCE", "1")
     cache.cached_table(profile, "10_x", "fluency", {"n": 4}, compute, ["rlcp_utils.measures.unlearning"])
     assert len(calls) == 4
+
+
+def test_jobs_and_cached_analyses_leave_out_the_same_infrastructure_files():
+    assert jobs.NOT_JOB_CODE == codehash.NOT_COMPUTING_CODE
+    every = {str(p.relative_to(codehash.PACKAGE_DIR)) for p in codehash.PACKAGE_DIR.rglob("*.py")}
+    assert codehash.NOT_COMPUTING_CODE <= every  # a renamed file would silently count again
 
 
 def test_the_package_imports_itself_by_absolute_names_and_unknown_modules_are_refused():

@@ -101,3 +101,32 @@ def test_a_worker_that_ended_inside_a_cell_still_counts_and_only_its_own_memory(
     assert 0.28 <= out["after_worker"] < 0.45, out  # the ended worker's own 300 MiB, not the parent's 400
     assert out["idle_worker"] < 0.05, out  # a worker that holds nothing adds nothing, whatever its parent holds
     assert out["now"]["workers_peak_rss_gib"] == 0 and out["now"]["peak_rss_gib"] >= 0.39
+
+
+def test_a_child_forked_but_not_yet_execd_adds_nothing(tmp_path):
+    """Between fork and exec a child's VmHWM is its parent's resident memory (shared copy-on-write, already in the
+    parent's own peak): a sample in that window must not add it to the workers' figure. The window made deterministic:
+    a fork that never execs, beside one that execs a program holding about 300 MiB."""
+    import json
+    import subprocess
+    import sys
+
+    kernel = tmp_path / "kernel.py"
+    kernel.write_text(
+        "import json, os, subprocess, sys, time\n"
+        "from rlcp_utils.core.notebook import peak_rss_gib\n"
+        "own = bytearray(400 * 2**20); own[::4096] = b'x' * len(own[::4096])\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    time.sleep(3); os._exit(0)\n"
+        "time.sleep(0.5)\n"
+        "forked = peak_rss_gib()['workers_peak_rss_gib']\n"
+        "worker = subprocess.Popen([sys.executable, '-c', \"b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); "
+        "import time; time.sleep(2)\"])\n"
+        "time.sleep(1.2)\n"
+        "both = peak_rss_gib()['workers_peak_rss_gib']\n"
+        "worker.wait(); os.waitpid(pid, 0)\n"
+        "print(json.dumps({'forked': forked, 'both': both}))\n")
+    out = json.loads(subprocess.run([sys.executable, str(kernel)], capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    assert out["forked"] < 0.05, out  # the fork that runs the parent's program holds the parent's pages: not a worker's
+    assert 0.28 <= out["both"] < 0.45, out  # the exec'd worker's own 300 MiB counts, the fork still not

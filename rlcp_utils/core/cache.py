@@ -6,9 +6,10 @@
 `cached_table` returns the saved table when the saved key equals the current one; otherwise it computes the
 table, saves both files (atomically, the key last) and returns it. The key is what the caller says the result
 depends on (parameters, the job keys of the models it measures, input hashes) plus the hash of the package code
-that computes it (`code`: module names, followed through their imports by core.codehash) and of the code cells
-of the notebook that defines `compute`, so a rerun with nothing changed reads the table back, and a change to a
-measuring function, in the package or in the notebook, recomputes it. `make reproduce
+that computes it (`code`: module names, followed through their imports by core.codehash, without the files of how a
+notebook runs and records, codehash.NOT_COMPUTING_CODE, as for training jobs) and of the code cells of the notebook
+that defines `compute`, so a rerun with nothing changed reads the table back, and a change to a measuring function,
+in the package or in the notebook, recomputes it. `make reproduce
 FORCE=1` (RLCP_FORCE=1) recomputes every analysis.
 """
 
@@ -40,7 +41,7 @@ def notebook_code_sha256(notebook: str) -> str | None:
 def analysis_key(key: dict, code: list[str], notebook: str | None = None) -> str:
     """The 16-hex key of an analysis: the caller's key (JSON), the package code that computes it and the code
     cells of the notebook that defines its compute function."""
-    blob = json.dumps([key, codehash.code_sha256(code), notebook and notebook_code_sha256(notebook)], sort_keys=True, default=str)
+    blob = json.dumps([key, codehash.computing_code_sha256(code), notebook and notebook_code_sha256(notebook)], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -57,6 +58,6 @@ def cached_table(profile, notebook: str, name: str, key: dict, compute: Callable
     frame = compute()
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(table, frame.to_csv(index=False))
-    atomic_write_text(meta, json.dumps({"key": current, "code_sha256": codehash.code_sha256(code), "seconds": round(time.time() - t0, 1),
+    atomic_write_text(meta, json.dumps({"key": current, "code_sha256": codehash.computing_code_sha256(code), "seconds": round(time.time() - t0, 1),
                                         "computed_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
     return pd.read_csv(table, keep_default_na=False, na_values=[""])

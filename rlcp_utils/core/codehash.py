@@ -99,9 +99,18 @@ def digest(hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def code_sha256(modules: list[str], root: Path | None = None) -> str:
-    """One hash of the code that `modules` run (16 hex): the key part that ties a result to its code."""
-    return digest(file_hashes(modules, root))
+# How a notebook runs and records (profile loading, output files, progress lines, peak memory, this hashing), never
+# what a number is: the keys of training jobs and cached analyses leave these files out, so a change to them reruns
+# notebooks (their manifest entries hash everything they import) but retrains and recomputes nothing. training/jobs.py
+# keeps the same set as its NOT_JOB_CODE (a test checks they agree): moving it here would change jobs.py, which every
+# job runs, and so every job's key.
+NOT_COMPUTING_CODE = frozenset({"core/config.py", "core/notebook.py", "core/outputs.py", "core/codehash.py", "core/progress.py"})
+
+
+def computing_code_sha256(modules: list[str], root: Path | None = None) -> str:
+    """One hash of the code that `modules` run, without NOT_COMPUTING_CODE: the part of a cached result's key that
+    ties it to the code that computes it."""
+    return digest({f: h for f, h in file_hashes(modules, root).items() if f not in NOT_COMPUTING_CODE})
 
 
 def changed_files(recorded: dict[str, str] | None, current: dict[str, str]) -> list[str]:

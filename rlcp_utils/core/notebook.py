@@ -236,29 +236,37 @@ def _with_repository(pythonpath: str) -> str:
 def _workers_hwm_kib() -> int:
     """The sum of every descendant process's own peak (Linux VmHWM, which starts afresh at exec, so a worker's
     figure is its own and not the memory it was forked from): children and their children (a local training
-    job runs under submitit's controller)."""
-    parent_of, hwm = {}, {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+    job runs under submitit's controller). A child that has not exec'd its own program yet (its command line is still
+    its parent's) is left out: between fork and exec its VmHWM is the parent's resident memory, shared copy-on-write,
+    which the parent's own peak already counts (a sample in that window once added the kernel's size to its workers')."""
+    parent_of, hwm, command = {}, {}, {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:  # the command line before the status: an exec between the two reads then shows as not yet exec'd
+            command[proc.name] = (proc / "cmdline").read_bytes()
+            fields = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line)
         except OSError:  # a process that ended while we read
+            command.pop(proc.name, None)
             continue
-        parent_of[status.parent.name] = fields.get("PPid", "").strip()
+        parent_of[proc.name] = fields.get("PPid", "").strip()
         if "VmHWM" in fields:
-            hwm[status.parent.name] = int(fields["VmHWM"].split()[0])
+            hwm[proc.name] = int(fields["VmHWM"].split()[0])
     ours, frontier = set(), {str(os.getpid())}
     while frontier:
         frontier = {pid for pid, ppid in parent_of.items() if ppid in frontier} - ours
         ours |= frontier
-    return sum(hwm.get(pid, 0) for pid in ours)
+    return sum(hwm.get(pid, 0) for pid in ours if command.get(pid) != command.get(parent_of[pid]))
+
+
+def _own_peak_gib() -> float | None:
+    """This process's peak resident memory so far (getrusage RUSAGE_SELF; KiB on Linux), in GiB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2) if resource else None
 
 
 def peak_rss_gib() -> dict:
     """This kernel's peak resident memory so far and its worker processes' now (joblib's probe fits, local training
     jobs and their children), in GiB. The workers' figure sums each live one's own peak (Linux VmHWM): an upper
     bound of what they held at once. Workers that end inside a cell are caught by the kernel's WorkerPeak sampler."""
-    own = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2) if resource else None  # KiB on Linux
-    return {"peak_rss_gib": own, "workers_peak_rss_gib": round(_workers_hwm_kib() / 2**20, 2)}
+    return {"peak_rss_gib": _own_peak_gib(), "workers_peak_rss_gib": round(_workers_hwm_kib() / 2**20, 2)}
 
 
 class WorkerPeak:
@@ -299,7 +307,7 @@ def _keep_peak_rss(shell, P: config.Profile, notebook: str) -> None:
     workers = WorkerPeak()  # one sampler per recorder: a rerun of the first cell stops the old one (below)
 
     def write(*_args) -> None:
-        peak = {**peak_rss_gib(), "workers_peak_rss_gib": workers.gib()}
+        peak = {"peak_rss_gib": _own_peak_gib(), "workers_peak_rss_gib": workers.gib()}  # one scan of /proc, not two
         if target:
             Path(target).write_text(json.dumps({"notebook": notebook, **peak}))
             return

@@ -223,11 +223,15 @@ def growth_figure(g: dict, out_dir: Path) -> None:
     plt.close(fig)
 
 
+# bench.json's settings keys of the RLCP step in the default precision (fp32) and under bf16 autocast (cost.py reads both)
+STEP_DEFAULT_KEY, STEP_BF16_KEY = "rlcp_step_s_default", "rlcp_step_s_bf16_autocast"
+
+
 def settings_alternatives(lm, tok, items, batch_size: int, layer: int, repeats: int) -> dict:
     """The choices the study runs with, each timed against its alternative on the RLCP step."""
     out = {"threads_default": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     base = training_steps(lm, tok, items, batch_size, repeats, layer, only=("rlcp_step_s",))["rlcp_step_s"]
-    out["rlcp_step_s_default"] = base
+    out[STEP_DEFAULT_KEY] = base
     default_threads = torch.get_num_threads()
     if default_threads > 1:
         torch.set_num_threads(1)
@@ -237,7 +241,7 @@ def settings_alternatives(lm, tok, items, batch_size: int, layer: int, repeats: 
     out["rlcp_step_s_sdpa"] = training_steps(sdpa, tok, items, batch_size, repeats, layer, only=("rlcp_step_s",))["rlcp_step_s"]
     del sdpa
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out["rlcp_step_s_bf16_autocast"] = training_steps(lm, tok, items, batch_size, repeats, layer, only=("rlcp_step_s",))["rlcp_step_s"]
+        out[STEP_BF16_KEY] = training_steps(lm, tok, items, batch_size, repeats, layer, only=("rlcp_step_s",))["rlcp_step_s"]
     return out
 
 
@@ -276,8 +280,8 @@ def bench_table(r: dict) -> str:
     ]
     if st:
         rows.append(("RLCP step: default threads / 1 thread / sdpa / bf16 autocast",
-                     " / ".join(f"{st[k]:.2f} s" for k in ["rlcp_step_s_default", "rlcp_step_s_1_thread", "rlcp_step_s_sdpa",
-                                                          "rlcp_step_s_bf16_autocast"] if k in st), "choose the fastest"))
+                     " / ".join(f"{st[k]:.2f} s" for k in [STEP_DEFAULT_KEY, "rlcp_step_s_1_thread", "rlcp_step_s_sdpa",
+                                                          STEP_BF16_KEY] if k in st), "choose the fastest"))
     if pipe.get("notebooks"):
         rows.append(("`make reproduce` (default): sum of each notebook's last recorded run (a rerun that reused trained "
                      "arms or generations records its shorter time)", f"{pipe['total_min']} min; peak RSS "

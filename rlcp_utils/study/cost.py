@@ -39,6 +39,7 @@ import pandas as pd
 from rlcp_utils.core import config
 from rlcp_utils.core.files import atomic_write_text
 from rlcp_utils.core.outputs import markdown_table
+from rlcp_utils.study.bench import STEP_BF16_KEY, STEP_DEFAULT_KEY
 
 _STAMP = re.compile(r"^submitit \w+ \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\) - (.*)$")
 WALL_COLUMNS = ["notebook", "dispatch", "log", "job", "start_utc", "end_utc", "wall_s", "completed", "pauses"]
@@ -161,7 +162,7 @@ def fp32_over_bf16(bench_json: Path) -> float | None:
     if not bench_json.exists():
         return None
     settings = json.loads(bench_json.read_text()).get("settings", {})
-    fp32, bf16 = settings.get("rlcp_step_s_default"), settings.get("rlcp_step_s_bf16_autocast")
+    fp32, bf16 = settings.get(STEP_DEFAULT_KEY), settings.get(STEP_BF16_KEY)
     return fp32 / bf16 if fp32 and bf16 else None
 
 
