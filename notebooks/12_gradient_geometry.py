@@ -170,7 +170,7 @@ n_steps = len(loop.epoch_schedule(inputs.items, K, P["epochs"], P["batch_size"],
 n_inputs = {"fact": len(fact_a), "fact_other_half": len(fact_b), "other_facts": len(unrelated), "logic": len(logic_a),
             "logic_other_half": len(logic_b), "gsm8k": len(gsm_train)}
 monitor_spec = {"every": P["gradient_every"], "last": n_steps, "pairs": PAIRS,
-                "code": codehash.code_sha256(["rlcp_utils.measures.gradients"]), "inputs": hashlib.sha256(json.dumps(
+                "code": codehash.computing_code_sha256(["rlcp_utils.measures.gradients"]), "inputs": hashlib.sha256(json.dumps(
     [[i["prompt"] for i in fact_a + fact_b + unrelated], [p["question"] for p in logic_a + logic_b], [p["index"] for p in gsm_train]]
 ).encode()).hexdigest()[:16]}
 print(f"gradient losses: {len(fact_a)} + {len(fact_b)} target prompts, {len(unrelated)} other-fact prompts, "
